@@ -1,0 +1,2 @@
+//! rollguard-agent (being built).
+#![forbid(unsafe_code)]
