@@ -1,2 +1,16 @@
-//! rollguard-agent (being built).
+//! rollguard-agent: collects host health, streams it to the coordinator, and
+//! runs the named actions its own config defines.
+//!
+//! The coordinator only ever names an action; the command line comes from
+//! this host's config. Each command id runs at most once, also across
+//! restarts (see `journal`). This crate never depends on the coordinator.
 #![forbid(unsafe_code)]
+
+pub mod action;
+pub(crate) mod collect;
+pub mod config;
+pub mod journal;
+mod link;
+pub mod version;
+
+pub use link::run;

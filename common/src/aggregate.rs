@@ -79,6 +79,11 @@ impl CohortAggregate {
 pub fn version_counts<'a>(versions: impl IntoIterator<Item = &'a str>) -> Vec<String> {
     let mut counts: BTreeMap<&str, u32> = BTreeMap::new();
     for version in versions {
+        let version = if version.is_empty() {
+            "unknown"
+        } else {
+            version
+        };
         *counts.entry(version).or_default() += 1;
     }
     counts

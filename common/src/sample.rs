@@ -133,11 +133,16 @@ impl HostSample {
         ];
         for (name, value) in figures {
             if !value.is_finite() || value < 0.0 {
-                return Err(format!("{name} must be a finite non-negative number, got {value}"));
+                return Err(format!(
+                    "{name} must be a finite non-negative number, got {value}"
+                ));
             }
         }
         if self.cpu_percent > 100.0 + 1e-6 {
-            return Err(format!("cpu_percent must be at most 100, got {}", self.cpu_percent));
+            return Err(format!(
+                "cpu_percent must be at most 100, got {}",
+                self.cpu_percent
+            ));
         }
         if self.memory_used_bytes > self.memory_total_bytes {
             return Err("memory_used_bytes exceeds memory_total_bytes".to_owned());

@@ -1,1 +1,96 @@
-fn main() {}
+//! `rollguard-coordinator`: parse flags, load config, bind, serve until SIGTERM/SIGINT.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use rollguard_common::config::Sources;
+use rollguard_coordinator::config::{RawConfig, ENV_PREFIX};
+
+/// The rollguard coordinator: aggregates fleet health, stores decisions and
+/// sends rollbacks to beta hosts.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// TOML config file (optional; no file means defaults).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// gRPC listen address [default: 127.0.0.1:7600].
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<String>,
+    /// Allow a non-loopback --listen while there is no TLS or authentication.
+    #[arg(long)]
+    insecure_listen: bool,
+    /// Directory of the embedded store [default: ./rollguard-data].
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    rollguard_common::telemetry::init("info");
+    let mut overrides = Vec::new();
+    if let Some(listen) = cli.listen {
+        overrides.push(("listen", listen));
+    }
+    if cli.insecure_listen {
+        overrides.push(("insecure_listen", "true".to_owned()));
+    }
+    if let Some(dir) = cli.data_dir {
+        overrides.push(("data_dir", dir.display().to_string()));
+    }
+    let config = match RawConfig::load(Sources {
+        file: cli.config.as_deref(),
+        env_prefix: ENV_PREFIX,
+        env: None,
+        overrides,
+    })
+    .and_then(RawConfig::validate)
+    {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("rollguard-coordinator: bad config: {err}");
+            return ExitCode::from(64);
+        }
+    };
+    match serve(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("rollguard-coordinator: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(config: rollguard_coordinator::config::Config) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(async {
+        rollguard_coordinator::raise_nofile_limit();
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("binding {}", config.listen))?;
+        rollguard_coordinator::run(config, listener, shutdown_signal())
+            .await
+            .context("running the coordinator")
+    })
+}
+
+/// Waits for SIGTERM or SIGINT and logs which one arrived.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stopping");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!(signal = "SIGTERM", "shutdown signal received"),
+        _ = int.recv() => tracing::info!(signal = "SIGINT", "shutdown signal received"),
+    }
+}

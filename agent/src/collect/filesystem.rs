@@ -1,0 +1,208 @@
+//! Used and total bytes of every real mounted filesystem, from
+//! /proc/self/mounts and statvfs.
+//!
+//! A filesystem is real when its device starts with '/' and its type is not
+//! in [`SKIPPED_FS_TYPES`] (nor `fuse.*`). Network filesystems are skipped too:
+//! statvfs on a hung server would block the agent. Mounts are deduplicated by
+//! device, the first mount point wins (bind mounts, btrfs subvolumes).
+//! Known gap: ZFS datasets (device "pool/dataset") are skipped by the device rule.
+//! Does not report inodes.
+
+use std::borrow::Cow;
+use std::ffi::OsStr;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use rollguard_common::sample::FilesystemUsage;
+use rollguard_common::HostSample;
+
+use super::{read_file, CollectError};
+
+#[cfg(test)]
+mod tests;
+
+/// Filesystem types that are never reported: pseudo and in-memory
+/// filesystems, read-only images that are always full, and network
+/// filesystems.
+pub(super) const SKIPPED_FS_TYPES: &[&str] = &[
+    // Pseudo and in-memory.
+    "autofs",
+    "binfmt_misc",
+    "bpf",
+    "cgroup",
+    "cgroup2",
+    "configfs",
+    "debugfs",
+    "devpts",
+    "devtmpfs",
+    "efivarfs",
+    "fuse",
+    "fusectl",
+    "hugetlbfs",
+    "mqueue",
+    "nsfs",
+    "overlay",
+    "proc",
+    "pstore",
+    "ramfs",
+    "rpc_pipefs",
+    "securityfs",
+    "selinuxfs",
+    "sysfs",
+    "tmpfs",
+    "tracefs",
+    // Read-only images, always 100% used.
+    "erofs",
+    "iso9660",
+    "squashfs",
+    "udf",
+    // Network.
+    "9p",
+    "afs",
+    "ceph",
+    "cifs",
+    "glusterfs",
+    "nfs",
+    "nfs4",
+    "smb3",
+    "smbfs",
+];
+
+/// Returns whether a mount entry is a real filesystem worth reporting.
+pub(super) fn is_real_filesystem(device: &[u8], fs_type: &[u8]) -> bool {
+    device.first() == Some(&b'/')
+        && !fs_type.starts_with(b"fuse.")
+        && !SKIPPED_FS_TYPES
+            .iter()
+            .any(|skipped| skipped.as_bytes() == fs_type)
+}
+
+/// One line of /proc/self/mounts, with octal escapes decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct MountEntry<'a> {
+    pub(super) device: Cow<'a, [u8]>,
+    pub(super) mount_point: Cow<'a, [u8]>,
+    pub(super) fs_type: &'a [u8],
+}
+
+/// Parses /proc/self/mounts. Works on bytes: mount points need not be UTF-8,
+/// and one odd mount must not hide the others.
+pub(super) fn parse_mounts(text: &[u8]) -> impl Iterator<Item = Result<MountEntry<'_>, String>> {
+    text.split(|&b| b == b'\n')
+        .filter(|line| !line.is_empty())
+        .map(|line| {
+            let mut fields = line.split(|&b| b == b' ').filter(|f| !f.is_empty());
+            match (fields.next(), fields.next(), fields.next()) {
+                (Some(device), Some(mount_point), Some(fs_type)) => Ok(MountEntry {
+                    device: unescape(device),
+                    mount_point: unescape(mount_point),
+                    fs_type,
+                }),
+                _ => Err(format!(
+                    "short mount line {:?}",
+                    String::from_utf8_lossy(line)
+                )),
+            }
+        })
+}
+
+/// Decodes the kernel's `\ooo` octal escapes (it escapes space, tab, newline
+/// and backslash); anything else is kept as is. Borrows when there is no escape.
+pub(super) fn unescape(field: &[u8]) -> Cow<'_, [u8]> {
+    if !field.contains(&b'\\') {
+        return Cow::Borrowed(field);
+    }
+    let mut out = Vec::with_capacity(field.len());
+    let mut idx = 0;
+    while let Some(&byte) = field.get(idx) {
+        let escaped = match field.get(idx + 1..idx + 4) {
+            Some(&[a, b, c]) if byte == b'\\' => octal_byte(a, b, c),
+            _ => None,
+        };
+        match escaped {
+            Some(decoded) => {
+                out.push(decoded);
+                idx += 4;
+            }
+            None => {
+                out.push(byte);
+                idx += 1;
+            }
+        }
+    }
+    Cow::Owned(out)
+}
+
+fn octal_byte(a: u8, b: u8, c: u8) -> Option<u8> {
+    let digit = |d: u8| (b'0'..=b'7').contains(&d).then(|| u32::from(d - b'0'));
+    let value = digit(a)? * 64 + digit(b)? * 8 + digit(c)?;
+    u8::try_from(value).ok()
+}
+
+/// Returns `(used, total)` bytes of the filesystem mounted at `mount_point`.
+pub(super) fn statvfs_usage(mount_point: &Path) -> io::Result<(u64, u64)> {
+    let stat = rustix::fs::statvfs(mount_point)?;
+    let used_blocks = stat.f_blocks.saturating_sub(stat.f_bfree);
+    Ok((
+        used_blocks.saturating_mul(stat.f_frsize),
+        stat.f_blocks.saturating_mul(stat.f_frsize),
+    ))
+}
+
+/// Reads /proc/self/mounts at `path` and fills `filesystems`; a failure for
+/// one mount adds an error and skips only that mount.
+pub(super) fn collect(
+    path: &Path,
+    buf: &mut Vec<u8>,
+    sample: &mut HostSample,
+    errors: &mut Vec<CollectError>,
+) {
+    match read_file(path, buf) {
+        Ok(text) => fill(text, path, statvfs_usage, sample, errors),
+        Err(err) => errors.push(err),
+    }
+}
+
+/// Fills `filesystems` from the text of /proc/self/mounts, asking `usage` for
+/// `(used, total)` bytes of each real, not yet seen device.
+pub(super) fn fill(
+    text: &[u8],
+    path: &Path,
+    mut usage: impl FnMut(&Path) -> io::Result<(u64, u64)>,
+    sample: &mut HostSample,
+    errors: &mut Vec<CollectError>,
+) {
+    let mut seen_devices: Vec<Cow<'_, [u8]>> = Vec::new();
+    for entry in parse_mounts(text) {
+        let entry = match entry {
+            Ok(entry) => entry,
+            Err(message) => {
+                errors.push(super::parse_error(path, message));
+                continue;
+            }
+        };
+        if !is_real_filesystem(&entry.device, entry.fs_type) {
+            continue;
+        }
+        if seen_devices.contains(&entry.device) {
+            continue;
+        }
+        let mount_point = Path::new(OsStr::from_bytes(&entry.mount_point));
+        match usage(mount_point) {
+            Ok((used_bytes, total_bytes)) => sample.filesystems.push(FilesystemUsage {
+                mount_point: String::from_utf8_lossy(&entry.mount_point).into_owned(),
+                device: String::from_utf8_lossy(&entry.device).into_owned(),
+                fs_type: String::from_utf8_lossy(entry.fs_type).into_owned(),
+                used_bytes,
+                total_bytes,
+            }),
+            Err(source) => errors.push(CollectError::Statvfs {
+                mount_point: String::from_utf8_lossy(&entry.mount_point).into_owned(),
+                source,
+            }),
+        }
+        // A failed mount still claims its device: first mount point wins.
+        seen_devices.push(entry.device);
+    }
+}

@@ -1,0 +1,266 @@
+//! The agent's config: raw (serde) form, validation, and the checked [`Config`].
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use rollguard_common::config::{self, ConfigError, Sources};
+use rollguard_common::ids::validate_name;
+use rollguard_common::{Cohort, DeploymentName, HostId};
+use serde::{Deserialize, Serialize};
+
+use crate::collect::{CollectConfig, DEFAULT_EXCLUDED_INTERFACES};
+
+/// Env prefix: `ROLLGUARD_AGENT__DEPLOYMENT=cache-service`.
+pub const ENV_PREFIX: &str = "ROLLGUARD_AGENT";
+
+/// The agent config as written in TOML (`/etc/rollguard/agent.toml`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawConfig {
+    /// Leaves room to change the format; only 1 is known.
+    pub config_version: u32,
+    /// Coordinator URL.
+    pub coordinator: String,
+    /// Host identity; empty means the hostname.
+    pub host_id: String,
+    /// Deployment this host belongs to (required).
+    pub deployment: String,
+    /// `beta` or `baseline` (required).
+    pub cohort: String,
+    /// Version of the application under guard, when it is fixed.
+    pub app_version: String,
+    /// File whose trimmed content is the app version, re-read every interval.
+    pub version_file: Option<PathBuf>,
+    /// Command (argv, no shell) whose trimmed stdout is the app version, run every interval.
+    pub version_command: Option<Vec<String>>,
+    /// Sampling interval.
+    pub interval: String,
+    /// Directory of the command journal (at-most-once execution across restarts).
+    pub state_dir: PathBuf,
+    /// How long shutdown waits for a running action.
+    pub shutdown_grace: String,
+    /// Free-form labels sent in Hello.
+    pub labels: BTreeMap<String, String>,
+    /// Named actions; the coordinator can only name one of these.
+    pub actions: BTreeMap<String, RawAction>,
+    /// Which host figures count.
+    pub collect: RawCollect,
+}
+
+/// One `[actions.NAME]` table.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAction {
+    /// argv; run without a shell.
+    pub command: Vec<String>,
+    /// Killed and reported failed after this long.
+    #[serde(default = "default_action_timeout")]
+    pub timeout: String,
+    /// Extra environment for the action.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Working directory; default the state dir.
+    #[serde(default)]
+    pub working_dir: Option<PathBuf>,
+}
+
+fn default_action_timeout() -> String {
+    "60s".to_owned()
+}
+
+/// The `[collect]` table.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawCollect {
+    /// Interface name prefixes left out of network figures.
+    pub exclude_interfaces: Vec<String>,
+    /// When non-empty, only these interfaces count.
+    pub include_interfaces: Vec<String>,
+}
+
+impl Default for RawCollect {
+    fn default() -> Self {
+        RawCollect {
+            exclude_interfaces: DEFAULT_EXCLUDED_INTERFACES
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect(),
+            include_interfaces: Vec::new(),
+        }
+    }
+}
+
+impl Default for RawConfig {
+    fn default() -> Self {
+        RawConfig {
+            config_version: 1,
+            coordinator: "http://127.0.0.1:7600".to_owned(),
+            host_id: String::new(),
+            deployment: String::new(),
+            cohort: String::new(),
+            app_version: String::new(),
+            version_file: None,
+            version_command: None,
+            interval: "1s".to_owned(),
+            state_dir: PathBuf::from("/var/lib/rollguard-agent"),
+            shutdown_grace: "10s".to_owned(),
+            labels: BTreeMap::new(),
+            actions: BTreeMap::new(),
+            collect: RawCollect::default(),
+        }
+    }
+}
+
+/// Where the app version comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VersionSource {
+    /// A fixed string (possibly empty).
+    Fixed(String),
+    /// The trimmed content of a file.
+    File(PathBuf),
+    /// The trimmed stdout of a command.
+    Command(Vec<String>),
+}
+
+/// A checked action.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Action {
+    /// argv, `argv[0]` is the program.
+    pub argv: Vec<String>,
+    pub timeout: Duration,
+    pub env: BTreeMap<String, String>,
+    pub working_dir: Option<PathBuf>,
+}
+
+/// The checked agent config.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub coordinator: String,
+    pub host_id: HostId,
+    pub deployment: DeploymentName,
+    pub cohort: Cohort,
+    pub version: VersionSource,
+    pub interval: Duration,
+    pub state_dir: PathBuf,
+    pub shutdown_grace: Duration,
+    pub labels: BTreeMap<String, String>,
+    pub actions: BTreeMap<String, Action>,
+    pub(crate) collect: CollectConfig,
+}
+
+impl RawConfig {
+    /// Loads the layers: defaults, file, env, then flags.
+    pub fn load(sources: Sources<'_>) -> Result<Self, ConfigError> {
+        config::load(sources)
+    }
+
+    /// Checks every value and builds the [`Config`].
+    pub fn validate(self) -> Result<Config, ConfigError> {
+        if self.config_version != 1 {
+            return Err(ConfigError::invalid(
+                "config_version",
+                format!("only version 1 is known, got {}", self.config_version),
+            ));
+        }
+        if !(self.coordinator.starts_with("http://") || self.coordinator.starts_with("https://")) {
+            return Err(ConfigError::invalid(
+                "coordinator",
+                format!("`{}` is not an http:// or https:// URL", self.coordinator),
+            ));
+        }
+        let host_id = if self.host_id.is_empty() {
+            rustix::system::uname()
+                .nodename()
+                .to_string_lossy()
+                .into_owned()
+        } else {
+            self.host_id
+        };
+        validate_name("host_id", &host_id).map_err(|m| ConfigError::invalid("host_id", m))?;
+        if self.deployment.is_empty() {
+            return Err(ConfigError::Missing {
+                key: "deployment".to_owned(),
+            });
+        }
+        validate_name("deployment", &self.deployment)
+            .map_err(|m| ConfigError::invalid("deployment", m))?;
+        if self.cohort.is_empty() {
+            return Err(ConfigError::Missing {
+                key: "cohort".to_owned(),
+            });
+        }
+        let cohort: Cohort = self
+            .cohort
+            .parse()
+            .map_err(|m: String| ConfigError::invalid("cohort", m))?;
+        let version = match (self.version_file, self.version_command) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::invalid(
+                    "version_command",
+                    "set either version_file or version_command, not both",
+                ))
+            }
+            (Some(path), None) => VersionSource::File(path),
+            (None, Some(argv)) => {
+                if argv.is_empty() || argv[0].is_empty() {
+                    return Err(ConfigError::invalid(
+                        "version_command",
+                        "must name a program",
+                    ));
+                }
+                VersionSource::Command(argv)
+            }
+            (None, None) => VersionSource::Fixed(self.app_version),
+        };
+        let interval = config::parse_positive_duration("interval", &self.interval)?;
+        if interval < Duration::from_millis(100) {
+            return Err(ConfigError::invalid("interval", "must be at least 100ms"));
+        }
+        if self.state_dir.as_os_str().is_empty() {
+            return Err(ConfigError::invalid("state_dir", "must not be empty"));
+        }
+        let shutdown_grace = config::parse_duration("shutdown_grace", &self.shutdown_grace)?;
+        let mut actions = BTreeMap::new();
+        for (name, raw) in self.actions {
+            let key = format!("actions.{name}");
+            validate_name("action name", &name).map_err(|m| ConfigError::invalid(&key, m))?;
+            if raw.command.is_empty() || raw.command[0].is_empty() {
+                return Err(ConfigError::invalid(
+                    format!("{key}.command"),
+                    "must be a non-empty argv, e.g. [\"/usr/local/bin/switch-version\", \"stable\"]",
+                ));
+            }
+            let timeout = config::parse_positive_duration(&format!("{key}.timeout"), &raw.timeout)?;
+            actions.insert(
+                name,
+                Action {
+                    argv: raw.command,
+                    timeout,
+                    env: raw.env,
+                    working_dir: raw.working_dir,
+                },
+            );
+        }
+        Ok(Config {
+            coordinator: self.coordinator,
+            host_id: HostId::new(host_id),
+            deployment: DeploymentName::new(self.deployment),
+            cohort,
+            version,
+            interval,
+            state_dir: self.state_dir,
+            shutdown_grace,
+            labels: self.labels,
+            actions,
+            collect: CollectConfig {
+                exclude_interfaces: self.collect.exclude_interfaces,
+                include_interfaces: self.collect.include_interfaces,
+                ..CollectConfig::default()
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,183 @@
+//! The coordinator's config: raw (serde) form, validation, and the checked
+//! [`Config`] that the rest of the crate sees.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use rollguard_common::config::{self, ConfigError, Sources};
+use rollguard_common::ids::validate_name;
+use rollguard_common::DeploymentName;
+use serde::{Deserialize, Serialize};
+
+/// Env prefix: `ROLLGUARD_COORDINATOR__LISTEN=...`.
+pub const ENV_PREFIX: &str = "ROLLGUARD_COORDINATOR";
+
+/// The action a rollback names when a deployment does not say.
+pub const DEFAULT_ROLLBACK_ACTION: &str = "rollback";
+
+/// The coordinator config as written in TOML.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawConfig {
+    /// Leaves room to change the format; only 1 is known.
+    pub config_version: u32,
+    /// Address of the gRPC listener (agents and rollguardctl).
+    pub listen: String,
+    /// Allows a non-loopback `listen` while there is no TLS or authentication.
+    pub insecure_listen: bool,
+    /// Directory of the embedded store.
+    pub data_dir: PathBuf,
+    /// How long a command stays deliverable after its decision (`not_after`).
+    pub command_ttl: String,
+    /// How long shutdown may take per stage.
+    pub shutdown_grace: String,
+    /// Per-deployment settings; deployments not listed get the defaults.
+    pub deployments: BTreeMap<String, RawDeployment>,
+}
+
+/// One `[deployments.NAME]` table.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawDeployment {
+    /// Name of the agent-side action a rollback runs.
+    pub rollback_action: String,
+}
+
+impl Default for RawConfig {
+    fn default() -> Self {
+        RawConfig {
+            config_version: 1,
+            listen: "127.0.0.1:7600".to_owned(),
+            insecure_listen: false,
+            data_dir: PathBuf::from("./rollguard-data"),
+            command_ttl: "1h".to_owned(),
+            shutdown_grace: "5s".to_owned(),
+            deployments: BTreeMap::new(),
+        }
+    }
+}
+
+impl Default for RawDeployment {
+    fn default() -> Self {
+        RawDeployment {
+            rollback_action: DEFAULT_ROLLBACK_ACTION.to_owned(),
+        }
+    }
+}
+
+/// The checked coordinator config.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the gRPC server listens.
+    pub listen: SocketAddr,
+    /// Whether a non-loopback listen address was explicitly allowed.
+    pub insecure_listen: bool,
+    /// Directory of the embedded store.
+    pub data_dir: PathBuf,
+    /// Lifetime of a command after its decision.
+    pub command_ttl: Duration,
+    /// Time allowed for each shutdown stage.
+    pub shutdown_grace: Duration,
+    /// Per-deployment settings.
+    pub deployments: BTreeMap<DeploymentName, DeploymentConfig>,
+}
+
+/// Checked settings of one deployment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeploymentConfig {
+    /// Agent-side action a rollback names.
+    pub rollback_action: String,
+}
+
+impl Default for DeploymentConfig {
+    fn default() -> Self {
+        DeploymentConfig {
+            rollback_action: DEFAULT_ROLLBACK_ACTION.to_owned(),
+        }
+    }
+}
+
+impl Config {
+    /// Returns the settings of `deployment`, or the defaults for one not in the config.
+    pub fn deployment(&self, deployment: &DeploymentName) -> DeploymentConfig {
+        self.deployments
+            .get(deployment)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Returns a config for tests: loopback port 0 and the given data dir.
+    pub fn for_test(data_dir: PathBuf) -> Self {
+        RawConfig {
+            listen: "127.0.0.1:0".to_owned(),
+            data_dir,
+            ..RawConfig::default()
+        }
+        .validate()
+        .expect("the test config is valid")
+    }
+}
+
+impl RawConfig {
+    /// Loads the layers: defaults, file, env, then flags.
+    pub fn load(sources: Sources<'_>) -> Result<Self, ConfigError> {
+        config::load(sources)
+    }
+
+    /// Checks every value and builds the [`Config`].
+    pub fn validate(self) -> Result<Config, ConfigError> {
+        if self.config_version != 1 {
+            return Err(ConfigError::invalid(
+                "config_version",
+                format!("only version 1 is known, got {}", self.config_version),
+            ));
+        }
+        let listen: SocketAddr = self.listen.parse().map_err(|err| {
+            ConfigError::invalid(
+                "listen",
+                format!("`{}` is not an address ({err})", self.listen),
+            )
+        })?;
+        if !listen.ip().is_loopback() && !self.insecure_listen {
+            return Err(ConfigError::invalid(
+                "listen",
+                format!(
+                    "{listen} is not a loopback address; without TLS and authentication the \
+                     coordinator listens off loopback only with --insecure-listen"
+                ),
+            ));
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(ConfigError::invalid("data_dir", "must not be empty"));
+        }
+        let command_ttl = config::parse_positive_duration("command_ttl", &self.command_ttl)?;
+        let shutdown_grace =
+            config::parse_positive_duration("shutdown_grace", &self.shutdown_grace)?;
+        let mut deployments = BTreeMap::new();
+        for (name, raw) in self.deployments {
+            let key = format!("deployments.{name}");
+            validate_name("deployment name", &name).map_err(|m| ConfigError::invalid(&key, m))?;
+            validate_name("rollback_action", &raw.rollback_action)
+                .map_err(|m| ConfigError::invalid(format!("{key}.rollback_action"), m))?;
+            deployments.insert(
+                DeploymentName::new(name),
+                DeploymentConfig {
+                    rollback_action: raw.rollback_action,
+                },
+            );
+        }
+        Ok(Config {
+            listen,
+            insecure_listen: self.insecure_listen,
+            data_dir: self.data_dir,
+            command_ttl,
+            shutdown_grace,
+            deployments,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

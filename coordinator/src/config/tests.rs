@@ -1,0 +1,67 @@
+use std::collections::HashMap;
+
+use super::*;
+
+#[track_caller]
+fn check(env: &[(&str, &str)], expected_error: Option<&str>) {
+    let env: HashMap<String, String> = env
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    let result = RawConfig::load(Sources {
+        env_prefix: ENV_PREFIX,
+        env: Some(env),
+        ..Sources::default()
+    })
+    .and_then(RawConfig::validate);
+    match (result, expected_error) {
+        (Ok(_), None) => {}
+        (Err(err), Some(needle)) => {
+            assert!(err.to_string().contains(needle), "`{err}` lacks `{needle}`")
+        }
+        (Ok(cfg), Some(needle)) => panic!("expected an error naming {needle}, got {cfg:?}"),
+        (Err(err), None) => panic!("unexpected error: {err}"),
+    }
+}
+
+#[test]
+fn defaults_are_valid() {
+    check(&[], None);
+}
+
+#[test]
+fn non_loopback_listen_needs_insecure_listen() {
+    check(
+        &[("ROLLGUARD_COORDINATOR__LISTEN", "0.0.0.0:7600")],
+        Some("`listen`"),
+    );
+    check(
+        &[
+            ("ROLLGUARD_COORDINATOR__LISTEN", "0.0.0.0:7600"),
+            ("ROLLGUARD_COORDINATOR__INSECURE_LISTEN", "true"),
+        ],
+        None,
+    );
+    check(&[("ROLLGUARD_COORDINATOR__LISTEN", "[::1]:7600")], None);
+}
+
+#[test]
+fn bad_values_name_their_key() {
+    check(
+        &[("ROLLGUARD_COORDINATOR__LISTEN", "nowhere")],
+        Some("`listen`"),
+    );
+    check(
+        &[("ROLLGUARD_COORDINATOR__COMMAND_TTL", "0s")],
+        Some("`command_ttl`"),
+    );
+    check(
+        &[("ROLLGUARD_COORDINATOR__COMMAND_TTL", "later")],
+        Some("`command_ttl`"),
+    );
+    check(&[("ROLLGUARD_COORDINATOR__LISTN", "x")], Some("listn"));
+    check(
+        &[("ROLLGUARD_COORDINATOR__CONFIG_VERSION", "2")],
+        Some("`config_version`"),
+    );
+}

@@ -1,0 +1,555 @@
+//! Fleet state: every host seen, its connection and latest sample, and every
+//! command with its per-host results.
+//!
+//! One `std::sync::Mutex` guards it; every critical section is short and
+//! never awaits (sends to agent streams are `try_send`). Status views are
+//! computed from it on demand. This module does no IO: the service layer
+//! writes to the store and owns the streams.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime};
+
+use rollguard_common::aggregate::{version_counts, CohortAggregate};
+use rollguard_common::{Cohort, CommandId, CommandStatus, DeploymentName, HostId, HostSample};
+use tokio::sync::mpsc;
+
+use crate::store::{unix_ms, AgentRecord, CommandRecord, ResultRecord, Snapshot};
+
+/// A host is stale when silent for more than this many of its intervals.
+pub const STALE_INTERVALS: u32 = 3;
+
+/// Rollback targets are the beta hosts seen within this window.
+pub const TARGET_WINDOW: Duration = Duration::from_secs(24 * 3600);
+
+/// Messages for one agent stream; converted to the wire by the stream task.
+#[derive(Debug, Clone)]
+pub enum Outbound {
+    /// Run this command.
+    Command(CommandRecord),
+    /// The coordinator is stopping or a newer connection replaced this one.
+    Goodbye(String),
+}
+
+/// Sender half of an agent stream's outbound channel.
+pub type OutboundTx = mpsc::Sender<Outbound>;
+
+/// What an agent said in its Hello, checked.
+#[derive(Debug, Clone)]
+pub struct HostIdentity {
+    pub host_id: HostId,
+    pub deployment: DeploymentName,
+    pub cohort: Cohort,
+    pub app_version: String,
+    pub agent_version: String,
+    pub action_names: Vec<String>,
+    pub interval: Duration,
+}
+
+#[derive(Debug)]
+struct Conn {
+    id: u64,
+    tx: OutboundTx,
+}
+
+#[derive(Debug)]
+struct HostEntry {
+    identity: HostIdentity,
+    conn: Option<Conn>,
+    last_seen: SystemTime,
+    /// Monotonic time of the last message; `None` for hosts loaded from the store.
+    last_seen_at: Option<Instant>,
+    latest: Option<HostSample>,
+}
+
+impl HostEntry {
+    fn is_stale(&self, now: Instant) -> bool {
+        let limit = self.identity.interval * STALE_INTERVALS;
+        self.last_seen_at
+            .is_none_or(|seen| now.saturating_duration_since(seen) > limit)
+    }
+}
+
+#[derive(Debug)]
+struct CommandState {
+    record: CommandRecord,
+    results: HashMap<String, ResultRecord>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    hosts: HashMap<HostId, HostEntry>,
+    commands: HashMap<CommandId, CommandState>,
+    next_conn_id: u64,
+}
+
+/// Shared fleet state.
+#[derive(Debug, Default)]
+pub struct Fleet {
+    inner: Mutex<Inner>,
+}
+
+/// One host as the control API shows it.
+#[derive(Debug, Clone)]
+pub struct AgentView {
+    pub identity: HostIdentity,
+    pub connected: bool,
+    pub stale: bool,
+    pub last_seen: SystemTime,
+    pub latest: Option<HostSample>,
+}
+
+/// One (deployment, cohort) as the control API shows it.
+#[derive(Debug, Clone)]
+pub struct CohortView {
+    pub cohort: Cohort,
+    pub hosts_connected: u32,
+    pub hosts_stale: u32,
+    pub hosts_disconnected: u32,
+    pub aggregate: CohortAggregate,
+    pub versions: Vec<String>,
+}
+
+/// One deployment as the control API shows it.
+#[derive(Debug, Clone)]
+pub struct DeploymentView {
+    pub deployment: DeploymentName,
+    pub cohorts: Vec<CohortView>,
+}
+
+/// One command with a result for every target (`NoAnswer` where none came).
+#[derive(Debug, Clone)]
+pub struct CommandView {
+    pub record: CommandRecord,
+    pub results: Vec<ResultRecord>,
+}
+
+/// Why a command update from an agent was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum UpdateError {
+    #[error("unknown command id `{0}`")]
+    UnknownCommand(String),
+    #[error("command `{0}` was not sent to this host")]
+    NotATarget(String),
+}
+
+impl Fleet {
+    /// Rebuilds the fleet from the store: hosts as disconnected, commands with their results.
+    pub fn from_snapshot(snapshot: Snapshot) -> Self {
+        let mut inner = Inner::default();
+        for agent in snapshot.agents {
+            let host_id = HostId::new(agent.host_id);
+            inner.hosts.insert(
+                host_id.clone(),
+                HostEntry {
+                    identity: HostIdentity {
+                        host_id,
+                        deployment: DeploymentName::new(agent.deployment),
+                        cohort: agent.cohort,
+                        app_version: agent.app_version,
+                        agent_version: agent.agent_version,
+                        action_names: agent.action_names,
+                        interval: Duration::from_secs(1),
+                    },
+                    conn: None,
+                    last_seen: crate::store::from_unix_ms(agent.last_seen_unix_ms),
+                    last_seen_at: None,
+                    latest: None,
+                },
+            );
+        }
+        for record in snapshot.commands {
+            inner.commands.insert(
+                CommandId::new(record.command_id.clone()),
+                CommandState {
+                    record,
+                    results: HashMap::new(),
+                },
+            );
+        }
+        for result in snapshot.results {
+            if let Some(state) = inner.commands.get_mut(result.command_id.as_str()) {
+                state.results.insert(result.host_id.clone(), result);
+            }
+        }
+        Fleet {
+            inner: Mutex::new(inner),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves plain data behind; keep serving.
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Registers a connected agent; returns its connection id, the record to
+    /// store, and the commands it must be sent now (with updated records for
+    /// commands it was added to as a late target).
+    pub fn connect(
+        &self,
+        identity: HostIdentity,
+        tx: OutboundTx,
+        now: SystemTime,
+    ) -> (u64, AgentRecord, Vec<CommandRecord>, Vec<CommandRecord>) {
+        let mut inner = self.lock();
+        inner.next_conn_id += 1;
+        let conn_id = inner.next_conn_id;
+        let host_id = identity.host_id.clone();
+        let record = agent_record(&identity, now);
+        let entry = HostEntry {
+            identity,
+            conn: Some(Conn { id: conn_id, tx }),
+            last_seen: now,
+            last_seen_at: Some(Instant::now()),
+            latest: None,
+        };
+        if let Some(old) = inner.hosts.insert(host_id.clone(), entry) {
+            if let Some(conn) = old.conn {
+                let _ = conn.tx.try_send(Outbound::Goodbye(
+                    "replaced by a newer connection".to_owned(),
+                ));
+            }
+        }
+        let (pending, updated) = pending_for(&mut inner, &host_id, now);
+        (conn_id, record, pending, updated)
+    }
+
+    /// Marks the host disconnected if `conn_id` is still its connection; returns the record to store.
+    pub fn disconnect(
+        &self,
+        host_id: &HostId,
+        conn_id: u64,
+        now: SystemTime,
+    ) -> Option<AgentRecord> {
+        let mut inner = self.lock();
+        let entry = inner.hosts.get_mut(host_id)?;
+        if entry.conn.as_ref().map(|c| c.id) != Some(conn_id) {
+            return None;
+        }
+        entry.conn = None;
+        entry.last_seen = now;
+        Some(agent_record(&entry.identity, now))
+    }
+
+    /// Applies the newest of `samples`; returns false if `conn_id` is no longer the host's connection.
+    pub fn record_sample(
+        &self,
+        host_id: &HostId,
+        conn_id: u64,
+        sample: HostSample,
+        now: SystemTime,
+    ) -> bool {
+        let mut inner = self.lock();
+        let Some(entry) = inner.hosts.get_mut(host_id) else {
+            return false;
+        };
+        if entry.conn.as_ref().map(|c| c.id) != Some(conn_id) {
+            return false;
+        }
+        entry.last_seen = now;
+        entry.last_seen_at = Some(Instant::now());
+        let newer = entry
+            .latest
+            .as_ref()
+            .is_none_or(|prev| prev.collected_at <= sample.collected_at);
+        if newer {
+            entry.latest = Some(sample);
+        }
+        true
+    }
+
+    /// Records a new app version; returns the record to store.
+    pub fn update_version(
+        &self,
+        host_id: &HostId,
+        conn_id: u64,
+        app_version: String,
+        now: SystemTime,
+    ) -> Option<AgentRecord> {
+        let mut inner = self.lock();
+        let entry = inner.hosts.get_mut(host_id)?;
+        if entry.conn.as_ref().map(|c| c.id) != Some(conn_id) {
+            return None;
+        }
+        entry.identity.app_version = app_version;
+        entry.last_seen = now;
+        entry.last_seen_at = Some(Instant::now());
+        Some(agent_record(&entry.identity, now))
+    }
+
+    /// Applies a command update from `host_id`; returns the result to store, or
+    /// `None` when it changes nothing (a repeat, or a step back from a final state).
+    pub fn command_update(
+        &self,
+        host_id: &HostId,
+        mut result: ResultRecord,
+    ) -> Result<Option<ResultRecord>, UpdateError> {
+        let mut inner = self.lock();
+        let state = inner
+            .commands
+            .get_mut(result.command_id.as_str())
+            .ok_or_else(|| UpdateError::UnknownCommand(result.command_id.clone()))?;
+        if !state.record.targets.iter().any(|t| t == host_id.as_str()) {
+            return Err(UpdateError::NotATarget(result.command_id.clone()));
+        }
+        result.host_id = host_id.as_str().to_owned();
+        if let Some(previous) = state.results.get(host_id.as_str()) {
+            if previous.status.is_final()
+                || previous.status == result.status && previous.exit_code == result.exit_code
+            {
+                return Ok(None);
+            }
+        }
+        state.results.insert(result.host_id.clone(), result.clone());
+        Ok(Some(result))
+    }
+
+    /// Returns the beta hosts of `deployment` seen within [`TARGET_WINDOW`], and
+    /// whether the deployment is known at all.
+    pub fn beta_targets(
+        &self,
+        deployment: &DeploymentName,
+        now: SystemTime,
+    ) -> (Vec<String>, bool) {
+        let inner = self.lock();
+        let mut known = false;
+        let mut targets: Vec<String> = inner
+            .hosts
+            .values()
+            .filter(|h| &h.identity.deployment == deployment)
+            .inspect(|_| known = true)
+            .filter(|h| h.identity.cohort == Cohort::Beta)
+            .filter(|h| h.conn.is_some() || within_window(h.last_seen, now))
+            .map(|h| h.identity.host_id.as_str().to_owned())
+            .collect();
+        targets.sort();
+        (targets, known)
+    }
+
+    /// Takes a committed command into the fleet and sends it to every connected
+    /// beta host of its deployment. Returns the record with any hosts that
+    /// connected since the decision added as targets (to be stored), if changed.
+    pub fn dispatch(&self, mut record: CommandRecord) -> Option<CommandRecord> {
+        let mut inner = self.lock();
+        let mut changed = false;
+        for entry in inner.hosts.values() {
+            if entry.identity.deployment.as_str() != record.deployment
+                || entry.identity.cohort != Cohort::Beta
+            {
+                continue;
+            }
+            let Some(conn) = &entry.conn else { continue };
+            let host = entry.identity.host_id.as_str();
+            if !record.targets.iter().any(|t| t == host) {
+                record.targets.push(host.to_owned());
+                changed = true;
+            }
+            send_command(&conn.tx, &record);
+        }
+        let id = CommandId::new(record.command_id.clone());
+        let updated = changed.then(|| record.clone());
+        inner.commands.insert(
+            id,
+            CommandState {
+                record,
+                results: HashMap::new(),
+            },
+        );
+        updated
+    }
+
+    /// Returns a command with one result per target.
+    pub fn command(&self, command_id: &str) -> Option<CommandView> {
+        let inner = self.lock();
+        let state = inner.commands.get(command_id)?;
+        let results = state
+            .record
+            .targets
+            .iter()
+            .map(|host| {
+                state
+                    .results
+                    .get(host)
+                    .cloned()
+                    .unwrap_or_else(|| ResultRecord {
+                        command_id: state.record.command_id.clone(),
+                        host_id: host.clone(),
+                        status: CommandStatus::NoAnswer,
+                        exit_code: None,
+                        reason: String::new(),
+                        output_tail: String::new(),
+                        updated_at_unix_ms: 0,
+                    })
+            })
+            .collect();
+        Some(CommandView {
+            record: state.record.clone(),
+            results,
+        })
+    }
+
+    /// Returns every host, sorted by deployment, cohort and host id.
+    pub fn agents(&self, deployment: Option<&DeploymentName>) -> Vec<AgentView> {
+        let now = Instant::now();
+        let inner = self.lock();
+        let mut agents: Vec<AgentView> = inner
+            .hosts
+            .values()
+            .filter(|h| deployment.is_none_or(|d| &h.identity.deployment == d))
+            .map(|h| AgentView {
+                identity: h.identity.clone(),
+                connected: h.conn.is_some(),
+                stale: h.conn.is_some() && h.is_stale(now),
+                last_seen: h.last_seen,
+                latest: h.latest.clone(),
+            })
+            .collect();
+        agents.sort_by(|a, b| {
+            (
+                &a.identity.deployment,
+                a.identity.cohort,
+                &a.identity.host_id,
+            )
+                .cmp(&(
+                    &b.identity.deployment,
+                    b.identity.cohort,
+                    &b.identity.host_id,
+                ))
+        });
+        agents
+    }
+
+    /// Returns per-deployment, per-cohort status; aggregates cover connected, fresh hosts.
+    pub fn status(&self, deployment: Option<&DeploymentName>) -> Vec<DeploymentView> {
+        let now = Instant::now();
+        let inner = self.lock();
+        let mut groups: BTreeMap<(&DeploymentName, Cohort), Vec<&HostEntry>> = BTreeMap::new();
+        for entry in inner.hosts.values() {
+            if deployment.is_some_and(|d| &entry.identity.deployment != d) {
+                continue;
+            }
+            groups
+                .entry((&entry.identity.deployment, entry.identity.cohort))
+                .or_default()
+                .push(entry);
+        }
+        let mut views: Vec<DeploymentView> = Vec::new();
+        for ((name, cohort), entries) in groups {
+            let fresh: Vec<&HostEntry> = entries
+                .iter()
+                .copied()
+                .filter(|h| h.conn.is_some() && !h.is_stale(now))
+                .collect();
+            let cohort_view = CohortView {
+                cohort,
+                hosts_connected: count(fresh.len()),
+                hosts_stale: count(
+                    entries
+                        .iter()
+                        .filter(|h| h.conn.is_some() && h.is_stale(now))
+                        .count(),
+                ),
+                hosts_disconnected: count(entries.iter().filter(|h| h.conn.is_none()).count()),
+                aggregate: CohortAggregate::from_samples(
+                    fresh.iter().filter_map(|h| h.latest.as_ref()),
+                ),
+                versions: version_counts(fresh.iter().map(|h| h.identity.app_version.as_str())),
+            };
+            match views.last_mut() {
+                Some(view) if &view.deployment == name => view.cohorts.push(cohort_view),
+                _ => views.push(DeploymentView {
+                    deployment: name.clone(),
+                    cohorts: vec![cohort_view],
+                }),
+            }
+        }
+        views
+    }
+
+    /// Sends Goodbye to every connected agent (shutdown).
+    pub fn goodbye_all(&self, reason: &str) {
+        let inner = self.lock();
+        for conn in inner.hosts.values().filter_map(|h| h.conn.as_ref()) {
+            let _ = conn.tx.try_send(Outbound::Goodbye(reason.to_owned()));
+        }
+    }
+}
+
+fn count(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+fn within_window(last_seen: SystemTime, now: SystemTime) -> bool {
+    now.duration_since(last_seen)
+        .map(|age| age <= TARGET_WINDOW)
+        .unwrap_or(true)
+}
+
+fn agent_record(identity: &HostIdentity, now: SystemTime) -> AgentRecord {
+    AgentRecord {
+        host_id: identity.host_id.as_str().to_owned(),
+        deployment: identity.deployment.as_str().to_owned(),
+        cohort: identity.cohort,
+        app_version: identity.app_version.clone(),
+        agent_version: identity.agent_version.clone(),
+        action_names: identity.action_names.clone(),
+        last_seen_unix_ms: unix_ms(now),
+    }
+}
+
+/// Commands the host must get on connect: live commands of its deployment,
+/// if it is beta, that it has not finished. A beta host that was not a target
+/// becomes one (it joined before `not_after`).
+fn pending_for(
+    inner: &mut Inner,
+    host_id: &HostId,
+    now: SystemTime,
+) -> (Vec<CommandRecord>, Vec<CommandRecord>) {
+    let Some(entry) = inner.hosts.get(host_id) else {
+        return (Vec::new(), Vec::new());
+    };
+    if entry.identity.cohort != Cohort::Beta {
+        return (Vec::new(), Vec::new());
+    }
+    let deployment = entry.identity.deployment.as_str().to_owned();
+    let now_ms = unix_ms(now);
+    let mut pending = Vec::new();
+    let mut updated = Vec::new();
+    for state in inner.commands.values_mut() {
+        if state.record.deployment != deployment || state.record.not_after_unix_ms < now_ms {
+            continue;
+        }
+        if state
+            .results
+            .get(host_id.as_str())
+            .is_some_and(|r| r.status.is_final())
+        {
+            continue;
+        }
+        if !state.record.targets.iter().any(|t| t == host_id.as_str()) {
+            state.record.targets.push(host_id.as_str().to_owned());
+            updated.push(state.record.clone());
+        }
+        pending.push(state.record.clone());
+    }
+    pending.sort_by_key(|r| r.issued_at_unix_ms);
+    (pending, updated)
+}
+
+/// Queues a command on an agent stream. A command is never dropped: when the
+/// stream's queue is full, a task waits for room; should the stream end
+/// first, the host gets the command again from the store when it reconnects.
+pub fn send_command(tx: &OutboundTx, record: &CommandRecord) {
+    match tx.try_send(Outbound::Command(record.clone())) {
+        Ok(()) => {}
+        Err(mpsc::error::TrySendError::Full(message)) => {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let _ = tx.send(message).await;
+            });
+        }
+        Err(mpsc::error::TrySendError::Closed(_)) => {}
+    }
+}

@@ -1,0 +1,170 @@
+//! Starting and stopping the coordinator: store, fleet, gRPC services, and the
+//! ordered shutdown.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rollguard_proto::v1 as pb;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::fleet::Fleet;
+use crate::service::{agent::AgentLink, control::Control, Shared};
+use crate::store::Store;
+
+/// Name of the file in the data dir that holds the bound gRPC address, so
+/// that scripts (and the demo) can find a coordinator started on port 0.
+pub const ADDR_FILE: &str = "coordinator.addr";
+
+/// Serves on `listener` until `shutdown` completes, then stops in order:
+/// health NOT_SERVING, Goodbye to and end of every agent and watch stream,
+/// the server, the remaining tasks, and the store.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
+    let local_addr = listener
+        .local_addr()
+        .map_err(|err| Error::Server(format!("listener has no address: {err}")))?;
+    let data_dir = config.data_dir.clone();
+    let (store, writer) = tokio::task::spawn_blocking(move || Store::open(&data_dir))
+        .await
+        .map_err(|err| Error::Server(err.to_string()))??;
+    let load_store = store.clone();
+    let snapshot = tokio::task::spawn_blocking(move || load_store.load())
+        .await
+        .map_err(|err| Error::Server(err.to_string()))??;
+    tracing::info!(
+        path = %store.path().display(),
+        n_agents = snapshot.agents.len(),
+        n_commands = snapshot.commands.len(),
+        "store opened"
+    );
+    let fleet = Arc::new(Fleet::from_snapshot(snapshot));
+    let grace = config.shutdown_grace;
+    let streams_shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let shared = Shared {
+        config: Arc::new(config),
+        fleet: Arc::clone(&fleet),
+        store: store.clone(),
+        streams_shutdown: streams_shutdown.clone(),
+        tracker: tracker.clone(),
+    };
+
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<pb::agent_service_server::AgentServiceServer<AgentLink>>()
+        .await;
+    health_reporter
+        .set_serving::<pb::control_service_server::ControlServiceServer<Control>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(rollguard_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|err| Error::Server(format!("reflection: {err}")))?;
+
+    let server_shutdown = CancellationToken::new();
+    let server = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(pb::agent_service_server::AgentServiceServer::new(
+            AgentLink::new(shared.clone()),
+        ))
+        .add_service(pb::control_service_server::ControlServiceServer::new(
+            Control::new(shared.clone()),
+        ))
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            server_shutdown.clone().cancelled_owned(),
+        );
+    let mut server = tokio::spawn(server);
+    write_addr_file(&shared.config.data_dir, local_addr).await;
+    tracing::info!(%local_addr, "coordinator listening");
+
+    tokio::select! {
+        () = shutdown => {}
+        result = &mut server => {
+            return match result {
+                Ok(Ok(())) => Err(Error::Server("server stopped by itself".to_owned())),
+                Ok(Err(err)) => Err(Error::Server(err.to_string())),
+                Err(err) => Err(Error::Server(err.to_string())),
+            };
+        }
+    }
+
+    tracing::info!("shutting down: health NOT_SERVING");
+    health_reporter
+        .set_not_serving::<pb::agent_service_server::AgentServiceServer<AgentLink>>()
+        .await;
+    health_reporter
+        .set_not_serving::<pb::control_service_server::ControlServiceServer<Control>>()
+        .await;
+    tracing::info!("shutting down: ending agent and watch streams");
+    streams_shutdown.cancel();
+    server_shutdown.cancel();
+    match tokio::time::timeout(grace, &mut server).await {
+        Ok(_) => tracing::info!("shutting down: server stopped"),
+        Err(_) => {
+            tracing::warn!("shutting down: server did not stop within the grace period");
+            server.abort();
+        }
+    }
+    tracker.close();
+    if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+        tracing::warn!("shutting down: stream tasks did not finish within the grace period");
+    }
+    drop(shared);
+    drop(store);
+    drop(fleet);
+    // The writer drains what is queued and exits once every Store handle is gone.
+    let joined = tokio::task::spawn_blocking(move || writer.join());
+    if tokio::time::timeout(grace, joined).await.is_err() {
+        tracing::warn!("shutting down: store writer did not finish within the grace period");
+    }
+    tracing::info!("coordinator stopped");
+    Ok(())
+}
+
+async fn write_addr_file(data_dir: &std::path::Path, addr: std::net::SocketAddr) {
+    let path = data_dir.join(ADDR_FILE);
+    let tmp = data_dir.join(format!("{ADDR_FILE}.tmp"));
+    // Written then renamed, so a reader never sees half an address.
+    let result = async {
+        tokio::fs::write(&tmp, format!("{addr}\n")).await?;
+        tokio::fs::rename(&tmp, &path).await
+    }
+    .await;
+    if let Err(err) = result {
+        tracing::warn!(path = %path.display(), error = %err, "cannot write the address file");
+    }
+}
+
+/// Raises the open-file soft limit to the hard limit (one socket per agent).
+pub fn raise_nofile_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let limit = getrlimit(Resource::Nofile);
+    let before = limit.current;
+    let raised = rustix::process::Rlimit {
+        current: limit.maximum,
+        maximum: limit.maximum,
+    };
+    match setrlimit(Resource::Nofile, raised) {
+        Ok(()) => tracing::info!(
+            before = ?before,
+            after = ?limit.maximum,
+            "open-file limit raised to the hard limit"
+        ),
+        Err(err) => {
+            tracing::warn!(before = ?before, error = %err, "cannot raise the open-file limit")
+        }
+    }
+}

@@ -1,0 +1,382 @@
+//! `AgentService.Connect`: one task per agent stream.
+//!
+//! The first message must be a `Hello`; anything else, or a second `Hello`,
+//! ends that stream with INVALID_ARGUMENT and leaves every other stream alone.
+//! Downstream messages go through a bounded channel per agent. Full policy:
+//! a sample ack is dropped (acks are cumulative, the next one covers it); a
+//! command waits for room in its own task and is never dropped.
+
+use std::pin::Pin;
+use std::time::{Duration, SystemTime};
+
+use rollguard_common::ids::validate_name;
+use rollguard_common::{CommandStatus, DeploymentName, HostId, HostSample};
+use rollguard_proto::v1 as pb;
+use rollguard_proto::{duration_from_pb, time_from_pb, time_to_pb, WireError};
+use tokio::sync::mpsc;
+use tokio_stream::{Stream, StreamExt};
+use tonic::{Request, Response, Status, Streaming};
+
+use super::Shared;
+use crate::fleet::{HostIdentity, Outbound};
+use crate::store::{unix_ms, CommandRecord, ResultRecord, Write};
+
+/// Time an agent has to send its Hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Downstream queue per agent.
+const OUTBOUND_CAPACITY: usize = 64;
+/// Most samples accepted in one batch.
+pub(crate) const MAX_BATCH_SAMPLES: u32 = 256;
+/// Most action names in a Hello.
+const MAX_ACTIONS: usize = 64;
+/// Longest app version string.
+const MAX_VERSION_LEN: usize = 256;
+/// Longest output tail kept per result.
+const MAX_OUTPUT_TAIL: usize = 8192;
+
+/// The agent link service.
+#[derive(Debug, Clone)]
+pub(crate) struct AgentLink {
+    shared: Shared,
+}
+
+impl AgentLink {
+    pub(crate) fn new(shared: Shared) -> Self {
+        AgentLink { shared }
+    }
+}
+
+type ConnectStream = Pin<Box<dyn Stream<Item = Result<pb::CoordinatorMessage, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::agent_service_server::AgentService for AgentLink {
+    type ConnectStream = ConnectStream;
+
+    async fn connect(
+        &self,
+        request: Request<Streaming<pb::AgentMessage>>,
+    ) -> Result<Response<Self::ConnectStream>, Status> {
+        if self.shared.streams_shutdown.is_cancelled() {
+            return Err(Status::unavailable("the coordinator is shutting down"));
+        }
+        let mut inbound = request.into_inner();
+        let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.message())
+            .await
+            .map_err(|_| Status::deadline_exceeded("no Hello within 10s"))??
+            .ok_or_else(|| Status::invalid_argument("stream ended before Hello"))?;
+        let hello = match first.kind {
+            Some(pb::agent_message::Kind::Hello(hello)) => hello,
+            _ => {
+                tracing::warn!("agent stream rejected: first message is not Hello");
+                return Err(Status::invalid_argument("the first message must be Hello"));
+            }
+        };
+        let identity = check_hello(&hello).map_err(|err| {
+            tracing::warn!(error = %err, "agent stream rejected: bad Hello");
+            Status::invalid_argument(format!("bad Hello: {err}"))
+        })?;
+
+        let (outbound_tx, outbound_rx) = mpsc::channel(OUTBOUND_CAPACITY);
+        let now = SystemTime::now();
+        let (conn_id, record, pending, updated) =
+            self.shared
+                .fleet
+                .connect(identity.clone(), outbound_tx.clone(), now);
+        tracing::info!(
+            host_id = %identity.host_id,
+            deployment = %identity.deployment,
+            cohort = %identity.cohort,
+            app_version = %identity.app_version,
+            n_pending = pending.len(),
+            "agent connected"
+        );
+        self.shared.store.queue_lossy(Write::Agent(record));
+        for record in updated {
+            // Late targets must be durable: GetCommand and restarts rely on them.
+            self.shared
+                .store
+                .queue(Write::Command(record))
+                .await
+                .map_err(Status::from)?;
+        }
+
+        let (wire_tx, wire_rx) = mpsc::channel(OUTBOUND_CAPACITY);
+        let welcome = pb::CoordinatorMessage {
+            kind: Some(pb::coordinator_message::Kind::Welcome(pb::Welcome {
+                host_id: identity.host_id.to_string(),
+                max_batch_samples: MAX_BATCH_SAMPLES,
+                coordinator_version: env!("CARGO_PKG_VERSION").to_owned(),
+            })),
+        };
+        // The channel is new and empty: the Welcome always fits.
+        let _ = wire_tx.try_send(Ok(welcome));
+        for record in &pending {
+            crate::fleet::send_command(&outbound_tx, record);
+        }
+        drop(outbound_tx);
+
+        let shared = self.shared.clone();
+        self.shared.tracker.spawn(async move {
+            run_stream(shared, identity, conn_id, inbound, outbound_rx, wire_tx).await;
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(wire_rx),
+        )))
+    }
+}
+
+/// Reads the agent's messages and forwards the fleet's messages until either side ends.
+async fn run_stream(
+    shared: Shared,
+    identity: HostIdentity,
+    conn_id: u64,
+    mut inbound: Streaming<pb::AgentMessage>,
+    mut outbound_rx: mpsc::Receiver<Outbound>,
+    wire_tx: mpsc::Sender<Result<pb::CoordinatorMessage, Status>>,
+) {
+    let host_id = identity.host_id.clone();
+    let end: Option<Status> = loop {
+        tokio::select! {
+            () = shared.streams_shutdown.cancelled() => {
+                let _ = wire_tx.send(Ok(goodbye("the coordinator is stopping"))).await;
+                break None;
+            }
+            outbound = outbound_rx.recv() => {
+                let Some(outbound) = outbound else { break None };
+                let stop = matches!(outbound, Outbound::Goodbye(_));
+                if wire_tx.send(Ok(to_wire(outbound))).await.is_err() || stop {
+                    break None;
+                }
+            }
+            message = inbound.next() => {
+                match message {
+                    None => break None,
+                    Some(Err(status)) => {
+                        tracing::debug!(%host_id, error = %status, "agent stream error");
+                        break None;
+                    }
+                    Some(Ok(message)) => {
+                        if let Err(status) = handle(&shared, &identity, conn_id, message, &wire_tx).await {
+                            tracing::warn!(%host_id, error = %status.message(), "agent stream ended on a protocol error");
+                            break Some(status);
+                        }
+                    }
+                }
+            }
+        }
+    };
+    if let Some(status) = end {
+        let _ = wire_tx.send(Err(status)).await;
+    }
+    if let Some(record) = shared
+        .fleet
+        .disconnect(&host_id, conn_id, SystemTime::now())
+    {
+        tracing::info!(%host_id, "agent disconnected");
+        shared.store.queue_lossy(Write::Agent(record));
+    }
+}
+
+async fn handle(
+    shared: &Shared,
+    identity: &HostIdentity,
+    conn_id: u64,
+    message: pb::AgentMessage,
+    wire_tx: &mpsc::Sender<Result<pb::CoordinatorMessage, Status>>,
+) -> Result<(), Status> {
+    let host_id = &identity.host_id;
+    match message.kind {
+        None => Err(Status::invalid_argument("empty AgentMessage")),
+        Some(pb::agent_message::Kind::Hello(_)) => {
+            Err(Status::invalid_argument("a second Hello on one stream"))
+        }
+        Some(pb::agent_message::Kind::Samples(batch)) => {
+            if batch.samples.len() > MAX_BATCH_SAMPLES as usize {
+                return Err(Status::invalid_argument(format!(
+                    "a batch holds at most {MAX_BATCH_SAMPLES} samples"
+                )));
+            }
+            let Some(last) = batch.samples.last() else {
+                return Ok(());
+            };
+            // Fleet state keeps the newest sample; earlier ones in a batch
+            // (resent after a reconnect) are validated but only acked.
+            for sample in &batch.samples {
+                HostSample::try_from(sample).map_err(wire_status)?;
+            }
+            let sample = HostSample::try_from(last).map_err(wire_status)?;
+            let last_seq = batch
+                .first_seq
+                .saturating_add(batch.samples.len() as u64 - 1);
+            if shared
+                .fleet
+                .record_sample(host_id, conn_id, sample, SystemTime::now())
+            {
+                let ack = pb::CoordinatorMessage {
+                    kind: Some(pb::coordinator_message::Kind::SampleAck(pb::SampleAck {
+                        seq: last_seq,
+                    })),
+                };
+                // Acks are cumulative: dropping one when the queue is full is safe.
+                let _ = wire_tx.try_send(Ok(ack));
+            }
+            Ok(())
+        }
+        Some(pb::agent_message::Kind::Labels(labels)) => {
+            if labels.app_version.len() > MAX_VERSION_LEN {
+                return Err(Status::invalid_argument("app_version is too long"));
+            }
+            tracing::info!(%host_id, app_version = %labels.app_version, "app version changed");
+            if let Some(record) =
+                shared
+                    .fleet
+                    .update_version(host_id, conn_id, labels.app_version, SystemTime::now())
+            {
+                shared.store.queue_lossy(Write::Agent(record));
+            }
+            Ok(())
+        }
+        Some(pb::agent_message::Kind::CommandUpdate(update)) => {
+            let result = check_update(&update).map_err(wire_status)?;
+            tracing::info!(
+                %host_id,
+                command_id = %result.command_id,
+                status = %result.status,
+                exit_code = ?result.exit_code,
+                reason = %result.reason,
+                "command update"
+            );
+            match shared.fleet.command_update(host_id, result) {
+                Ok(Some(stored)) => shared
+                    .store
+                    .queue(Write::Result(stored))
+                    .await
+                    .map_err(Status::from),
+                Ok(None) => Ok(()),
+                Err(err) => {
+                    // Not fatal to the stream: the agent may report a command
+                    // from before a data dir was wiped.
+                    tracing::warn!(%host_id, error = %err, "command update ignored");
+                    Ok(())
+                }
+            }
+        }
+    }
+}
+
+fn wire_status(err: WireError) -> Status {
+    Status::invalid_argument(err.to_string())
+}
+
+fn goodbye(reason: &str) -> pb::CoordinatorMessage {
+    pb::CoordinatorMessage {
+        kind: Some(pb::coordinator_message::Kind::Goodbye(pb::Goodbye {
+            reason: reason.to_owned(),
+        })),
+    }
+}
+
+fn to_wire(outbound: Outbound) -> pb::CoordinatorMessage {
+    let kind = match outbound {
+        Outbound::Command(record) => {
+            pb::coordinator_message::Kind::Command(command_to_wire(&record))
+        }
+        Outbound::Goodbye(reason) => return goodbye(&reason),
+    };
+    pb::CoordinatorMessage { kind: Some(kind) }
+}
+
+fn command_to_wire(record: &CommandRecord) -> pb::Command {
+    pb::Command {
+        command_id: record.command_id.clone(),
+        deployment: record.deployment.clone(),
+        action: record.action.clone(),
+        reason: record.reason.clone(),
+        not_after: Some(time_to_pb(crate::store::from_unix_ms(
+            record.not_after_unix_ms,
+        ))),
+        trace_context: record.trace_context.iter().cloned().collect(),
+        issued_at: Some(time_to_pb(crate::store::from_unix_ms(
+            record.issued_at_unix_ms,
+        ))),
+    }
+}
+
+fn check_hello(hello: &pb::Hello) -> Result<HostIdentity, WireError> {
+    validate_name("host_id", &hello.host_id).map_err(|m| WireError::Invalid {
+        field: "host_id",
+        message: m,
+    })?;
+    validate_name("deployment", &hello.deployment).map_err(|m| WireError::Invalid {
+        field: "deployment",
+        message: m,
+    })?;
+    let cohort = hello.checked_cohort()?;
+    if hello.action_names.len() > MAX_ACTIONS {
+        return Err(WireError::Invalid {
+            field: "action_names",
+            message: format!("at most {MAX_ACTIONS} actions"),
+        });
+    }
+    for name in &hello.action_names {
+        validate_name("action name", name).map_err(|m| WireError::Invalid {
+            field: "action_names",
+            message: m,
+        })?;
+    }
+    if hello.app_version.len() > MAX_VERSION_LEN || hello.agent_version.len() > MAX_VERSION_LEN {
+        return Err(WireError::Invalid {
+            field: "app_version",
+            message: "too long".to_owned(),
+        });
+    }
+    let interval = match &hello.interval {
+        Some(d) => duration_from_pb("interval", d)?,
+        None => Duration::from_secs(1),
+    };
+    if interval < Duration::from_millis(100) || interval > Duration::from_secs(3600) {
+        return Err(WireError::Invalid {
+            field: "interval",
+            message: "must be between 100ms and 1h".to_owned(),
+        });
+    }
+    Ok(HostIdentity {
+        host_id: HostId::new(hello.host_id.clone()),
+        deployment: DeploymentName::new(hello.deployment.clone()),
+        cohort,
+        app_version: hello.app_version.clone(),
+        agent_version: hello.agent_version.clone(),
+        action_names: hello.action_names.clone(),
+        interval,
+    })
+}
+
+fn check_update(update: &pb::CommandUpdate) -> Result<ResultRecord, WireError> {
+    validate_name("command_id", &update.command_id).map_err(|m| WireError::Invalid {
+        field: "command_id",
+        message: m,
+    })?;
+    let status: CommandStatus = update.checked_status()?;
+    let mut output_tail = update.output_tail.clone();
+    if output_tail.len() > MAX_OUTPUT_TAIL {
+        let mut cut = output_tail.len() - MAX_OUTPUT_TAIL;
+        while !output_tail.is_char_boundary(cut) {
+            cut += 1;
+        }
+        output_tail.drain(..cut);
+    }
+    if let Some(started) = &update.started_at {
+        time_from_pb("started_at", started)?;
+    }
+    let mut reason = update.reason.clone();
+    reason.truncate(reason.floor_char_boundary(1024));
+    Ok(ResultRecord {
+        command_id: update.command_id.clone(),
+        host_id: String::new(),
+        status,
+        exit_code: update.exit_code,
+        reason,
+        output_tail,
+        updated_at_unix_ms: unix_ms(SystemTime::now()),
+    })
+}

@@ -1,0 +1,24 @@
+//! The tonic services: the agent link and the control API.
+
+pub(crate) mod agent;
+pub(crate) mod control;
+
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::fleet::Fleet;
+use crate::store::Store;
+
+/// What every service needs.
+#[derive(Debug, Clone)]
+pub(crate) struct Shared {
+    pub(crate) config: Arc<Config>,
+    pub(crate) fleet: Arc<Fleet>,
+    pub(crate) store: Store,
+    /// Cancelled first at shutdown: every agent and watch stream ends on it.
+    pub(crate) streams_shutdown: CancellationToken,
+    pub(crate) tracker: TaskTracker,
+}

@@ -1,0 +1,343 @@
+//! The embedded store (redb) under the data dir: agents seen, commands and
+//! their per-host results, and the audit history.
+//!
+//! redb is pure Rust (no C toolchain, no SQL layer we would not use), gives
+//! ACID transactions with an fsync per commit, and lets readers run beside the
+//! single writer. All writes go through one writer thread that group-commits:
+//! it takes every write queued while the previous commit was syncing and
+//! applies them in one transaction, so 10,000 agents connecting cost a handful
+//! of fsyncs, not 10,000. A caller that needs durability (a rollback decision)
+//! waits for the commit of its batch; others only queue.
+//!
+//! Values are JSON: the records are small and readable with generic tools.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
+use rollguard_common::{Cohort, CommandStatus};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::{Error, Result};
+
+const AGENTS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("agents");
+const COMMANDS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("commands");
+/// Key: `command_id/host_id`.
+const RESULTS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("results");
+/// Key: sequence number, in commit order.
+const AUDIT: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("audit");
+
+/// Queued writes before producers wait; results and decisions wait, agent
+/// records are dropped when full (the next connect rewrites them).
+const WRITE_QUEUE: usize = 8192;
+/// Most writes in one transaction.
+const MAX_BATCH: usize = 4096;
+
+/// A host as last seen, as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentRecord {
+    pub host_id: String,
+    pub deployment: String,
+    pub cohort: Cohort,
+    pub app_version: String,
+    pub agent_version: String,
+    pub action_names: Vec<String>,
+    pub last_seen_unix_ms: u64,
+}
+
+/// A command decision, as stored before it is sent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CommandRecord {
+    pub command_id: String,
+    pub deployment: String,
+    pub action: String,
+    pub reason: String,
+    pub actor: String,
+    pub issued_at_unix_ms: u64,
+    pub not_after_unix_ms: u64,
+    /// Beta hosts addressed, at decision time and those that joined before `not_after`.
+    pub targets: Vec<String>,
+    /// W3C trace context of the decision.
+    pub trace_context: Vec<(String, String)>,
+}
+
+/// The latest state of one command on one host.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResultRecord {
+    pub command_id: String,
+    pub host_id: String,
+    pub status: CommandStatus,
+    pub exit_code: Option<i32>,
+    pub reason: String,
+    pub output_tail: String,
+    pub updated_at_unix_ms: u64,
+}
+
+/// One audit entry: a call that changed something.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    pub time_unix_ms: u64,
+    pub deployment: String,
+    pub action: String,
+    pub reason: String,
+    pub command_id: String,
+    pub actor: String,
+    pub detail: String,
+}
+
+/// Everything read back at start.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub agents: Vec<AgentRecord>,
+    pub commands: Vec<CommandRecord>,
+    pub results: Vec<ResultRecord>,
+}
+
+/// One write.
+#[derive(Debug)]
+pub enum Write {
+    Agent(AgentRecord),
+    Command(CommandRecord),
+    Result(ResultRecord),
+    Audit(AuditRecord),
+}
+
+#[derive(Debug)]
+struct Batch {
+    writes: Vec<Write>,
+    done_tx: Option<oneshot::Sender<Result<()>>>,
+}
+
+/// Handle to the store; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Store {
+    db: Arc<Database>,
+    write_tx: mpsc::Sender<Batch>,
+    path: PathBuf,
+}
+
+impl Store {
+    /// Opens (or creates) the store in `data_dir` and starts its writer thread.
+    ///
+    /// Blocking: call before serving, or from `spawn_blocking`.
+    pub fn open(data_dir: &Path) -> Result<(Store, std::thread::JoinHandle<()>)> {
+        std::fs::create_dir_all(data_dir).map_err(|err| {
+            Error::Store(format!(
+                "failed to create data dir {}: {err}",
+                data_dir.display()
+            ))
+        })?;
+        let path = data_dir.join("rollguard.redb");
+        let db = Arc::new(Database::create(&path)?);
+        // Create the tables up front so readers never see them missing.
+        let txn = db.begin_write()?;
+        {
+            txn.open_table(AGENTS)?;
+            txn.open_table(COMMANDS)?;
+            txn.open_table(RESULTS)?;
+            txn.open_table(AUDIT)?;
+        }
+        txn.commit()?;
+        let (write_tx, write_rx) = mpsc::channel(WRITE_QUEUE);
+        let writer_db = Arc::clone(&db);
+        let writer = std::thread::Builder::new()
+            .name("store-writer".to_owned())
+            .spawn(move || run_writer(&writer_db, write_rx))
+            .map_err(|err| Error::Store(format!("failed to start the writer thread: {err}")))?;
+        Ok((Store { db, write_tx, path }, writer))
+    }
+
+    /// Returns the file the store lives in.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Writes and waits until the batch is durably committed.
+    pub async fn commit(&self, writes: Vec<Write>) -> Result<()> {
+        let (done_tx, done_rx) = oneshot::channel();
+        self.write_tx
+            .send(Batch {
+                writes,
+                done_tx: Some(done_tx),
+            })
+            .await
+            .map_err(|_| Error::StoreClosed)?;
+        done_rx.await.map_err(|_| Error::StoreClosed)?
+    }
+
+    /// Queues a write that must not be lost, waiting for room but not for the commit.
+    pub async fn queue(&self, write: Write) -> Result<()> {
+        self.write_tx
+            .send(Batch {
+                writes: vec![write],
+                done_tx: None,
+            })
+            .await
+            .map_err(|_| Error::StoreClosed)
+    }
+
+    /// Queues a write that a later one supersedes; dropped when the queue is full.
+    pub fn queue_lossy(&self, write: Write) -> bool {
+        self.write_tx
+            .try_send(Batch {
+                writes: vec![write],
+                done_tx: None,
+            })
+            .is_ok()
+    }
+
+    /// Reads every agent, command and result (at start). Blocking.
+    pub fn load(&self) -> Result<Snapshot> {
+        let txn = self.db.begin_read()?;
+        let mut snapshot = Snapshot::default();
+        for entry in txn.open_table(AGENTS)?.iter()? {
+            let (_, value) = entry?;
+            snapshot.agents.push(serde_json::from_slice(value.value())?);
+        }
+        for entry in txn.open_table(COMMANDS)?.iter()? {
+            let (_, value) = entry?;
+            snapshot
+                .commands
+                .push(serde_json::from_slice(value.value())?);
+        }
+        for entry in txn.open_table(RESULTS)?.iter()? {
+            let (_, value) = entry?;
+            snapshot
+                .results
+                .push(serde_json::from_slice(value.value())?);
+        }
+        Ok(snapshot)
+    }
+
+    /// Returns the newest `limit` audit entries, oldest first, optionally of one deployment. Blocking.
+    pub fn audit(&self, deployment: Option<&str>, limit: usize) -> Result<Vec<AuditRecord>> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(AUDIT)?;
+        let mut entries = Vec::new();
+        for entry in table.iter()?.rev() {
+            let (_, value) = entry?;
+            let record: AuditRecord = serde_json::from_slice(value.value())?;
+            if deployment.is_none_or(|d| d == record.deployment) {
+                entries.push(record);
+                if entries.len() >= limit {
+                    break;
+                }
+            }
+        }
+        entries.reverse();
+        Ok(entries)
+    }
+}
+
+fn run_writer(db: &Database, mut write_rx: mpsc::Receiver<Batch>) {
+    let mut audit_seq = match next_audit_seq(db) {
+        Ok(seq) => seq,
+        Err(err) => {
+            tracing::error!(error = %err, "store writer cannot read the audit table");
+            return;
+        }
+    };
+    let mut batches = Vec::new();
+    while let Some(first) = write_rx.blocking_recv() {
+        batches.push(first);
+        let mut n_writes = batches[0].writes.len();
+        while n_writes < MAX_BATCH {
+            match write_rx.try_recv() {
+                Ok(batch) => {
+                    n_writes += batch.writes.len();
+                    batches.push(batch);
+                }
+                Err(_) => break,
+            }
+        }
+        let started = std::time::Instant::now();
+        let result = apply(db, &batches, &mut audit_seq);
+        tracing::debug!(
+            n_writes,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "store batch committed"
+        );
+        if let Err(err) = &result {
+            tracing::error!(error = %err, n_writes, "store commit failed");
+        }
+        for batch in batches.drain(..) {
+            if let Some(done_tx) = batch.done_tx {
+                let _ = done_tx.send(match &result {
+                    Ok(()) => Ok(()),
+                    Err(err) => Err(Error::Store(err.to_string())),
+                });
+            }
+        }
+    }
+    tracing::debug!("store writer stopped");
+}
+
+fn next_audit_seq(db: &Database) -> Result<u64> {
+    let txn = db.begin_read()?;
+    let table = txn.open_table(AUDIT)?;
+    if table.len()? == 0 {
+        return Ok(0);
+    }
+    let next = table.last()?.map(|(key, _)| key.value() + 1).unwrap_or(0);
+    Ok(next)
+}
+
+fn apply(db: &Database, batches: &[Batch], audit_seq: &mut u64) -> Result<()> {
+    let txn = db.begin_write()?;
+    let seq_before = *audit_seq;
+    {
+        let mut agents = txn.open_table(AGENTS)?;
+        let mut commands = txn.open_table(COMMANDS)?;
+        let mut results = txn.open_table(RESULTS)?;
+        let mut audit = txn.open_table(AUDIT)?;
+        for write in batches.iter().flat_map(|b| &b.writes) {
+            match write {
+                Write::Agent(record) => {
+                    agents.insert(
+                        record.host_id.as_str(),
+                        serde_json::to_vec(record)?.as_slice(),
+                    )?;
+                }
+                Write::Command(record) => {
+                    commands.insert(
+                        record.command_id.as_str(),
+                        serde_json::to_vec(record)?.as_slice(),
+                    )?;
+                }
+                Write::Result(record) => {
+                    let key = format!("{}/{}", record.command_id, record.host_id);
+                    results.insert(key.as_str(), serde_json::to_vec(record)?.as_slice())?;
+                }
+                Write::Audit(record) => {
+                    audit.insert(*audit_seq, serde_json::to_vec(record)?.as_slice())?;
+                    *audit_seq += 1;
+                }
+            }
+        }
+    }
+    if let Err(err) = txn.commit() {
+        *audit_seq = seq_before;
+        return Err(err.into());
+    }
+    Ok(())
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn unix_ms(time: SystemTime) -> u64 {
+    u64::try_from(
+        time.duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis(),
+    )
+    .unwrap_or(u64::MAX)
+}
+
+/// The time `ms` milliseconds after the Unix epoch.
+pub fn from_unix_ms(ms: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(ms)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,67 @@
+use super::*;
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("rollguard-store-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn audit(n: u64, deployment: &str) -> Write {
+    Write::Audit(AuditRecord {
+        time_unix_ms: n,
+        deployment: deployment.to_owned(),
+        action: "rollback".to_owned(),
+        reason: format!("reason {n}"),
+        command_id: format!("cmd-{n}"),
+        actor: "test".to_owned(),
+        detail: String::new(),
+    })
+}
+
+#[tokio::test]
+async fn writes_survive_a_reopen_and_audit_keeps_order() {
+    let dir = temp_dir("reopen");
+    {
+        let (store, writer) = Store::open(&dir).expect("open");
+        store
+            .commit(vec![audit(1, "a"), audit(2, "b")])
+            .await
+            .expect("commit");
+        store.queue(audit(3, "a")).await.expect("queue");
+        store
+            .commit(vec![Write::Command(CommandRecord {
+                command_id: "cmd-x".to_owned(),
+                deployment: "a".to_owned(),
+                action: "rollback".to_owned(),
+                reason: "r".to_owned(),
+                actor: "t".to_owned(),
+                issued_at_unix_ms: 1,
+                not_after_unix_ms: 2,
+                targets: vec!["h1".to_owned()],
+                trace_context: Vec::new(),
+            })])
+            .await
+            .expect("commit");
+        drop(store);
+        writer
+            .join()
+            .expect("writer exits when every handle is gone");
+    }
+    let (store, _writer) = Store::open(&dir).expect("reopen");
+    let all = store.audit(None, 100).expect("audit");
+    let reasons: Vec<&str> = all.iter().map(|a| a.reason.as_str()).collect();
+    assert_eq!(reasons, ["reason 1", "reason 2", "reason 3"]);
+    let only_a = store.audit(Some("a"), 1).expect("audit");
+    assert_eq!(only_a.len(), 1);
+    assert_eq!(only_a[0].reason, "reason 3");
+    store.commit(vec![audit(4, "a")]).await.expect("commit");
+    let last = store.audit(None, 1).expect("audit");
+    assert_eq!(
+        last[0].reason, "reason 4",
+        "sequence continues after reopen"
+    );
+    let snapshot = store.load().expect("load");
+    assert_eq!(snapshot.commands.len(), 1);
+    assert_eq!(snapshot.commands[0].targets, ["h1"]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
