@@ -1,1 +1,343 @@
-//! placeholder
+//! The end-to-end test harness: builds the real binaries once per run, starts
+//! them as separate processes on loopback, and waits for conditions by
+//! polling with a deadline (never by sleeping a fixed time).
+//!
+//! `cargo test` does not build other packages' binaries, so [`binaries`]
+//! runs `cargo build` for them once, into the same target dir as the test
+//! executable, and finds them beside it.
+#![forbid(unsafe_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use serde_json::Value;
+
+/// Paths of the workspace binaries under test.
+#[derive(Debug, Clone)]
+pub struct Binaries {
+    pub agent: PathBuf,
+    pub coordinator: PathBuf,
+    pub ctl: PathBuf,
+}
+
+/// Builds the binaries (once per test process) and returns their paths.
+pub fn binaries() -> &'static Binaries {
+    static BINARIES: OnceLock<Binaries> = OnceLock::new();
+    BINARIES.get_or_init(|| build_binaries().expect("building the rollguard binaries"))
+}
+
+fn build_binaries() -> anyhow::Result<Binaries> {
+    // The test executable lives in <target>/<profile>/deps/.
+    let exe = std::env::current_exe().context("locating the test executable")?;
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .context("test executable is not in <target>/<profile>/deps")?
+        .to_path_buf();
+    let target_dir = profile_dir
+        .parent()
+        .context("no target dir above the profile dir")?;
+    let release = profile_dir.file_name().is_some_and(|n| n == "release");
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let mut build = Command::new(cargo);
+    build
+        .arg("build")
+        .arg("--manifest-path")
+        .arg(&manifest)
+        .arg("--target-dir")
+        .arg(target_dir)
+        .args([
+            "-p",
+            "rollguard-agent",
+            "-p",
+            "rollguard-coordinator",
+            "--bins",
+        ]);
+    if release {
+        build.arg("--release");
+    }
+    let status = build.status().context("running cargo build")?;
+    if !status.success() {
+        bail!("cargo build of the binaries failed: {status}");
+    }
+    let binaries = Binaries {
+        agent: profile_dir.join("rollguard-agent"),
+        coordinator: profile_dir.join("rollguard-coordinator"),
+        ctl: profile_dir.join("rollguardctl"),
+    };
+    for path in [&binaries.agent, &binaries.coordinator, &binaries.ctl] {
+        if !path.exists() {
+            bail!("{} was not built", path.display());
+        }
+    }
+    Ok(binaries)
+}
+
+/// Polls `probe` every `every` until it returns `Some` or `timeout` passes.
+pub fn wait_until<T>(
+    what: &str,
+    timeout: Duration,
+    every: Duration,
+    mut probe: impl FnMut() -> Option<T>,
+) -> anyhow::Result<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = probe() {
+            return Ok(value);
+        }
+        if Instant::now() >= deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(every);
+    }
+}
+
+/// A fresh, empty directory for one test.
+pub fn test_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("rollguard-e2e-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("creating the test dir");
+    dir
+}
+
+/// A child process that is stopped (SIGKILL) when dropped.
+#[derive(Debug)]
+pub struct Proc {
+    child: Option<Child>,
+    pub name: String,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    fn spawn(name: &str, command: &mut Command, log: PathBuf) -> anyhow::Result<Proc> {
+        let log_file = std::fs::File::create(&log)?;
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .env("RUST_LOG", "info")
+            .spawn()
+            .with_context(|| format!("starting {name}"))?;
+        Ok(Proc {
+            child: Some(child),
+            name: name.to_owned(),
+            log,
+        })
+    }
+
+    /// Sends SIGTERM and waits (up to `timeout`) for the exit status.
+    pub fn terminate(&mut self, timeout: Duration) -> anyhow::Result<ExitStatus> {
+        let child = self.child.as_mut().context("already stopped")?;
+        let pid = rustix::process::Pid::from_raw(child.id() as i32).context("bad pid")?;
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM)?;
+        let status = wait_until(
+            &format!("{} to exit after SIGTERM", self.name),
+            timeout,
+            Duration::from_millis(20),
+            || child.try_wait().ok().flatten(),
+        )?;
+        self.child = None;
+        Ok(status)
+    }
+
+    /// Returns the process's stderr so far (its log).
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A coordinator process on 127.0.0.1 port 0.
+#[derive(Debug)]
+pub struct Coordinator {
+    pub proc: Proc,
+    pub url: String,
+    pub data_dir: PathBuf,
+}
+
+impl Coordinator {
+    /// Starts a coordinator on `data_dir` with an optional TOML config, and waits until it listens.
+    pub fn start(data_dir: &Path, config_toml: Option<&str>) -> anyhow::Result<Coordinator> {
+        std::fs::create_dir_all(data_dir)?;
+        let addr_file = data_dir.join("coordinator.addr");
+        let _ = std::fs::remove_file(&addr_file);
+        let mut command = Command::new(&binaries().coordinator);
+        command
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--data-dir")
+            .arg(data_dir);
+        if let Some(toml) = config_toml {
+            let path = data_dir.join("coordinator.toml");
+            std::fs::write(&path, toml)?;
+            command.arg("--config").arg(path);
+        }
+        let mut proc = Proc::spawn(
+            "coordinator",
+            &mut command,
+            data_dir.join("coordinator.log"),
+        )?;
+        let addr = wait_until(
+            "the coordinator's address file",
+            Duration::from_secs(30),
+            Duration::from_millis(20),
+            || {
+                if let Some(child) = proc.child.as_mut() {
+                    if let Ok(Some(status)) = child.try_wait() {
+                        panic!("coordinator exited early ({status}): {}", proc.log_text());
+                    }
+                }
+                std::fs::read_to_string(&addr_file)
+                    .ok()
+                    .filter(|s| s.ends_with('\n'))
+            },
+        )?;
+        Ok(Coordinator {
+            proc,
+            url: format!("http://{}", addr.trim()),
+            data_dir: data_dir.to_path_buf(),
+        })
+    }
+
+    /// Runs `rollguardctl --coordinator URL <args>`.
+    pub fn ctl(&self, args: &[&str]) -> CtlOutput {
+        ctl(&self.url, args)
+    }
+
+    /// Returns `agents -o json` once `pred` holds for it.
+    pub fn wait_for_agents(
+        &self,
+        what: &str,
+        pred: impl Fn(&[Value]) -> bool,
+    ) -> anyhow::Result<Vec<Value>> {
+        wait_until(
+            what,
+            Duration::from_secs(60),
+            Duration::from_millis(100),
+            || {
+                let out = self.ctl(&["agents", "-o", "json"]);
+                let agents = out.json().ok()?.as_array()?.clone();
+                pred(&agents).then_some(agents)
+            },
+        )
+    }
+}
+
+/// What one rollguardctl run printed.
+#[derive(Debug)]
+pub struct CtlOutput {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl CtlOutput {
+    /// Parses stdout as exactly one JSON document.
+    pub fn json(&self) -> anyhow::Result<Value> {
+        serde_json::from_str(&self.stdout)
+            .with_context(|| format!("stdout is not one JSON document: {:?}", self.stdout))
+    }
+}
+
+/// Runs rollguardctl against `url`.
+pub fn ctl(url: &str, args: &[&str]) -> CtlOutput {
+    let output: Output = Command::new(&binaries().ctl)
+        .arg("--coordinator")
+        .arg(url)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("running rollguardctl");
+    CtlOutput {
+        status: output.status,
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// How to start one agent.
+#[derive(Debug, Clone)]
+pub struct AgentSpec {
+    pub host_id: String,
+    pub deployment: String,
+    pub cohort: String,
+    /// Extra TOML appended to the generated config (actions, app, ...).
+    pub extra_toml: String,
+}
+
+impl AgentSpec {
+    /// An agent whose `rollback` action appends a line to `<state_dir>/evidence`.
+    pub fn with_evidence_action(host_id: &str, deployment: &str, cohort: &str) -> AgentSpec {
+        AgentSpec {
+            host_id: host_id.to_owned(),
+            deployment: deployment.to_owned(),
+            cohort: cohort.to_owned(),
+            extra_toml: "[actions.rollback]\n\
+                 command = [\"/bin/sh\", \"-c\", \"echo ran >> evidence; echo rolled back\"]\n\
+                 timeout = \"30s\"\n"
+                .to_owned(),
+        }
+    }
+}
+
+/// An agent process.
+#[derive(Debug)]
+pub struct Agent {
+    pub proc: Proc,
+    pub state_dir: PathBuf,
+    pub spec: AgentSpec,
+}
+
+impl Agent {
+    /// Starts an agent with its state dir under `root`.
+    pub fn start(root: &Path, coordinator_url: &str, spec: &AgentSpec) -> anyhow::Result<Agent> {
+        let state_dir = root.join(&spec.host_id);
+        std::fs::create_dir_all(&state_dir)?;
+        let config_path = state_dir.join("agent.toml");
+        let toml = format!(
+            "host_id = \"{}\"\ndeployment = \"{}\"\ncohort = \"{}\"\ninterval = \"250ms\"\nstate_dir = \"{}\"\n{}",
+            spec.host_id,
+            spec.deployment,
+            spec.cohort,
+            state_dir.display(),
+            spec.extra_toml
+        );
+        std::fs::write(&config_path, toml)?;
+        let mut command = Command::new(&binaries().agent);
+        command
+            .arg("--config")
+            .arg(&config_path)
+            .arg("--coordinator")
+            .arg(coordinator_url);
+        let proc = Proc::spawn(&spec.host_id, &mut command, state_dir.join("agent.log"))?;
+        Ok(Agent {
+            proc,
+            state_dir,
+            spec: spec.clone(),
+        })
+    }
+
+    /// Lines of the evidence file its action writes (0 if it never ran).
+    pub fn evidence_lines(&self) -> usize {
+        std::fs::read_to_string(self.state_dir.join("evidence"))
+            .map(|s| s.lines().count())
+            .unwrap_or(0)
+    }
+}
+
+/// Finds the agent object with `host_id` in `agents -o json` output.
+pub fn agent<'a>(agents: &'a [Value], host_id: &str) -> Option<&'a Value> {
+    agents.iter().find(|a| a["host_id"] == host_id)
+}

@@ -1,0 +1,4 @@
+//! End-to-end tests: real coordinator, agent and rollguardctl processes on loopback.
+
+mod bad_input;
+mod fleet;
