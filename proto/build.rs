@@ -15,7 +15,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let fds = protox::compile(files, ["proto"])?;
     // The descriptor set is also served by gRPC server reflection.
     let out_dir = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
-    std::fs::write(out_dir.join("rollguard_descriptor.bin"), fds.encode_to_vec())?;
+    std::fs::write(
+        out_dir.join("rollguard_descriptor.bin"),
+        fds.encode_to_vec(),
+    )?;
     // The rpc `AgentService.Connect` would clash with the transport helper
     // `AgentServiceClient::connect`, so clients are built from a `Channel` instead.
     tonic_prost_build::configure()

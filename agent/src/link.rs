@@ -68,7 +68,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         .keep_alive_timeout(Duration::from_secs(10));
 
     let mut collector = Collector::new(config.collect.clone());
-    let mut ticker = tokio::time::interval(config.interval);
+    // The first tick is one interval after the collector's baseline, so the
+    // first rates cover a whole interval rather than a few microseconds.
+    let mut ticker = tokio::time::interval_at(
+        tokio::time::Instant::now() + config.interval,
+        config.interval,
+    );
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut buffer: VecDeque<(u64, pb::HostSample)> = VecDeque::with_capacity(SAMPLE_BUFFER);
     let mut next_seq: u64 = 0;

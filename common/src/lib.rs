@@ -7,6 +7,7 @@
 
 pub mod aggregate;
 pub mod config;
+pub mod exposition;
 pub mod ids;
 pub mod sample;
 pub mod telemetry;

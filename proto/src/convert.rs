@@ -29,8 +29,7 @@ pub fn time_from_pb(
     ts: &prost_types::Timestamp,
 ) -> Result<SystemTime, WireError> {
     let secs = u64::try_from(ts.seconds).map_err(|_| WireError::invalid(field, "before 1970"))?;
-    let nanos =
-        u32::try_from(ts.nanos).map_err(|_| WireError::invalid(field, "negative nanos"))?;
+    let nanos = u32::try_from(ts.nanos).map_err(|_| WireError::invalid(field, "negative nanos"))?;
     if nanos >= 1_000_000_000 {
         return Err(WireError::invalid(field, "nanos out of range"));
     }

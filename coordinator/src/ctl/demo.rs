@@ -1,8 +1,331 @@
-//! demo
+//! `rollguardctl demo`: a whole fleet on loopback, as real child processes.
+//!
+//! Starts a coordinator on a temporary data dir and beta and baseline agents
+//! whose rollback action leaves evidence (a log line and a version switch),
+//! shows live status, rolls the beta hosts back, shows each host's result,
+//! and stops everything cleanly when done or on Ctrl-C.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use rollguard_proto::v1 as pb;
+use tokio::process::{Child, Command};
+
+use super::{connect, print_agents, print_results, print_status, wait_for_results, Format};
+
+/// Version the beta hosts start on, and the one a rollback switches to.
+const BETA_VERSION: &str = "2.0.0-beta.3";
+const STABLE_VERSION: &str = "1.9.4";
+
 /// Flags of `rollguardctl demo`.
 #[derive(Debug, clap::Args)]
-pub struct DemoArgs {}
+pub struct DemoArgs {
+    /// Number of beta hosts.
+    #[arg(long, default_value_t = 2)]
+    beta: u32,
+    /// Number of baseline hosts.
+    #[arg(long, default_value_t = 1)]
+    baseline: u32,
+    /// Keep the fleet running after the rollback until Ctrl-C.
+    #[arg(long)]
+    keep_running: bool,
+    /// Keep the temporary directory (logs, store, evidence) afterwards.
+    #[arg(long)]
+    keep_data: bool,
+}
 
-pub(crate) async fn run(_args: DemoArgs) -> anyhow::Result<u8> {
-    anyhow::bail!("demo not built yet")
+struct Fleet {
+    children: Vec<(String, Child)>,
+}
+
+impl Fleet {
+    async fn stop(&mut self) {
+        // SIGTERM everyone, agents first, then wait; SIGKILL what lingers.
+        for (_, child) in self.children.iter().rev() {
+            if let Some(pid) = child
+                .id()
+                .and_then(|p| rustix::process::Pid::from_raw(p as i32))
+            {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+            }
+        }
+        for (name, child) in self.children.iter_mut() {
+            match tokio::time::timeout(Duration::from_secs(10), child.wait()).await {
+                Ok(Ok(status)) => tracing::debug!(%name, %status, "stopped"),
+                _ => {
+                    let _ = child.kill().await;
+                }
+            }
+        }
+        self.children.clear();
+    }
+}
+
+/// Runs the demo; returns the exit code.
+pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<u8> {
+    let bin_dir = std::env::current_exe()
+        .context("locating rollguardctl")?
+        .parent()
+        .context("rollguardctl has no directory")?
+        .to_path_buf();
+    let coordinator_bin = bin_dir.join("rollguard-coordinator");
+    let agent_bin = bin_dir.join("rollguard-agent");
+    for bin in [&coordinator_bin, &agent_bin] {
+        if !bin.exists() {
+            bail!(
+                "{} not found beside rollguardctl; build the workspace first: cargo build --release --workspace",
+                bin.display()
+            );
+        }
+    }
+    let dir = std::env::temp_dir().join(format!("rollguard-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut fleet = Fleet {
+        children: Vec::new(),
+    };
+    let outcome = tokio::select! {
+        result = script(&args, &dir, &coordinator_bin, &agent_bin, &mut fleet) => result,
+        _ = tokio::signal::ctrl_c() => {
+            println!("\ninterrupted; stopping the fleet");
+            Ok(130)
+        }
+    };
+    fleet.stop().await;
+    if args.keep_data {
+        println!("logs, store and evidence kept in {}", dir.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    println!("demo fleet stopped");
+    outcome
+}
+
+async fn script(
+    args: &DemoArgs,
+    dir: &Path,
+    coordinator_bin: &Path,
+    agent_bin: &Path,
+    fleet: &mut Fleet,
+) -> anyhow::Result<u8> {
+    println!("== rollguard demo: working in {}", dir.display());
+    let data_dir = dir.join("coordinator-data");
+    let addr_file = data_dir.join(crate::ADDR_FILE);
+    let coordinator = Command::new(coordinator_bin)
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data_dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log_file(dir, "coordinator")?)
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting the coordinator")?;
+    fleet.children.push(("coordinator".to_owned(), coordinator));
+    let addr = poll(
+        "the coordinator to listen",
+        Duration::from_secs(30),
+        || async {
+            std::fs::read_to_string(&addr_file)
+                .ok()
+                .filter(|s| s.ends_with('\n'))
+        },
+    )
+    .await?;
+    let url = format!("http://{}", addr.trim());
+    println!(
+        "== coordinator listening on {url} (log: {}/coordinator.log)",
+        dir.display()
+    );
+
+    let mut hosts = Vec::new();
+    for idx in 1..=args.beta {
+        hosts.push((format!("beta-{idx}"), "beta", BETA_VERSION));
+    }
+    for idx in 1..=args.baseline {
+        hosts.push((format!("baseline-{idx}"), "baseline", STABLE_VERSION));
+    }
+    for (host_id, cohort, version) in &hosts {
+        let state_dir = dir.join(host_id);
+        std::fs::create_dir_all(&state_dir)?;
+        std::fs::write(state_dir.join("version"), format!("{version}\n"))?;
+        let config = state_dir.join("agent.toml");
+        std::fs::write(&config, agent_config(host_id, cohort, &state_dir))?;
+        let child = Command::new(agent_bin)
+            .arg("--config")
+            .arg(&config)
+            .arg("--coordinator")
+            .arg(&url)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file(dir, host_id)?)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting agent {host_id}"))?;
+        fleet.children.push((host_id.clone(), child));
+        println!("== agent {host_id} ({cohort}, app {version}) started");
+    }
+
+    let mut client = connect(&url).await?;
+    let n_hosts = hosts.len();
+    poll(
+        "every agent to report figures",
+        Duration::from_secs(30),
+        || {
+            let mut client = client.clone();
+            async move {
+                let agents = client
+                    .list_agents(pb::ListAgentsRequest::default())
+                    .await
+                    .ok()?
+                    .into_inner()
+                    .agents;
+                (agents
+                    .iter()
+                    .filter(|a| a.connected && a.latest.is_some())
+                    .count()
+                    == n_hosts)
+                    .then_some(())
+            }
+        },
+    )
+    .await?;
+
+    println!("\n== live fleet status (3 refreshes from the server's watch stream)");
+    let mut watch = client
+        .watch_fleet_status(pb::WatchFleetStatusRequest::default())
+        .await?
+        .into_inner();
+    for round in 1..=3 {
+        if let Some(status) = watch.message().await? {
+            println!("-- refresh {round}");
+            print_status(&status, Format::Table);
+        }
+    }
+    drop(watch);
+
+    println!("\n== agents");
+    let agents = client
+        .list_agents(pb::ListAgentsRequest::default())
+        .await?
+        .into_inner();
+    print_agents(&agents, Format::Table);
+
+    println!("\n== manual rollback of deployment `demo` (beta hosts only)");
+    let response = client
+        .rollback(pb::RollbackRequest {
+            deployment: "demo".to_owned(),
+            reason: "demo: beta 2.0.0 misbehaves, back to stable".to_owned(),
+            actor: super::actor(),
+        })
+        .await?
+        .into_inner();
+    let command =
+        wait_for_results(&mut client, &response.command_id, Duration::from_secs(60)).await?;
+    print_results(&command, Format::Table);
+
+    println!("\n== evidence left by the rollback action on each host");
+    for (host_id, _, _) in &hosts {
+        let log = std::fs::read_to_string(dir.join(host_id).join("rollback.log"))
+            .unwrap_or_else(|_| "(no rollback ran here)\n".to_owned());
+        print!("{host_id}: {log}");
+    }
+
+    // The agents re-read their version file each interval: wait for the switch to show.
+    poll(
+        "the beta hosts to report the stable version",
+        Duration::from_secs(10),
+        || {
+            let mut client = client.clone();
+            async move {
+                let agents = client
+                    .list_agents(pb::ListAgentsRequest::default())
+                    .await
+                    .ok()?
+                    .into_inner()
+                    .agents;
+                agents
+                    .iter()
+                    .all(|a| a.app_version == STABLE_VERSION)
+                    .then_some(())
+            }
+        },
+    )
+    .await?;
+    println!("\n== agents after the rollback (every host now on {STABLE_VERSION})");
+    let agents = client
+        .list_agents(pb::ListAgentsRequest::default())
+        .await?
+        .into_inner();
+    print_agents(&agents, Format::Table);
+
+    println!("\n== audit history");
+    let history = client
+        .history(pb::HistoryRequest::default())
+        .await?
+        .into_inner();
+    for entry in &history.entries {
+        println!(
+            "{}  {}  {}  by {}  ({})",
+            entry
+                .time
+                .as_ref()
+                .map(super::output::fmt_time)
+                .unwrap_or_default(),
+            entry.deployment,
+            entry.action,
+            entry.actor,
+            entry.reason
+        );
+    }
+
+    if args.keep_running {
+        println!("\n== the fleet keeps running at {url}; try `rollguardctl --coordinator {url} status --watch`. Ctrl-C stops it.");
+        std::future::pending::<()>().await;
+    }
+    let all_succeeded = command
+        .results
+        .iter()
+        .all(|r| r.checked_status().ok() == Some(rollguard_common::CommandStatus::Succeeded));
+    Ok(if all_succeeded { 0 } else { 1 })
+}
+
+fn agent_config(host_id: &str, cohort: &str, state_dir: &Path) -> String {
+    format!(
+        r#"host_id = "{host_id}"
+deployment = "demo"
+cohort = "{cohort}"
+version_file = "{version}"
+state_dir = "{state}"
+
+[actions.rollback]
+# argv, run without a shell by the agent; this one happens to call sh.
+command = ["/bin/sh", "-c", "echo \"$(date -u +%FT%TZ) rolled back to {STABLE_VERSION}\" >> rollback.log && echo {STABLE_VERSION} > version && echo switched to {STABLE_VERSION}"]
+timeout = "30s"
+"#,
+        version = state_dir.join("version").display(),
+        state = state_dir.display(),
+    )
+}
+
+fn log_file(dir: &Path, name: &str) -> anyhow::Result<std::fs::File> {
+    let path: PathBuf = dir.join(format!("{name}.log"));
+    std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))
+}
+
+async fn poll<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = probe().await {
+            return Ok(value);
+        }
+        if Instant::now() >= deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

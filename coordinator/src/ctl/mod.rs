@@ -190,7 +190,7 @@ async fn status(
     Ok(0)
 }
 
-fn print_status(response: &pb::GetFleetStatusResponse, format: Format) {
+pub(crate) fn print_status(response: &pb::GetFleetStatusResponse, format: Format) {
     match format {
         Format::Json => println!("{}", status_json(response)),
         Format::Table => {
@@ -312,6 +312,11 @@ async fn agents(
         .await
         .map_err(status_error)?
         .into_inner();
+    print_agents(&response, format);
+    Ok(0)
+}
+
+pub(crate) fn print_agents(response: &pb::ListAgentsResponse, format: Format) {
     match format {
         Format::Json => {
             let agents: Vec<Value> = response.agents.iter().map(agent_json).collect();
@@ -383,7 +388,6 @@ async fn agents(
             }
         }
     }
-    Ok(0)
 }
 
 fn agent_json(agent: &pb::AgentInfo) -> Value {
@@ -502,7 +506,7 @@ pub async fn wait_for_results(
     }
 }
 
-fn print_results(command: &pb::GetCommandResponse, format: Format) {
+pub(crate) fn print_results(command: &pb::GetCommandResponse, format: Format) {
     let status_name =
         |r: &pb::HostResult| r.checked_status().map(|s| s.as_str()).unwrap_or("unknown");
     match format {
@@ -554,7 +558,7 @@ fn print_results(command: &pb::GetCommandResponse, format: Format) {
     }
 }
 
-fn actor() -> String {
+pub(crate) fn actor() -> String {
     let user = std::env::var("USER").unwrap_or_else(|_| "unknown".to_owned());
     let host = rustix::system::uname()
         .nodename()

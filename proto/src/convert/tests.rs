@@ -29,12 +29,52 @@ fn sample_round_trips() {
 fn hostile_samples_are_rejected() {
     let good = pb::HostSample::from(&HostSample::empty(UNIX_EPOCH, Duration::from_secs(1)));
     let cases: Vec<(&str, pb::HostSample)> = vec![
-        ("collected_at", pb::HostSample { collected_at: None, ..good.clone() }),
-        ("interval", pb::HostSample { interval: Some(prost_types::Duration { seconds: -1, nanos: 0 }), ..good.clone() }),
-        ("cpu_percent", pb::HostSample { cpu_percent: f64::NAN, ..good.clone() }),
-        ("cpu_percent", pb::HostSample { cpu_percent: 250.0, ..good.clone() }),
-        ("memory_used_bytes", pb::HostSample { memory_used_bytes: 5, memory_total_bytes: 1, ..good.clone() }),
-        ("load1", pb::HostSample { load1: -1.0, ..good.clone() }),
+        (
+            "collected_at",
+            pb::HostSample {
+                collected_at: None,
+                ..good.clone()
+            },
+        ),
+        (
+            "interval",
+            pb::HostSample {
+                interval: Some(prost_types::Duration {
+                    seconds: -1,
+                    nanos: 0,
+                }),
+                ..good.clone()
+            },
+        ),
+        (
+            "cpu_percent",
+            pb::HostSample {
+                cpu_percent: f64::NAN,
+                ..good.clone()
+            },
+        ),
+        (
+            "cpu_percent",
+            pb::HostSample {
+                cpu_percent: 250.0,
+                ..good.clone()
+            },
+        ),
+        (
+            "memory_used_bytes",
+            pb::HostSample {
+                memory_used_bytes: 5,
+                memory_total_bytes: 1,
+                ..good.clone()
+            },
+        ),
+        (
+            "load1",
+            pb::HostSample {
+                load1: -1.0,
+                ..good.clone()
+            },
+        ),
     ];
     for (needle, wire) in cases {
         let err = HostSample::try_from(&wire).expect_err(needle);
