@@ -9,6 +9,7 @@ pub mod aggregate;
 pub mod config;
 pub mod exposition;
 pub mod ids;
+pub mod policy;
 pub mod sample;
 pub mod telemetry;
 

@@ -78,7 +78,109 @@ pub struct HostSample {
     pub net_tx_bytes_per_sec: f64,
     /// Absent where the kernel has no /proc/pressure.
     pub pressure: Option<Pressure>,
+    /// Application health over the interval; absent when nothing is scraped or probed.
+    pub app: Option<AppHealth>,
 }
+
+/// One cumulative histogram bucket: observations <= `upper_bound` (seconds).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Bucket {
+    /// Upper bound in seconds; the last may be +Inf.
+    pub upper_bound: f64,
+    /// Observations at or below the bound, cumulative over bounds.
+    pub cumulative_count: f64,
+}
+
+/// Per-interval application health: counts (deltas over the interval), not
+/// rates, so that they add up across hosts and rounds.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct AppHealth {
+    /// Requests counted by the app in the interval.
+    pub requests: f64,
+    /// Of those, errors (by default 5xx).
+    pub errors: f64,
+    /// Bucket deltas of the latency histogram over the interval.
+    pub latency_buckets: Vec<Bucket>,
+    pub latency_count: f64,
+    pub latency_sum_seconds: f64,
+    /// Named gauges from the scrape, sorted by name.
+    pub gauges: Vec<(String, f64)>,
+    /// A scrape is configured.
+    pub scrape_enabled: bool,
+    /// Scrapes attempted and failed in the interval, and the last reason.
+    pub scrapes: u32,
+    pub scrape_errors: u32,
+    pub scrape_error: String,
+    /// A probe is configured.
+    pub probe_enabled: bool,
+    /// Probes sent and failed (non-2xx, timeout, refused) in the interval.
+    pub probes: u32,
+    pub probe_errors: u32,
+    pub probe_error: String,
+    /// Probe latency histogram of the interval, bounds in seconds.
+    pub probe_latency_buckets: Vec<Bucket>,
+}
+
+impl AppHealth {
+    /// Checks that counts are finite and non-negative and buckets are ordered.
+    pub fn validate(&self) -> Result<(), String> {
+        for (name, value) in [
+            ("app.requests", self.requests),
+            ("app.errors", self.errors),
+            ("app.latency_count", self.latency_count),
+        ] {
+            if !value.is_finite() || value < 0.0 {
+                return Err(format!("{name} must be a finite non-negative number, got {value}"));
+            }
+        }
+        if self.errors > self.requests {
+            return Err("app.errors exceeds app.requests".to_owned());
+        }
+        if self.probe_errors > self.probes {
+            return Err("app.probe_errors exceeds app.probes".to_owned());
+        }
+        for (name, buckets) in [
+            ("app.latency_buckets", &self.latency_buckets),
+            ("app.probe_latency_buckets", &self.probe_latency_buckets),
+        ] {
+            if buckets.len() > MAX_BUCKETS {
+                return Err(format!("{name} has more than {MAX_BUCKETS} buckets"));
+            }
+            let mut previous = f64::NEG_INFINITY;
+            for bucket in buckets {
+                if bucket.upper_bound.is_nan() || bucket.upper_bound <= previous {
+                    return Err(format!("{name} bounds must be strictly increasing"));
+                }
+                if !bucket.cumulative_count.is_finite() || bucket.cumulative_count < 0.0 {
+                    return Err(format!("{name} counts must be finite and non-negative"));
+                }
+                previous = bucket.upper_bound;
+            }
+        }
+        if self.gauges.len() > MAX_GAUGES {
+            return Err(format!("app.gauges has more than {MAX_GAUGES} entries"));
+        }
+        for (name, value) in &self.gauges {
+            if name.is_empty() || name.len() > 128 {
+                return Err("app gauge names must be 1 to 128 bytes".to_owned());
+            }
+            if value.is_nan() {
+                return Err(format!("app gauge `{name}` is NaN"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Returns the named gauge.
+    pub fn gauge(&self, name: &str) -> Option<f64> {
+        self.gauges.iter().find(|(n, _)| n == name).map(|(_, v)| *v)
+    }
+}
+
+/// Most histogram buckets accepted from a peer.
+pub const MAX_BUCKETS: usize = 64;
+/// Most gauges accepted from a peer.
+pub const MAX_GAUGES: usize = 64;
 
 impl HostSample {
     /// Returns an all-zero sample at `collected_at`, for tests and as a base to fill in.
@@ -105,6 +207,7 @@ impl HostSample {
             net_rx_bytes_per_sec: 0.0,
             net_tx_bytes_per_sec: 0.0,
             pressure: None,
+            app: None,
         }
     }
 
@@ -146,6 +249,9 @@ impl HostSample {
         }
         if self.memory_used_bytes > self.memory_total_bytes {
             return Err("memory_used_bytes exceeds memory_total_bytes".to_owned());
+        }
+        if let Some(app) = &self.app {
+            app.validate()?;
         }
         Ok(())
     }

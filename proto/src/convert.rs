@@ -6,7 +6,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rollguard_common::sample::{DiskIo, FilesystemUsage, NetIo, Pressure};
+use rollguard_common::sample::{AppHealth, Bucket, DiskIo, FilesystemUsage, NetIo, Pressure};
 use rollguard_common::{Cohort, CommandStatus, HostSample};
 
 use crate::error::WireError;
@@ -223,7 +223,70 @@ impl From<&HostSample> for pb::HostSample {
                 .collect(),
             disk_read_ops_per_sec: s.disk_read_ops_per_sec,
             disk_write_ops_per_sec: s.disk_write_ops_per_sec,
+            app: s.app.as_ref().map(app_to_pb),
         }
+    }
+}
+
+fn buckets_to_pb(buckets: &[Bucket]) -> Vec<pb::HistogramBucket> {
+    buckets
+        .iter()
+        .map(|b| pb::HistogramBucket {
+            upper_bound: b.upper_bound,
+            cumulative_count: b.cumulative_count,
+        })
+        .collect()
+}
+
+fn buckets_from_pb(buckets: &[pb::HistogramBucket]) -> Vec<Bucket> {
+    buckets
+        .iter()
+        .map(|b| Bucket {
+            upper_bound: b.upper_bound,
+            cumulative_count: b.cumulative_count,
+        })
+        .collect()
+}
+
+fn app_to_pb(app: &AppHealth) -> pb::AppHealth {
+    pb::AppHealth {
+        requests: app.requests,
+        errors: app.errors,
+        latency_buckets: buckets_to_pb(&app.latency_buckets),
+        latency_count: app.latency_count,
+        latency_sum_seconds: app.latency_sum_seconds,
+        gauges: app.gauges.iter().cloned().collect(),
+        scrape_enabled: app.scrape_enabled,
+        scrapes: app.scrapes,
+        scrape_errors: app.scrape_errors,
+        scrape_error: app.scrape_error.clone(),
+        probe_enabled: app.probe_enabled,
+        probes: app.probes,
+        probe_errors: app.probe_errors,
+        probe_error: app.probe_error.clone(),
+        probe_latency_buckets: buckets_to_pb(&app.probe_latency_buckets),
+    }
+}
+
+fn app_from_pb(app: &pb::AppHealth) -> AppHealth {
+    let mut gauges: Vec<(String, f64)> = app.gauges.iter().map(|(k, v)| (k.clone(), *v)).collect();
+    gauges.sort_by(|a, b| a.0.cmp(&b.0));
+    AppHealth {
+        requests: app.requests,
+        errors: app.errors,
+        latency_buckets: buckets_from_pb(&app.latency_buckets),
+        latency_count: app.latency_count,
+        latency_sum_seconds: app.latency_sum_seconds,
+        gauges,
+        scrape_enabled: app.scrape_enabled,
+        scrapes: app.scrapes,
+        scrape_errors: app.scrape_errors,
+        scrape_error: app.scrape_error.clone(),
+        probe_enabled: app.probe_enabled,
+        probes: app.probes,
+        probe_errors: app.probe_errors,
+        probe_error: app.probe_error.clone(),
+        probe_latency_buckets: buckets_from_pb(&app.probe_latency_buckets),
     }
 }
 
@@ -316,6 +379,7 @@ impl TryFrom<&pb::HostSample> for HostSample {
                 memory_some_avg10: p.memory_some_avg10,
                 io_some_avg10: p.io_some_avg10,
             }),
+            app: s.app.as_ref().map(app_from_pb),
         };
         sample
             .validate()

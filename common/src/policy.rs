@@ -1,0 +1,26 @@
+//! The policy engine: per-deployment rules, per-round cohort figures, the
+//! verdict of one round, and the consecutive-failure state machine. Pure
+//! code: no IO, no clocks (time comes in as arguments).
+//!
+//! Semantics (DESIGN.md, Policy): a limit is broken when the value is
+//! strictly greater than it (strictly less, for `min`); one round gives one
+//! verdict `pass`, `fail`, `inconclusive` or `error`; `fail` counts toward
+//! rollback, `inconclusive` and `error` hold by default (they never count as
+//! a pass), the first `pass` resets the count; hearing from no host at all is
+//! the monitor being blind and never rolls back by itself.
+
+mod config;
+mod evaluate;
+mod round;
+
+pub use config::{
+    Metric, MetricKind, Policy, RawPolicy, RawRule, Rule, VerdictAction, APP_METRICS, HOST_METRICS,
+};
+pub use evaluate::{
+    advance, evaluate, CohortFigures, Decision, Evaluation, JudgeState, RoundInput, RuleOutcome,
+    Verdict,
+};
+pub use round::{merge_buckets, quantile_ms, AppTotals, HostRound};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,324 @@
+//! Policy config: the `[deployments.NAME]` table and its rules, raw and checked.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{parse_positive_duration, ConfigError};
+use crate::ids::validate_name;
+
+/// App metrics pooled over a cohort's hosts (Σ over hosts, then the ratio or quantile).
+pub const APP_METRICS: &[&str] = &[
+    "error_rate",
+    "request_rate",
+    "latency_p50_ms",
+    "latency_p95_ms",
+    "latency_p99_ms",
+    "latency_p999_ms",
+    "probe_error_rate",
+    "probe_latency_p99_ms",
+];
+
+/// Host metrics, averaged over a cohort's hosts.
+pub const HOST_METRICS: &[&str] = &[
+    "cpu_percent",
+    "memory_percent",
+    "load1",
+    "load5",
+    "load15",
+    "swap_used_bytes",
+    "disk_read_bytes_per_sec",
+    "disk_write_bytes_per_sec",
+    "disk_read_ops_per_sec",
+    "disk_write_ops_per_sec",
+    "net_rx_bytes_per_sec",
+    "net_tx_bytes_per_sec",
+    "psi_cpu_some_avg10",
+    "psi_memory_some_avg10",
+    "psi_io_some_avg10",
+];
+
+/// What a verdict other than pass/fail does to the consecutive count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VerdictAction {
+    /// Neither reset nor advance the count (the default).
+    Hold,
+    /// Count as a failure.
+    Fail,
+}
+
+/// One `[[deployments.NAME.rules]]` entry as written.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRule {
+    /// Metric name, e.g. `error_rate`, `max_cpu_percent`, or a gauge name.
+    pub metric: String,
+    /// Broken when the beta value is strictly greater.
+    pub max: Option<f64>,
+    /// Broken when the beta value is strictly less (for gauges such as cache_hit_ratio).
+    pub min: Option<f64>,
+    /// Broken when beta > ratio × max(baseline, min_baseline).
+    pub max_ratio_to_baseline: Option<f64>,
+    /// Floor of the baseline in relative rules.
+    pub min_baseline: Option<f64>,
+}
+
+/// A `[deployments.NAME]` table as written.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawPolicy {
+    /// Agent-side action a rollback names.
+    pub rollback_action: String,
+    /// Length of one evaluation round.
+    pub check_interval: String,
+    /// Failing rounds in a row before acting.
+    pub consecutive_failures: u32,
+    /// Hosts needed per cohort (baseline: only for relative rules).
+    pub min_hosts: u32,
+    /// Requests needed per cohort per round for rate and latency rules.
+    pub min_requests: f64,
+    /// Record "would roll back" and act on nothing.
+    pub dry_run: bool,
+    /// Largest share of the deployment's hosts (seen in 24 h) that may be beta.
+    pub max_beta_share: f64,
+    /// What `inconclusive` does to the count.
+    pub on_inconclusive: VerdictAction,
+    /// What `error` does to the count.
+    pub on_error: VerdictAction,
+    /// The rules; none means status only.
+    pub rules: Vec<RawRule>,
+}
+
+impl Default for RawPolicy {
+    fn default() -> Self {
+        RawPolicy {
+            rollback_action: "rollback".to_owned(),
+            check_interval: "5s".to_owned(),
+            consecutive_failures: 3,
+            min_hosts: 1,
+            min_requests: 100.0,
+            dry_run: false,
+            max_beta_share: 1.0,
+            on_inconclusive: VerdictAction::Hold,
+            on_error: VerdictAction::Hold,
+            rules: Vec::new(),
+        }
+    }
+}
+
+/// How a metric is aggregated over a cohort.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricKind {
+    /// Pooled app metric (one of [`APP_METRICS`]).
+    App,
+    /// Host figure, mean over hosts (one of [`HOST_METRICS`]).
+    Host,
+    /// A named app gauge, mean over hosts.
+    Gauge,
+}
+
+/// A checked metric reference.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Metric {
+    /// The name as configured (with `max_` when `worst_host`).
+    pub name: String,
+    /// The name without the `max_` prefix.
+    pub base: String,
+    pub kind: MetricKind,
+    /// `max_` form: the worst host's value instead of the cohort's.
+    pub worst_host: bool,
+}
+
+impl Metric {
+    /// Parses a metric name; anything that is not a known app or host metric is a gauge name.
+    pub fn parse(name: &str) -> Result<Metric, String> {
+        let valid = !name.is_empty()
+            && name.len() <= 128
+            && name.chars().enumerate().all(|(i, c)| {
+                c == '_' || c == ':' || c.is_ascii_alphabetic() || (i > 0 && c.is_ascii_digit())
+            });
+        if !valid {
+            return Err(format!("`{name}` is not a metric name"));
+        }
+        let known = |n: &str| {
+            if APP_METRICS.contains(&n) {
+                Some(MetricKind::App)
+            } else if HOST_METRICS.contains(&n) {
+                Some(MetricKind::Host)
+            } else {
+                None
+            }
+        };
+        if let Some(kind) = known(name) {
+            return Ok(Metric {
+                name: name.to_owned(),
+                base: name.to_owned(),
+                kind,
+                worst_host: false,
+            });
+        }
+        if let Some(base) = name.strip_prefix("max_") {
+            let kind = known(base).unwrap_or(MetricKind::Gauge);
+            return Ok(Metric {
+                name: name.to_owned(),
+                base: base.to_owned(),
+                kind,
+                worst_host: true,
+            });
+        }
+        Ok(Metric {
+            name: name.to_owned(),
+            base: name.to_owned(),
+            kind: MetricKind::Gauge,
+            worst_host: false,
+        })
+    }
+
+    /// Returns true for metrics that need `min_requests` (scrape-derived rates and latencies).
+    pub fn needs_requests(&self) -> bool {
+        self.kind == MetricKind::App
+            && (self.base == "error_rate" || self.base.starts_with("latency_"))
+    }
+
+    /// Returns true for probe-derived metrics.
+    pub fn is_probe(&self) -> bool {
+        self.kind == MetricKind::App && self.base.starts_with("probe_")
+    }
+}
+
+/// A checked rule.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rule {
+    pub metric: Metric,
+    pub max: Option<f64>,
+    pub min: Option<f64>,
+    pub max_ratio_to_baseline: Option<f64>,
+    pub min_baseline: f64,
+}
+
+impl Rule {
+    /// Returns true when the rule compares against the baseline cohort.
+    pub fn is_relative(&self) -> bool {
+        self.max_ratio_to_baseline.is_some()
+    }
+}
+
+/// The checked policy of one deployment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    pub rollback_action: String,
+    pub check_interval: Duration,
+    pub consecutive_failures: u32,
+    pub min_hosts: u32,
+    pub min_requests: f64,
+    pub dry_run: bool,
+    pub max_beta_share: f64,
+    pub on_inconclusive: VerdictAction,
+    pub on_error: VerdictAction,
+    pub rules: Vec<Rule>,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        RawPolicy::default()
+            .validate("deployments.default")
+            .expect("the default policy is valid")
+    }
+}
+
+impl RawPolicy {
+    /// Checks every value; `key` is the table's path for error messages, e.g. `deployments.web`.
+    pub fn validate(self, key: &str) -> Result<Policy, ConfigError> {
+        validate_name("rollback_action", &self.rollback_action)
+            .map_err(|m| ConfigError::invalid(format!("{key}.rollback_action"), m))?;
+        let check_interval =
+            parse_positive_duration(&format!("{key}.check_interval"), &self.check_interval)?;
+        if check_interval < Duration::from_millis(100) {
+            return Err(ConfigError::invalid(
+                format!("{key}.check_interval"),
+                "must be at least 100ms",
+            ));
+        }
+        if self.consecutive_failures == 0 {
+            return Err(ConfigError::invalid(
+                format!("{key}.consecutive_failures"),
+                "must be at least 1",
+            ));
+        }
+        if self.min_hosts == 0 {
+            return Err(ConfigError::invalid(
+                format!("{key}.min_hosts"),
+                "must be at least 1",
+            ));
+        }
+        if !self.min_requests.is_finite() || self.min_requests < 0.0 {
+            return Err(ConfigError::invalid(
+                format!("{key}.min_requests"),
+                "must be a non-negative number",
+            ));
+        }
+        if !(self.max_beta_share > 0.0 && self.max_beta_share <= 1.0) {
+            return Err(ConfigError::invalid(
+                format!("{key}.max_beta_share"),
+                "must be in (0, 1]",
+            ));
+        }
+        let mut rules = Vec::with_capacity(self.rules.len());
+        for (idx, raw) in self.rules.into_iter().enumerate() {
+            let rule_key = format!("{key}.rules[{idx}]");
+            let metric = Metric::parse(&raw.metric)
+                .map_err(|m| ConfigError::invalid(format!("{rule_key}.metric"), m))?;
+            if raw.max.is_none() && raw.min.is_none() && raw.max_ratio_to_baseline.is_none() {
+                return Err(ConfigError::invalid(
+                    rule_key,
+                    "a rule needs `max`, `min` or `max_ratio_to_baseline`",
+                ));
+            }
+            for (name, value) in [
+                ("max", raw.max),
+                ("min", raw.min),
+                ("max_ratio_to_baseline", raw.max_ratio_to_baseline),
+                ("min_baseline", raw.min_baseline),
+            ] {
+                if value.is_some_and(|v| !v.is_finite()) {
+                    return Err(ConfigError::invalid(
+                        format!("{rule_key}.{name}"),
+                        "must be a finite number",
+                    ));
+                }
+            }
+            if raw.max_ratio_to_baseline.is_some_and(|r| r <= 0.0) {
+                return Err(ConfigError::invalid(
+                    format!("{rule_key}.max_ratio_to_baseline"),
+                    "must be greater than 0",
+                ));
+            }
+            if raw.min_baseline.is_some() && raw.max_ratio_to_baseline.is_none() {
+                return Err(ConfigError::invalid(
+                    format!("{rule_key}.min_baseline"),
+                    "only applies with max_ratio_to_baseline",
+                ));
+            }
+            rules.push(Rule {
+                metric,
+                max: raw.max,
+                min: raw.min,
+                max_ratio_to_baseline: raw.max_ratio_to_baseline,
+                min_baseline: raw.min_baseline.unwrap_or(0.0).max(0.0),
+            });
+        }
+        Ok(Policy {
+            rollback_action: self.rollback_action,
+            check_interval,
+            consecutive_failures: self.consecutive_failures,
+            min_hosts: self.min_hosts,
+            min_requests: self.min_requests,
+            dry_run: self.dry_run,
+            max_beta_share: self.max_beta_share,
+            on_inconclusive: self.on_inconclusive,
+            on_error: self.on_error,
+            rules,
+        })
+    }
+}

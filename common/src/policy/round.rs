@@ -1,0 +1,223 @@
+//! What one host contributed to one round, and how a cohort's hosts add up.
+//!
+//! Rounds are windowed by the coordinator's receive time: every sample that
+//! arrives during a round is added to its host's [`HostRound`]. App counts
+//! add up (requests, errors, bucket deltas); host figures are the mean of
+//! the host's samples in the round; gauges keep the latest value.
+
+use crate::exposition::histogram_quantile;
+use crate::ids::HostId;
+use crate::sample::{Bucket, HostSample};
+use crate::Cohort;
+
+/// App counts of one host or cohort over one round.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AppTotals {
+    /// Hosts (or samples) that carried app data.
+    pub reporting: u32,
+    pub requests: f64,
+    pub errors: f64,
+    pub latency_buckets: Vec<Bucket>,
+    pub scrape_enabled: bool,
+    pub scrapes: u32,
+    pub scrape_errors: u32,
+    pub last_scrape_error: String,
+    pub probe_enabled: bool,
+    pub probes: u32,
+    pub probe_errors: u32,
+    pub last_probe_error: String,
+    pub probe_latency_buckets: Vec<Bucket>,
+}
+
+impl AppTotals {
+    /// Adds another host's (or sample's) totals.
+    pub fn add(&mut self, other: &AppTotals) {
+        self.reporting += other.reporting;
+        self.requests += other.requests;
+        self.errors += other.errors;
+        self.latency_buckets = merge_buckets(&self.latency_buckets, &other.latency_buckets);
+        self.scrape_enabled |= other.scrape_enabled;
+        self.scrapes += other.scrapes;
+        self.scrape_errors += other.scrape_errors;
+        if !other.last_scrape_error.is_empty() {
+            self.last_scrape_error.clone_from(&other.last_scrape_error);
+        }
+        self.probe_enabled |= other.probe_enabled;
+        self.probes += other.probes;
+        self.probe_errors += other.probe_errors;
+        if !other.last_probe_error.is_empty() {
+            self.last_probe_error.clone_from(&other.last_probe_error);
+        }
+        self.probe_latency_buckets =
+            merge_buckets(&self.probe_latency_buckets, &other.probe_latency_buckets);
+    }
+
+    /// Σerrors / Σrequests, `None` without requests.
+    pub fn error_rate(&self) -> Option<f64> {
+        (self.requests > 0.0).then(|| self.errors / self.requests)
+    }
+
+    /// Failed probes / probes, `None` without probes.
+    pub fn probe_error_rate(&self) -> Option<f64> {
+        (self.probes > 0).then(|| f64::from(self.probe_errors) / f64::from(self.probes))
+    }
+
+    /// True when scrapes were configured but every one in the round failed.
+    pub fn scrape_blind(&self) -> bool {
+        self.scrape_enabled && self.scrapes > 0 && self.scrape_errors >= self.scrapes
+    }
+}
+
+/// One host's contribution to one round.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostRound {
+    pub host_id: HostId,
+    pub cohort: Cohort,
+    /// Samples received in the round.
+    pub samples: u32,
+    /// Sums of host figures over the samples (divide by `samples`).
+    sums: [f64; 15],
+    /// Host figures that some samples lacked (PSI): samples that had them.
+    psi_samples: u32,
+    pub app: AppTotals,
+    /// Latest gauge values.
+    pub gauges: Vec<(String, f64)>,
+}
+
+impl HostRound {
+    /// Starts an empty round for a host.
+    pub fn new(host_id: HostId, cohort: Cohort) -> Self {
+        HostRound {
+            host_id,
+            cohort,
+            samples: 0,
+            sums: [0.0; 15],
+            psi_samples: 0,
+            app: AppTotals::default(),
+            gauges: Vec::new(),
+        }
+    }
+
+    /// Adds one received sample.
+    pub fn add(&mut self, sample: &HostSample) {
+        self.samples += 1;
+        let figures = [
+            sample.cpu_percent,
+            sample.memory_percent(),
+            sample.load1,
+            sample.load5,
+            sample.load15,
+            sample.swap_used_bytes as f64,
+            sample.disk_read_bytes_per_sec,
+            sample.disk_write_bytes_per_sec,
+            sample.disk_read_ops_per_sec,
+            sample.disk_write_ops_per_sec,
+            sample.net_rx_bytes_per_sec,
+            sample.net_tx_bytes_per_sec,
+        ];
+        for (sum, value) in self.sums.iter_mut().zip(figures) {
+            *sum += value;
+        }
+        if let Some(p) = sample.pressure {
+            self.psi_samples += 1;
+            self.sums[12] += p.cpu_some_avg10;
+            self.sums[13] += p.memory_some_avg10;
+            self.sums[14] += p.io_some_avg10;
+        }
+        if let Some(app) = &sample.app {
+            let totals = AppTotals {
+                reporting: 1,
+                requests: app.requests,
+                errors: app.errors,
+                latency_buckets: app.latency_buckets.clone(),
+                scrape_enabled: app.scrape_enabled,
+                scrapes: app.scrapes,
+                scrape_errors: app.scrape_errors,
+                last_scrape_error: app.scrape_error.clone(),
+                probe_enabled: app.probe_enabled,
+                probes: app.probes,
+                probe_errors: app.probe_errors,
+                last_probe_error: app.probe_error.clone(),
+                probe_latency_buckets: app.probe_latency_buckets.clone(),
+            };
+            // Several samples of one host count as one reporting host.
+            let reporting = self.app.reporting.max(1);
+            self.app.add(&totals);
+            self.app.reporting = reporting;
+            if !app.gauges.is_empty() {
+                self.gauges.clone_from(&app.gauges);
+            }
+        }
+    }
+
+    /// Returns the host's mean of a host metric over the round, `None` if absent.
+    pub fn host_figure(&self, name: &str) -> Option<f64> {
+        if self.samples == 0 {
+            return None;
+        }
+        let idx = super::config::HOST_METRICS
+            .iter()
+            .position(|m| *m == name)?;
+        // HOST_METRICS order: 0..=4 cpu mem load1 load5 load15, 5 swap, 6..=9 disk, 10..=11 net, 12..=14 psi.
+        if idx >= 12 {
+            return (self.psi_samples > 0).then(|| self.sums[idx] / f64::from(self.psi_samples));
+        }
+        Some(self.sums[idx] / f64::from(self.samples))
+    }
+
+    /// Returns the latest value of a gauge.
+    pub fn gauge(&self, name: &str) -> Option<f64> {
+        self.gauges.iter().find(|(n, _)| n == name).map(|(_, v)| *v)
+    }
+}
+
+/// Merges two cumulative histograms bucket by bound.
+///
+/// Hosts normally share bounds; where they differ, the union of bounds is
+/// used and a histogram contributes, at a bound it lacks, its count at its
+/// largest bound below it (a lower bound of the true count).
+pub fn merge_buckets(a: &[Bucket], b: &[Bucket]) -> Vec<Bucket> {
+    if a.is_empty() {
+        return b.to_vec();
+    }
+    if b.is_empty() {
+        return a.to_vec();
+    }
+    if a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.upper_bound == y.upper_bound) {
+        return a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| Bucket {
+                upper_bound: x.upper_bound,
+                cumulative_count: x.cumulative_count + y.cumulative_count,
+            })
+            .collect();
+    }
+    let mut bounds: Vec<f64> = a.iter().chain(b).map(|x| x.upper_bound).collect();
+    bounds.sort_by(f64::total_cmp);
+    bounds.dedup();
+    let at = |h: &[Bucket], bound: f64| {
+        h.iter()
+            .take_while(|x| x.upper_bound <= bound)
+            .last()
+            .map_or(0.0, |x| x.cumulative_count)
+    };
+    bounds
+        .into_iter()
+        .map(|bound| Bucket {
+            upper_bound: bound,
+            cumulative_count: at(a, bound) + at(b, bound),
+        })
+        .collect()
+}
+
+/// The `q` quantile of cumulative buckets (bounds in seconds), in milliseconds.
+pub fn quantile_ms(q: f64, buckets: &[Bucket]) -> Option<f64> {
+    let pairs: Vec<(f64, f64)> = buckets
+        .iter()
+        .map(|b| (b.upper_bound, b.cumulative_count))
+        .collect();
+    histogram_quantile(q, &pairs)
+        .filter(|v| v.is_finite())
+        .map(|seconds| seconds * 1000.0)
+}
