@@ -9,6 +9,7 @@ use rollguard_common::ids::validate_name;
 use rollguard_common::{Cohort, DeploymentName, HostId};
 use serde::{Deserialize, Serialize};
 
+use crate::app::{AppConfig, DEFAULT_GAUGES, DEFAULT_LATENCY_HISTOGRAM, DEFAULT_REQUESTS_METRIC};
 use crate::collect::{CollectConfig, DEFAULT_EXCLUDED_INTERFACES};
 
 /// Env prefix: `ROLLGUARD_AGENT__DEPLOYMENT=cache-service`.
@@ -46,6 +47,8 @@ pub struct RawConfig {
     pub actions: BTreeMap<String, RawAction>,
     /// Which host figures count.
     pub collect: RawCollect,
+    /// Application health: a metrics scrape and/or a health probe.
+    pub app: RawApp,
 }
 
 /// One `[actions.NAME]` table.
@@ -91,6 +94,54 @@ impl Default for RawCollect {
     }
 }
 
+/// The `[app]` table: application health from a Prometheus text scrape
+/// and/or an HTTP health probe. Both may be on at once; with neither URL
+/// set, samples carry no app health.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawApp {
+    /// Prometheus text endpoint to scrape (`http://` only); unset or empty turns scraping off.
+    pub scrape_url: Option<String>,
+    /// How often to scrape; default the agent's `interval`.
+    pub scrape_interval: Option<String>,
+    /// How long one scrape may take; default 2s, but at most `scrape_interval`.
+    pub scrape_timeout: Option<String>,
+    /// Selector whose matching series sum to the request count; default `http_requests_total`.
+    pub requests_metric: String,
+    /// Selector whose matching series sum to the error count; default: the
+    /// `requests_metric` series whose `code` or `status` label is 5xx.
+    pub errors_metric: Option<String>,
+    /// Latency histogram: base name plus optional matchers; default
+    /// `http_request_duration_seconds`; empty turns it off.
+    pub latency_histogram: String,
+    /// Gauges copied as they are (latest value); default `queue_depth`,
+    /// `cache_hit_ratio`, `worker_health`.
+    pub gauges: Vec<String>,
+    /// Health URL to GET (`http://` only); unset or empty turns probing off.
+    pub probe_url: Option<String>,
+    /// How often to probe; default the agent's `interval`.
+    pub probe_interval: Option<String>,
+    /// How long one probe may take; default 1s, but at most `probe_interval`.
+    pub probe_timeout: Option<String>,
+}
+
+impl Default for RawApp {
+    fn default() -> Self {
+        RawApp {
+            scrape_url: None,
+            scrape_interval: None,
+            scrape_timeout: None,
+            requests_metric: DEFAULT_REQUESTS_METRIC.to_owned(),
+            errors_metric: None,
+            latency_histogram: DEFAULT_LATENCY_HISTOGRAM.to_owned(),
+            gauges: DEFAULT_GAUGES.iter().map(|s| (*s).to_owned()).collect(),
+            probe_url: None,
+            probe_interval: None,
+            probe_timeout: None,
+        }
+    }
+}
+
 impl Default for RawConfig {
     fn default() -> Self {
         RawConfig {
@@ -108,6 +159,7 @@ impl Default for RawConfig {
             labels: BTreeMap::new(),
             actions: BTreeMap::new(),
             collect: RawCollect::default(),
+            app: RawApp::default(),
         }
     }
 }
@@ -147,6 +199,8 @@ pub struct Config {
     pub labels: BTreeMap<String, String>,
     pub actions: BTreeMap<String, Action>,
     pub(crate) collect: CollectConfig,
+    /// App health to scrape and/or probe; `None` when neither URL is set.
+    pub(crate) app: Option<AppConfig>,
 }
 
 impl RawConfig {
@@ -221,6 +275,7 @@ impl RawConfig {
             return Err(ConfigError::invalid("state_dir", "must not be empty"));
         }
         let shutdown_grace = config::parse_duration("shutdown_grace", &self.shutdown_grace)?;
+        let app = AppConfig::from_raw(self.app, interval)?;
         let mut actions = BTreeMap::new();
         for (name, raw) in self.actions {
             let key = format!("actions.{name}");
@@ -258,6 +313,7 @@ impl RawConfig {
                 include_interfaces: self.collect.include_interfaces,
                 ..CollectConfig::default()
             },
+            app,
         })
     }
 }

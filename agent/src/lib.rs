@@ -3,10 +3,13 @@
 //!
 //! The coordinator only ever names an action; the command line comes from
 //! this host's config. Each command id runs at most once, also across
-//! restarts (see `journal`). This crate never depends on the coordinator.
+//! restarts (see `journal`). With an `[app]` table it also scrapes and/or
+//! probes the application (see `app`). This crate never depends on the
+//! coordinator.
 #![forbid(unsafe_code)]
 
 pub mod action;
+pub(crate) mod app;
 pub(crate) mod collect;
 pub mod config;
 pub mod journal;

@@ -1,8 +1,11 @@
 //! The agent's link to the coordinator, and the loop that drives everything:
-//! collect on every tick, stream samples, run commands, report results,
-//! reconnect with exponential backoff and jitter.
+//! collect on every tick (host figures, plus app health when configured),
+//! stream samples, run commands, report results, reconnect with exponential
+//! backoff and jitter.
 //!
-//! One task on a current-thread runtime: /proc reads take microseconds.
+//! One task on a current-thread runtime: /proc reads take microseconds. App
+//! scrapes and probes run in their own tasks (see `app`); a tick only takes
+//! what they counted.
 //! Samples that the coordinator has not acked are buffered (bounded; the
 //! oldest are dropped first) and resent after a reconnect. Command updates
 //! are never dropped: they wait for the next session, and the journal can
@@ -20,6 +23,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Endpoint;
 
+use crate::app::AppMonitor;
 use crate::collect::Collector;
 use crate::config::Config;
 use crate::journal::{Entry, Journal, Outcome};
@@ -68,6 +72,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         .keep_alive_timeout(Duration::from_secs(10));
 
     let mut collector = Collector::new(config.collect.clone());
+    // Scrapes and probes run on their own intervals; every sample takes
+    // what they counted since the previous one.
+    let mut app_monitor_opt = config
+        .app
+        .as_ref()
+        .map(|app| AppMonitor::start(app, &shutdown));
     // The first tick is one interval after the collector's baseline, so the
     // first rates cover a whole interval rather than a few microseconds.
     let mut ticker = tokio::time::interval_at(
@@ -94,7 +104,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         tokio::select! {
             () = shutdown.cancelled() => break,
             _ = ticker.tick() => {
-                let collected = collector.collect(Instant::now(), SystemTime::now());
+                let mut collected = collector.collect(Instant::now(), SystemTime::now());
+                collected.sample.app = app_monitor_opt.as_ref().map(AppMonitor::take);
                 for err in &collected.errors {
                     tracing::debug!(error = %err, "collector error");
                 }
@@ -201,6 +212,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                 break;
             }
         }
+    }
+    // Stop order: collectors first, then the link.
+    if let Some(app_monitor) = app_monitor_opt.take() {
+        app_monitor.stop().await;
     }
     if let Some(s) = session.take() {
         drop(s.up_tx);

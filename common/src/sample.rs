@@ -130,7 +130,9 @@ impl AppHealth {
             ("app.latency_count", self.latency_count),
         ] {
             if !value.is_finite() || value < 0.0 {
-                return Err(format!("{name} must be a finite non-negative number, got {value}"));
+                return Err(format!(
+                    "{name} must be a finite non-negative number, got {value}"
+                ));
             }
         }
         if self.errors > self.requests {

@@ -8,14 +8,12 @@ use std::time::Duration;
 
 use rollguard_common::config::{self, ConfigError, Sources};
 use rollguard_common::ids::validate_name;
+use rollguard_common::policy::{Policy, RawPolicy};
 use rollguard_common::DeploymentName;
 use serde::{Deserialize, Serialize};
 
 /// Env prefix: `ROLLGUARD_COORDINATOR__LISTEN=...`.
 pub const ENV_PREFIX: &str = "ROLLGUARD_COORDINATOR";
-
-/// The action a rollback names when a deployment does not say.
-pub const DEFAULT_ROLLBACK_ACTION: &str = "rollback";
 
 /// The coordinator config as written in TOML.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -33,16 +31,18 @@ pub struct RawConfig {
     pub command_ttl: String,
     /// How long shutdown may take per stage.
     pub shutdown_grace: String,
-    /// Per-deployment settings; deployments not listed get the defaults.
-    pub deployments: BTreeMap<String, RawDeployment>,
+    /// Per-deployment policy; deployments not listed get the defaults and no rules.
+    pub deployments: BTreeMap<String, RawPolicy>,
+    /// Where verdict changes and rollbacks are announced.
+    pub notify: RawNotify,
 }
 
-/// One `[deployments.NAME]` table.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// The `[notify]` table.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct RawDeployment {
-    /// Name of the agent-side action a rollback runs.
-    pub rollback_action: String,
+pub struct RawNotify {
+    /// JSON POST target (a team channel's incoming webhook); empty means none.
+    pub webhook_url: String,
 }
 
 impl Default for RawConfig {
@@ -55,14 +55,7 @@ impl Default for RawConfig {
             command_ttl: "1h".to_owned(),
             shutdown_grace: "5s".to_owned(),
             deployments: BTreeMap::new(),
-        }
-    }
-}
-
-impl Default for RawDeployment {
-    fn default() -> Self {
-        RawDeployment {
-            rollback_action: DEFAULT_ROLLBACK_ACTION.to_owned(),
+            notify: RawNotify::default(),
         }
     }
 }
@@ -80,28 +73,15 @@ pub struct Config {
     pub command_ttl: Duration,
     /// Time allowed for each shutdown stage.
     pub shutdown_grace: Duration,
-    /// Per-deployment settings.
-    pub deployments: BTreeMap<DeploymentName, DeploymentConfig>,
-}
-
-/// Checked settings of one deployment.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeploymentConfig {
-    /// Agent-side action a rollback names.
-    pub rollback_action: String,
-}
-
-impl Default for DeploymentConfig {
-    fn default() -> Self {
-        DeploymentConfig {
-            rollback_action: DEFAULT_ROLLBACK_ACTION.to_owned(),
-        }
-    }
+    /// Per-deployment policy.
+    pub deployments: BTreeMap<DeploymentName, Policy>,
+    /// Webhook URL for notifications, if any.
+    pub webhook_url: Option<String>,
 }
 
 impl Config {
-    /// Returns the settings of `deployment`, or the defaults for one not in the config.
-    pub fn deployment(&self, deployment: &DeploymentName) -> DeploymentConfig {
+    /// Returns the policy of `deployment`, or the defaults (no rules) for one not in the config.
+    pub fn deployment(&self, deployment: &DeploymentName) -> Policy {
         self.deployments
             .get(deployment)
             .cloned()
@@ -159,15 +139,18 @@ impl RawConfig {
         for (name, raw) in self.deployments {
             let key = format!("deployments.{name}");
             validate_name("deployment name", &name).map_err(|m| ConfigError::invalid(&key, m))?;
-            validate_name("rollback_action", &raw.rollback_action)
-                .map_err(|m| ConfigError::invalid(format!("{key}.rollback_action"), m))?;
-            deployments.insert(
-                DeploymentName::new(name),
-                DeploymentConfig {
-                    rollback_action: raw.rollback_action,
-                },
-            );
+            deployments.insert(DeploymentName::new(name), raw.validate(&key)?);
         }
+        let webhook_url = match self.notify.webhook_url.trim() {
+            "" => None,
+            url if url.starts_with("http://") => Some(url.to_owned()),
+            url => {
+                return Err(ConfigError::invalid(
+                    "notify.webhook_url",
+                    format!("`{url}` is not an http:// URL (https lands with TLS support)"),
+                ))
+            }
+        };
         Ok(Config {
             listen,
             insecure_listen: self.insecure_listen,
@@ -175,6 +158,7 @@ impl RawConfig {
             command_ttl,
             shutdown_grace,
             deployments,
+            webhook_url,
         })
     }
 }

@@ -11,6 +11,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
 use rollguard_common::aggregate::{version_counts, CohortAggregate};
+use rollguard_common::policy::HostRound;
 use rollguard_common::{Cohort, CommandId, CommandStatus, DeploymentName, HostId, HostSample};
 use tokio::sync::mpsc;
 
@@ -60,6 +61,8 @@ struct HostEntry {
     /// Monotonic time of the last message; `None` for hosts loaded from the store.
     last_seen_at: Option<Instant>,
     latest: Option<HostSample>,
+    /// Samples received since the last evaluation round of the deployment.
+    round: Option<HostRound>,
 }
 
 impl HostEntry {
@@ -155,6 +158,7 @@ impl Fleet {
                     last_seen: crate::store::from_unix_ms(agent.last_seen_unix_ms),
                     last_seen_at: None,
                     latest: None,
+                    round: None,
                 },
             );
         }
@@ -198,13 +202,24 @@ impl Fleet {
         let conn_id = inner.next_conn_id;
         let host_id = identity.host_id.clone();
         let record = agent_record(&identity, now);
-        let entry = HostEntry {
+        let mut entry = HostEntry {
             identity,
             conn: Some(Conn { id: conn_id, tx }),
             last_seen: now,
             last_seen_at: Some(Instant::now()),
             latest: None,
+            round: None,
         };
+        if let Some(old) = inner.hosts.get_mut(&host_id) {
+            // Keep the newest sample (for dedupe of resent samples) and the
+            // round's counts, if the host stays in the same place.
+            if old.identity.deployment == entry.identity.deployment
+                && old.identity.cohort == entry.identity.cohort
+            {
+                entry.latest = old.latest.take();
+                entry.round = old.round.take();
+            }
+        }
         if let Some(old) = inner.hosts.insert(host_id.clone(), entry) {
             if let Some(conn) = old.conn {
                 let _ = conn.tx.try_send(Outbound::Goodbye(
@@ -233,31 +248,86 @@ impl Fleet {
         Some(agent_record(&entry.identity, now))
     }
 
-    /// Applies the newest of `samples`; returns false if `conn_id` is no longer the host's connection.
-    pub fn record_sample(
+    /// Applies a batch of samples in order: each one newer than the host's
+    /// newest adds to the current round and becomes the latest; older ones
+    /// (resent after a reconnect) are skipped. Returns (applied, duplicates),
+    /// or `None` if `conn_id` is no longer the host's connection.
+    pub fn record_samples(
         &self,
         host_id: &HostId,
         conn_id: u64,
-        sample: HostSample,
+        samples: Vec<HostSample>,
         now: SystemTime,
-    ) -> bool {
+    ) -> Option<(usize, usize)> {
         let mut inner = self.lock();
-        let Some(entry) = inner.hosts.get_mut(host_id) else {
-            return false;
-        };
+        let entry = inner.hosts.get_mut(host_id)?;
         if entry.conn.as_ref().map(|c| c.id) != Some(conn_id) {
-            return false;
+            return None;
         }
         entry.last_seen = now;
         entry.last_seen_at = Some(Instant::now());
-        let newer = entry
-            .latest
-            .as_ref()
-            .is_none_or(|prev| prev.collected_at <= sample.collected_at);
-        if newer {
+        let (mut applied, mut duplicates) = (0, 0);
+        for sample in samples {
+            let newer = entry
+                .latest
+                .as_ref()
+                .is_none_or(|prev| prev.collected_at < sample.collected_at);
+            if !newer {
+                duplicates += 1;
+                continue;
+            }
+            let identity = &entry.identity;
+            entry
+                .round
+                .get_or_insert_with(|| HostRound::new(identity.host_id.clone(), identity.cohort))
+                .add(&sample);
             entry.latest = Some(sample);
+            applied += 1;
         }
-        true
+        Some((applied, duplicates))
+    }
+
+    /// Ends the current round of `deployment`: takes every host's samples
+    /// since the last round. Also returns the beta hosts and all hosts of the
+    /// deployment seen within [`TARGET_WINDOW`] (for the blast radius).
+    pub fn take_round(
+        &self,
+        deployment: &DeploymentName,
+        now: SystemTime,
+    ) -> (Vec<HostRound>, u32, u32) {
+        let mut inner = self.lock();
+        let mut rounds = Vec::new();
+        let (mut beta_seen, mut hosts_seen) = (0u32, 0u32);
+        for entry in inner.hosts.values_mut() {
+            if &entry.identity.deployment != deployment {
+                continue;
+            }
+            if entry.conn.is_some() || within_window(entry.last_seen, now) {
+                hosts_seen += 1;
+                if entry.identity.cohort == Cohort::Beta {
+                    beta_seen += 1;
+                }
+            }
+            if let Some(round) = entry.round.take() {
+                rounds.push(round);
+            }
+        }
+        rounds.sort_by(|a, b| a.host_id.cmp(&b.host_id));
+        (rounds, beta_seen, hosts_seen)
+    }
+
+    /// Returns every deployment with a connected host.
+    pub fn connected_deployments(&self) -> Vec<DeploymentName> {
+        let inner = self.lock();
+        let mut names: Vec<DeploymentName> = inner
+            .hosts
+            .values()
+            .filter(|h| h.conn.is_some())
+            .map(|h| h.identity.deployment.clone())
+            .collect();
+        names.sort();
+        names.dedup();
+        names
     }
 
     /// Records a new app version; returns the record to store.

@@ -6,10 +6,13 @@
 //! `rollguard-common`.
 #![forbid(unsafe_code)]
 
+mod broadcast;
 pub mod config;
 pub mod ctl;
 pub mod error;
 pub mod fleet;
+mod judge;
+mod notify;
 mod server;
 mod service;
 pub mod store;

@@ -45,14 +45,22 @@ pub async fn run(
         n_commands = snapshot.commands.len(),
         "store opened"
     );
+    let judge = Arc::new(crate::judge::Judge::from_snapshot(&snapshot));
     let fleet = Arc::new(Fleet::from_snapshot(snapshot));
     let grace = config.shutdown_grace;
     let streams_shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
+    let notifier = crate::notify::Notifier::start(
+        config.webhook_url.clone(),
+        &tracker,
+        streams_shutdown.clone(),
+    );
     let shared = Shared {
         config: Arc::new(config),
         fleet: Arc::clone(&fleet),
         store: store.clone(),
+        judge,
+        notifier,
         streams_shutdown: streams_shutdown.clone(),
         tracker: tracker.clone(),
     };
@@ -87,6 +95,7 @@ pub async fn run(
             server_shutdown.clone().cancelled_owned(),
         );
     let mut server = tokio::spawn(server);
+    tracker.spawn(crate::judge::run(shared.clone(), streams_shutdown.clone()));
     write_addr_file(&shared.config.data_dir, local_addr).await;
     tracing::info!(%local_addr, "coordinator listening");
 

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
+use rollguard_common::policy::{Decision, Evaluation, JudgeState};
 use rollguard_common::{Cohort, CommandStatus};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
@@ -28,6 +29,10 @@ const COMMANDS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("command
 const RESULTS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("results");
 /// Key: sequence number, in commit order.
 const AUDIT: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("audit");
+/// Key: (deployment, round sequence number).
+const ROUNDS: TableDefinition<'_, (&str, u64), &[u8]> = TableDefinition::new("rounds");
+/// Key: deployment.
+const JUDGE: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("judge_state");
 
 /// Queued writes before producers wait; results and decisions wait, agent
 /// records are dropped when full (the next connect rewrites them).
@@ -87,12 +92,32 @@ pub struct AuditRecord {
     pub detail: String,
 }
 
+/// One evaluation round of one deployment, as stored: the verdict with every
+/// figure and baseline value it used, and what it decided.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoundRecord {
+    pub deployment: String,
+    pub seq: u64,
+    pub at_unix_ms: u64,
+    pub evaluation: Evaluation,
+    /// The count and arming after this round.
+    pub state: JudgeState,
+    pub consecutive_failures: u32,
+    pub dry_run: bool,
+    pub decision: Decision,
+    /// The rollback command the decision created, if any.
+    pub command_id: String,
+}
+
 /// Everything read back at start.
 #[derive(Debug, Default)]
 pub struct Snapshot {
     pub agents: Vec<AgentRecord>,
     pub commands: Vec<CommandRecord>,
     pub results: Vec<ResultRecord>,
+    pub judge_states: Vec<(String, JudgeState)>,
+    /// The newest round of each deployment.
+    pub latest_rounds: Vec<RoundRecord>,
 }
 
 /// One write.
@@ -102,6 +127,10 @@ pub enum Write {
     Command(CommandRecord),
     Result(ResultRecord),
     Audit(AuditRecord),
+    Round(Box<RoundRecord>),
+    Judge(String, JudgeState),
+    /// Deletes a deployment's rounds with a sequence number below this one.
+    PruneRounds(String, u64),
 }
 
 #[derive(Debug)]
@@ -138,6 +167,8 @@ impl Store {
             txn.open_table(COMMANDS)?;
             txn.open_table(RESULTS)?;
             txn.open_table(AUDIT)?;
+            txn.open_table(ROUNDS)?;
+            txn.open_table(JUDGE)?;
         }
         txn.commit()?;
         let (write_tx, write_rx) = mpsc::channel(WRITE_QUEUE);
@@ -208,7 +239,47 @@ impl Store {
                 .results
                 .push(serde_json::from_slice(value.value())?);
         }
+        let rounds = txn.open_table(ROUNDS)?;
+        for entry in txn.open_table(JUDGE)?.iter()? {
+            let (key, value) = entry?;
+            let deployment = key.value().to_owned();
+            snapshot
+                .judge_states
+                .push((deployment.clone(), serde_json::from_slice(value.value())?));
+            if let Some(last) = rounds
+                .range((deployment.as_str(), 0)..=(deployment.as_str(), u64::MAX))?
+                .next_back()
+            {
+                let (_, value) = last?;
+                snapshot
+                    .latest_rounds
+                    .push(serde_json::from_slice(value.value())?);
+            }
+        }
         Ok(snapshot)
+    }
+
+    /// Returns a deployment's rounds at or after `since_unix_ms`, at most the
+    /// newest `limit`, oldest first. Blocking.
+    pub fn rounds(
+        &self,
+        deployment: &str,
+        since_unix_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<RoundRecord>> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(ROUNDS)?;
+        let mut rounds = Vec::new();
+        for entry in table.range((deployment, 0)..=(deployment, u64::MAX))?.rev() {
+            let (_, value) = entry?;
+            let record: RoundRecord = serde_json::from_slice(value.value())?;
+            if record.at_unix_ms < since_unix_ms || rounds.len() >= limit {
+                break;
+            }
+            rounds.push(record);
+        }
+        rounds.reverse();
+        Ok(rounds)
     }
 
     /// Returns the newest `limit` audit entries, oldest first, optionally of one deployment. Blocking.
@@ -292,6 +363,8 @@ fn apply(db: &Database, batches: &[Batch], audit_seq: &mut u64) -> Result<()> {
         let mut commands = txn.open_table(COMMANDS)?;
         let mut results = txn.open_table(RESULTS)?;
         let mut audit = txn.open_table(AUDIT)?;
+        let mut rounds = txn.open_table(ROUNDS)?;
+        let mut judge = txn.open_table(JUDGE)?;
         for write in batches.iter().flat_map(|b| &b.writes) {
             match write {
                 Write::Agent(record) => {
@@ -313,6 +386,21 @@ fn apply(db: &Database, batches: &[Batch], audit_seq: &mut u64) -> Result<()> {
                 Write::Audit(record) => {
                     audit.insert(*audit_seq, serde_json::to_vec(record)?.as_slice())?;
                     *audit_seq += 1;
+                }
+                Write::Round(record) => {
+                    rounds.insert(
+                        (record.deployment.as_str(), record.seq),
+                        serde_json::to_vec(record)?.as_slice(),
+                    )?;
+                }
+                Write::Judge(deployment, state) => {
+                    judge.insert(deployment.as_str(), serde_json::to_vec(state)?.as_slice())?;
+                }
+                Write::PruneRounds(deployment, before) => {
+                    rounds.retain_in(
+                        (deployment.as_str(), 0)..(deployment.as_str(), *before),
+                        |_, _| false,
+                    )?;
                 }
             }
         }

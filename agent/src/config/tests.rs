@@ -1,13 +1,16 @@
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::*;
 
 fn load(file: Option<&str>, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    // Tests run in parallel: every call gets its own file.
+    static NEXT_FILE: AtomicUsize = AtomicUsize::new(0);
     let path = file.map(|text| {
         let path = std::env::temp_dir().join(format!(
             "rollguard-agent-config-{}-{}.toml",
             std::process::id(),
-            text.len()
+            NEXT_FILE.fetch_add(1, Ordering::Relaxed)
         ));
         std::fs::write(&path, text).expect("write temp config");
         path
@@ -115,4 +118,144 @@ fn bad_values_name_their_key() {
         ],
         "`coordinator`",
     );
+}
+
+#[test]
+fn app_is_off_without_urls() {
+    let cfg = load(None, REQUIRED).expect("valid");
+    assert!(cfg.app.is_none());
+    let cfg = load(
+        Some("[app]\nrequests_metric = \"rpc_total\"\nscrape_url = \"\"\n"),
+        REQUIRED,
+    )
+    .expect("valid");
+    assert!(cfg.app.is_none());
+}
+
+#[test]
+fn app_defaults() {
+    use crate::app::ErrorRule;
+
+    let cfg = load(
+        Some("[app]\nscrape_url = \"http://127.0.0.1:9100/metrics\"\n"),
+        REQUIRED,
+    )
+    .expect("valid");
+    let app = cfg.app.expect("scrape configured");
+    assert!(app.probe.is_none());
+    let scrape = app.scrape.expect("scrape configured");
+    assert_eq!(scrape.url.to_string(), "http://127.0.0.1:9100/metrics");
+    // The agent interval (1s), and the 2s timeout capped at it.
+    assert_eq!(scrape.interval, Duration::from_secs(1));
+    assert_eq!(scrape.timeout, Duration::from_secs(1));
+    let queries = &scrape.queries;
+    assert_eq!(queries.requests.to_string(), "http_requests_total");
+    let ErrorRule::ServerErrors { by_code, by_status } = &queries.errors else {
+        panic!("expected the default 5xx rule, got {:?}", queries.errors);
+    };
+    assert_eq!(by_code.to_string(), "http_requests_total{code=~\"5..\"}");
+    assert_eq!(
+        by_status.to_string(),
+        "http_requests_total{status=~\"5..\",code!~\"5..\"}"
+    );
+    assert_eq!(
+        queries.latency.as_ref().map(ToString::to_string).as_deref(),
+        Some("http_request_duration_seconds")
+    );
+    let gauges: Vec<&str> = queries.gauges.iter().map(|g| g.name.as_str()).collect();
+    assert_eq!(gauges, ["cache_hit_ratio", "queue_depth", "worker_health"]);
+
+    let cfg = load(
+        Some("interval = \"10s\"\n[app]\nscrape_url = \"http://app/metrics\"\nprobe_url = \"http://app/healthz\"\n"),
+        REQUIRED,
+    )
+    .expect("valid");
+    let app = cfg.app.expect("configured");
+    let scrape = app.scrape.expect("scrape configured");
+    let probe = app.probe.expect("probe configured");
+    assert_eq!(
+        (scrape.interval, scrape.timeout),
+        (Duration::from_secs(10), Duration::from_secs(2))
+    );
+    assert_eq!(
+        (probe.interval, probe.timeout),
+        (Duration::from_secs(10), Duration::from_secs(1))
+    );
+}
+
+#[test]
+fn app_keys_come_from_the_file_and_env() {
+    let cfg = load(
+        Some(
+            "[app]\nscrape_url = \"http://app:8080/metrics\"\nscrape_interval = \"5s\"\n\
+             scrape_timeout = \"3s\"\nerrors_metric = 'rpc_total{result=\"error\"}'\n\
+             latency_histogram = \"\"\ngauges = [\"b\", \"a\", \"b\"]\n",
+        ),
+        &[
+            REQUIRED[0],
+            REQUIRED[1],
+            ("ROLLGUARD_AGENT__APP__PROBE_URL", "http://app:8080/healthz"),
+            ("ROLLGUARD_AGENT__APP__PROBE_TIMEOUT", "250ms"),
+        ],
+    )
+    .expect("valid");
+    let app = cfg.app.expect("configured");
+    let scrape = app.scrape.expect("scrape configured");
+    assert_eq!(
+        (scrape.interval, scrape.timeout),
+        (Duration::from_secs(5), Duration::from_secs(3))
+    );
+    assert!(scrape.queries.latency.is_none());
+    let gauges: Vec<&str> = scrape
+        .queries
+        .gauges
+        .iter()
+        .map(|g| g.name.as_str())
+        .collect();
+    assert_eq!(gauges, ["a", "b"]);
+    let probe = app.probe.expect("probe configured");
+    assert_eq!(probe.url.to_string(), "http://app:8080/healthz");
+    assert_eq!(probe.timeout, Duration::from_millis(250));
+}
+
+#[test]
+fn bad_app_values_name_their_key() {
+    let cases: &[(&str, &str)] = &[
+        (
+            "errors_metric = 'http_requests_total{code=~\"5(..)\"}'",
+            "`app.errors_metric`",
+        ),
+        ("errors_metric = \"{code='500'}\"", "`app.errors_metric`"),
+        ("requests_metric = \"\"", "`app.requests_metric`"),
+        (
+            "requests_metric = \"http_requests_total{code=}\"",
+            "`app.requests_metric`",
+        ),
+        (
+            "latency_histogram = \"latency_bucket\"",
+            "without `_bucket`",
+        ),
+        (
+            "latency_histogram = 'latency{le=\"1\"}'",
+            "`app.latency_histogram`",
+        ),
+        ("gauges = [\"queue{shard='a'}\"]", "`app.gauges`"),
+        ("scrape_url = \"https://app/metrics\"", "`app.scrape_url`"),
+        ("scrape_url = \"https://app/metrics\"", "TLS"),
+        ("scrape_url = \"ftp://app/metrics\"", "`app.scrape_url`"),
+        ("scrape_url = \"/metrics\"", "`app.scrape_url`"),
+        ("probe_url = \"https://app/healthz\"", "`app.probe_url`"),
+        ("scrape_interval = \"soon\"", "`app.scrape_interval`"),
+        ("scrape_interval = \"10ms\"", "`app.scrape_interval`"),
+        ("scrape_timeout = \"2s\"", "`app.scrape_timeout`"),
+        (
+            "probe_interval = \"2s\"\nprobe_timeout = \"3s\"",
+            "`app.probe_timeout`",
+        ),
+        ("probe_timeout = \"0s\"", "`app.probe_timeout`"),
+        ("scrape_urll = \"http://app/\"", "scrape_urll"),
+    ];
+    for (table, needle) in cases {
+        check_error(Some(&format!("[app]\n{table}\n")), REQUIRED, needle);
+    }
 }

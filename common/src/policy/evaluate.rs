@@ -79,6 +79,7 @@ pub struct CohortFigures {
     pub cpu_percent: Option<f64>,
     pub memory_percent: Option<f64>,
     /// Latency bucket deltas of the round, merged over hosts (for reports over many rounds).
+    #[serde(with = "bounds_serde")]
     pub latency_buckets: Vec<(f64, f64)>,
 }
 
@@ -533,4 +534,43 @@ pub fn advance(policy: &Policy, state: &mut JudgeState, evaluation: &Evaluation)
         };
     }
     Decision::None
+}
+
+/// JSON has no +Inf: the last bucket bound is stored as the string "+Inf".
+mod bounds_serde {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(untagged)]
+    enum Bound {
+        Finite(f64),
+        Text(String),
+    }
+
+    pub(super) fn serialize<S: Serializer>(pairs: &[(f64, f64)], s: S) -> Result<S::Ok, S::Error> {
+        let wire: Vec<(Bound, f64)> = pairs
+            .iter()
+            .map(|&(bound, count)| {
+                if bound.is_finite() {
+                    (Bound::Finite(bound), count)
+                } else {
+                    (Bound::Text("+Inf".to_owned()), count)
+                }
+            })
+            .collect();
+        wire.serialize(s)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Vec<(f64, f64)>, D::Error> {
+        let wire: Vec<(Bound, f64)> = Vec::deserialize(d)?;
+        Ok(wire
+            .into_iter()
+            .map(|(bound, count)| match bound {
+                Bound::Finite(v) => (v, count),
+                Bound::Text(_) => (f64::INFINITY, count),
+            })
+            .collect())
+    }
 }

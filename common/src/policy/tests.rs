@@ -696,3 +696,14 @@ fn bucket_merge_with_different_bounds_is_a_lower_bound() {
         .collect();
     assert_eq!(got, [(0.05, 1.0), (0.1, 6.0), (f64::INFINITY, 12.0)]);
 }
+
+#[test]
+fn cohort_figures_survive_json_with_an_infinite_bound() {
+    let figures = CohortFigures {
+        latency_buckets: vec![(0.1, 5.0), (f64::INFINITY, 9.0)],
+        ..CohortFigures::default()
+    };
+    let text = serde_json::to_string(&figures).expect("serializes");
+    let back: CohortFigures = serde_json::from_str(&text).expect("deserializes");
+    assert_eq!(back, figures);
+}

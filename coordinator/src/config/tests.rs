@@ -65,3 +65,22 @@ fn bad_values_name_their_key() {
         Some("`config_version`"),
     );
 }
+
+#[test]
+fn deployment_policy_errors_name_the_key() {
+    check(
+        &[(
+            "ROLLGUARD_COORDINATOR__DEPLOYMENTS__WEB__CONSECUTIVE_FAILURES",
+            "0",
+        )],
+        Some("`deployments.web.consecutive_failures`"),
+    );
+    check(
+        &[("ROLLGUARD_COORDINATOR__NOTIFY__WEBHOOK_URL", "ftp://x")],
+        Some("`notify.webhook_url`"),
+    );
+    check(
+        &[("ROLLGUARD_COORDINATOR__DEPLOYMENTS__WEB__DRY_RUN", "true")],
+        None,
+    );
+}

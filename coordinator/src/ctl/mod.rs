@@ -4,6 +4,7 @@
 //! document, also on failure); logs go to stderr.
 
 mod demo;
+mod judge;
 mod output;
 
 use std::time::{Duration, Instant};
@@ -91,6 +92,31 @@ pub enum Command {
         #[arg(long, default_value_t = 100)]
         limit: u32,
     },
+    /// The last rounds' verdicts of DEPLOYMENT with each rule's value,
+    /// baseline, limit and outcome: why it rolled back (or why not).
+    Why {
+        /// The deployment to explain.
+        deployment: String,
+        /// How many rounds, newest last.
+        #[arg(long, default_value_t = 10)]
+        rounds: u32,
+    },
+    /// Let the policy decide a rollback of DEPLOYMENT again (resets the count).
+    Rearm {
+        /// The deployment to re-arm.
+        deployment: String,
+        /// Why; kept in the audit history.
+        #[arg(long, default_value = "re-armed by an operator")]
+        reason: String,
+    },
+    /// Beta vs baseline over a window: error rate, p99 latency, CPU, memory.
+    Report {
+        /// The deployment to report on.
+        deployment: String,
+        /// How far back.
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        window: Duration,
+    },
     /// Run a whole local fleet (coordinator and three agents) and a rollback.
     Demo(demo::DemoArgs),
 }
@@ -132,6 +158,15 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::History { deployment, limit } => {
             history(&mut client, format, deployment.unwrap_or_default(), limit).await
         }
+        Command::Why { deployment, rounds } => {
+            judge::why(&mut client, format, deployment, rounds).await
+        }
+        Command::Rearm { deployment, reason } => {
+            judge::rearm(&mut client, format, deployment, reason).await
+        }
+        Command::Report { deployment, window } => {
+            judge::report(&mut client, format, deployment, window).await
+        }
         Command::Demo(_) => unreachable!("handled above"),
     }
 }
@@ -148,13 +183,13 @@ pub async fn connect(url: &str) -> anyhow::Result<ControlServiceClient<Channel>>
     Ok(ControlServiceClient::new(channel))
 }
 
-fn request<T>(message: T) -> tonic::Request<T> {
+pub(crate) fn request<T>(message: T) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
     request.set_timeout(CALL_TIMEOUT);
     request
 }
 
-fn status_error(status: tonic::Status) -> anyhow::Error {
+pub(crate) fn status_error(status: tonic::Status) -> anyhow::Error {
     anyhow!("{:?}: {}", status.code(), status.message())
 }
 
@@ -241,6 +276,13 @@ pub(crate) fn print_status(response: &pb::GetFleetStatusResponse, format: Format
             } else {
                 print!("{}", table(&rows));
             }
+            for deployment in &response.deployments {
+                if let Some(j) = &deployment.judgement {
+                    println!();
+                    judge::print_judgement_header(&deployment.deployment, j);
+                    judge::print_rules(j);
+                }
+            }
         }
     }
 }
@@ -283,6 +325,7 @@ fn status_json(response: &pb::GetFleetStatusResponse) -> Value {
                 "deployment": d.deployment,
                 "rollback_action": d.rollback_action,
                 "cohorts": cohorts,
+                "judgement": d.judgement.as_ref().map(judge::judgement_json),
             })
         })
         .collect();

@@ -196,22 +196,27 @@ async fn handle(
                     "a batch holds at most {MAX_BATCH_SAMPLES} samples"
                 )));
             }
-            let Some(last) = batch.samples.last() else {
+            if batch.samples.is_empty() {
                 return Ok(());
-            };
-            // Fleet state keeps the newest sample; earlier ones in a batch
-            // (resent after a reconnect) are validated but only acked.
-            for sample in &batch.samples {
-                HostSample::try_from(sample).map_err(wire_status)?;
             }
-            let sample = HostSample::try_from(last).map_err(wire_status)?;
             let last_seq = batch
                 .first_seq
                 .saturating_add(batch.samples.len() as u64 - 1);
-            if shared
-                .fleet
-                .record_sample(host_id, conn_id, sample, SystemTime::now())
+            // Every sample is checked before any is applied: a batch is all or nothing.
+            let samples = batch
+                .samples
+                .iter()
+                .map(HostSample::try_from)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(wire_status)?;
+            if let Some((_applied, duplicates)) =
+                shared
+                    .fleet
+                    .record_samples(host_id, conn_id, samples, SystemTime::now())
             {
+                if duplicates > 0 {
+                    tracing::debug!(%host_id, duplicates, "resent samples skipped");
+                }
                 let ack = pb::CoordinatorMessage {
                     kind: Some(pb::coordinator_message::Kind::SampleAck(pb::SampleAck {
                         seq: last_seq,
@@ -247,11 +252,24 @@ async fn handle(
                 "command update"
             );
             match shared.fleet.command_update(host_id, result) {
-                Ok(Some(stored)) => shared
-                    .store
-                    .queue(Write::Result(stored))
-                    .await
-                    .map_err(Status::from),
+                Ok(Some(stored)) => {
+                    if stored.status.is_final() {
+                        shared.notifier.send(serde_json::json!({
+                            "event": "command_result",
+                            "deployment": identity.deployment.as_str(),
+                            "command_id": stored.command_id,
+                            "host_id": host_id.as_str(),
+                            "status": stored.status.as_str(),
+                            "exit_code": stored.exit_code,
+                            "reason": stored.reason,
+                        }));
+                    }
+                    shared
+                        .store
+                        .queue(Write::Result(stored))
+                        .await
+                        .map_err(Status::from)
+                }
                 Ok(None) => Ok(()),
                 Err(err) => {
                     // Not fatal to the stream: the agent may report a command

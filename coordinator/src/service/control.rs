@@ -15,9 +15,10 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use super::Shared;
+use crate::broadcast::{self, Origin};
 use crate::error::Error;
 use crate::fleet::{AgentView, CohortView, DeploymentView};
-use crate::store::{from_unix_ms, unix_ms, AuditRecord, CommandRecord, ResultRecord, Write};
+use crate::store::{from_unix_ms, unix_ms, AuditRecord, ResultRecord, RoundRecord, Write};
 
 /// How often a watch stream sends the status.
 const WATCH_PERIOD: Duration = Duration::from_secs(1);
@@ -45,6 +46,17 @@ impl Control {
     }
 
     fn deployment_to_wire(&self, view: &DeploymentView) -> pb::DeploymentStatus {
+        let mut judgement = self
+            .shared
+            .judge
+            .latest(&view.deployment)
+            .map(|r| judgement_to_wire(&r));
+        // The arming may have changed since the round (rearm).
+        if let Some(j) = judgement.as_mut() {
+            let state = self.shared.judge.state(&view.deployment);
+            j.armed = state.armed;
+            j.consecutive = state.consecutive;
+        }
         pb::DeploymentStatus {
             deployment: view.deployment.to_string(),
             cohorts: view.cohorts.iter().map(cohort_to_wire).collect(),
@@ -53,6 +65,7 @@ impl Control {
                 .config
                 .deployment(&view.deployment)
                 .rollback_action,
+            judgement,
         }
     }
 }
@@ -126,66 +139,19 @@ impl pb::control_service_server::ControlService for Control {
             return Err(Status::invalid_argument("reason or actor is too long"));
         }
         let deployment = DeploymentName::new(request.deployment.clone());
-        let now = SystemTime::now();
-        let (targets, known) = self.shared.fleet.beta_targets(&deployment, now);
-        if !known && !self.shared.config.deployments.contains_key(&deployment) {
-            return Err(Error::NotFound(format!(
-                "deployment `{deployment}` is not configured and no host of it was ever seen"
-            ))
-            .into());
-        }
-        let action = self.shared.config.deployment(&deployment).rollback_action;
         let actor = if request.actor.is_empty() {
             "unknown".to_owned()
         } else {
             request.actor.clone()
         };
-        let not_after = now + self.shared.config.command_ttl;
-        let record = CommandRecord {
-            command_id: new_command_id(now),
-            deployment: deployment.to_string(),
-            action: action.clone(),
-            reason: reason.to_owned(),
-            actor: actor.clone(),
-            issued_at_unix_ms: unix_ms(now),
-            not_after_unix_ms: unix_ms(not_after),
-            targets: targets.clone(),
-            trace_context: Vec::new(),
-        };
-        let audit = AuditRecord {
-            time_unix_ms: unix_ms(now),
-            deployment: deployment.to_string(),
-            action: "rollback".to_owned(),
-            reason: reason.to_owned(),
+        let record =
+            broadcast::decide(&self.shared, &deployment, reason, &actor, Origin::Manual).await?;
+        Ok(Response::new(pb::RollbackResponse {
             command_id: record.command_id.clone(),
-            actor,
-            detail: format!(
-                "manual; action `{action}` to {} beta host(s)",
-                targets.len()
-            ),
-        };
-        // The decision is durable before any agent hears of it.
-        self.shared
-            .store
-            .commit(vec![Write::Command(record.clone()), Write::Audit(audit)])
-            .await?;
-        tracing::info!(
-            %deployment,
-            command_id = %record.command_id,
-            action = %action,
-            n_targets = targets.len(),
-            "rollback decided"
-        );
-        let response = pb::RollbackResponse {
-            command_id: record.command_id.clone(),
-            target_host_ids: targets,
-            action,
-            not_after: Some(time_to_pb(not_after)),
-        };
-        if let Some(updated) = self.shared.fleet.dispatch(record) {
-            self.shared.store.queue(Write::Command(updated)).await?;
-        }
-        Ok(Response::new(response))
+            target_host_ids: record.targets.clone(),
+            action: record.action.clone(),
+            not_after: Some(time_to_pb(from_unix_ms(record.not_after_unix_ms))),
+        }))
     }
 
     async fn get_command(
@@ -239,6 +205,217 @@ impl pb::control_service_server::ControlService for Control {
                 .collect(),
         }))
     }
+
+    async fn why(
+        &self,
+        request: Request<pb::WhyRequest>,
+    ) -> Result<Response<pb::WhyResponse>, Status> {
+        let request = request.into_inner();
+        validate_name("deployment", &request.deployment).map_err(Status::invalid_argument)?;
+        let limit = match request.rounds {
+            0 => 10,
+            n => n.min(1000),
+        } as usize;
+        let store = self.shared.store.clone();
+        let deployment = request.deployment.clone();
+        let rounds = tokio::task::spawn_blocking(move || store.rounds(&deployment, 0, limit))
+            .await
+            .map_err(|err| Status::internal(format!("why read failed: {err}")))??;
+        Ok(Response::new(pb::WhyResponse {
+            deployment: request.deployment,
+            rounds: rounds.iter().map(judgement_to_wire).collect(),
+        }))
+    }
+
+    async fn rearm(
+        &self,
+        request: Request<pb::RearmRequest>,
+    ) -> Result<Response<pb::RearmResponse>, Status> {
+        let request = request.into_inner();
+        validate_name("deployment", &request.deployment).map_err(Status::invalid_argument)?;
+        let deployment = DeploymentName::new(request.deployment.clone());
+        let (was_armed, state) = self.shared.judge.rearm(&deployment);
+        let now = SystemTime::now();
+        let actor = if request.actor.is_empty() {
+            "unknown".to_owned()
+        } else {
+            request.actor
+        };
+        self.shared
+            .store
+            .commit(vec![
+                Write::Judge(deployment.to_string(), state),
+                Write::Audit(AuditRecord {
+                    time_unix_ms: unix_ms(now),
+                    deployment: deployment.to_string(),
+                    action: "rearm".to_owned(),
+                    reason: request.reason,
+                    command_id: String::new(),
+                    actor,
+                    detail: if was_armed {
+                        "was already armed; count reset".to_owned()
+                    } else {
+                        "re-armed; count reset".to_owned()
+                    },
+                }),
+            ])
+            .await?;
+        tracing::info!(%deployment, was_armed, "deployment re-armed");
+        Ok(Response::new(pb::RearmResponse { was_armed }))
+    }
+
+    async fn report(
+        &self,
+        request: Request<pb::ReportRequest>,
+    ) -> Result<Response<pb::ReportResponse>, Status> {
+        let request = request.into_inner();
+        validate_name("deployment", &request.deployment).map_err(Status::invalid_argument)?;
+        let window = match &request.window {
+            Some(d) => rollguard_proto::duration_from_pb("window", d).map_err(Error::from)?,
+            None => Duration::from_secs(3600),
+        };
+        let now = SystemTime::now();
+        let from = now.checked_sub(window).unwrap_or(SystemTime::UNIX_EPOCH);
+        let store = self.shared.store.clone();
+        let deployment = request.deployment.clone();
+        let rounds = tokio::task::spawn_blocking(move || {
+            store.rounds(&deployment, unix_ms(from), usize::MAX)
+        })
+        .await
+        .map_err(|err| Status::internal(format!("report read failed: {err}")))??;
+        Ok(Response::new(report(
+            &request.deployment,
+            &rounds,
+            from,
+            now,
+        )))
+    }
+}
+
+/// Compares beta with baseline over stored rounds: error rate from summed
+/// counts, p99 from summed bucket deltas, CPU and memory as means of rounds.
+fn report(
+    deployment: &str,
+    rounds: &[RoundRecord],
+    from: SystemTime,
+    to: SystemTime,
+) -> pb::ReportResponse {
+    use rollguard_common::policy::{merge_buckets, quantile_ms};
+    use rollguard_common::sample::Bucket;
+    #[derive(Default)]
+    struct Side {
+        requests: f64,
+        errors: f64,
+        buckets: Vec<Bucket>,
+        cpu: (f64, u32),
+        memory: (f64, u32),
+    }
+    let mut beta = Side::default();
+    let mut baseline = Side::default();
+    for round in rounds {
+        for (side, figures) in [
+            (&mut beta, &round.evaluation.beta),
+            (&mut baseline, &round.evaluation.baseline),
+        ] {
+            side.requests += figures.requests;
+            side.errors += figures.errors;
+            let buckets: Vec<Bucket> = figures
+                .latency_buckets
+                .iter()
+                .map(|&(upper_bound, cumulative_count)| Bucket {
+                    upper_bound,
+                    cumulative_count,
+                })
+                .collect();
+            side.buckets = merge_buckets(&side.buckets, &buckets);
+            if let Some(cpu) = figures.cpu_percent {
+                side.cpu.0 += cpu;
+                side.cpu.1 += 1;
+            }
+            if let Some(memory) = figures.memory_percent {
+                side.memory.0 += memory;
+                side.memory.1 += 1;
+            }
+        }
+    }
+    let mean = |(sum, n): (f64, u32)| (n > 0).then(|| sum / f64::from(n));
+    let rate = |s: &Side| (s.requests > 0.0).then(|| s.errors / s.requests);
+    let row = |metric: &str, beta: Option<f64>, baseline: Option<f64>| pb::ReportRow {
+        metric: metric.to_owned(),
+        beta,
+        baseline,
+        change_percent: match (beta, baseline) {
+            (Some(b), Some(base)) if base != 0.0 => Some((b - base) / base * 100.0),
+            _ => None,
+        },
+    };
+    pb::ReportResponse {
+        deployment: deployment.to_owned(),
+        rounds: u32::try_from(rounds.len()).unwrap_or(u32::MAX),
+        from: Some(time_to_pb(from)),
+        to: Some(time_to_pb(to)),
+        rows: vec![
+            row("error_rate", rate(&beta), rate(&baseline)),
+            row(
+                "latency_p99_ms",
+                quantile_ms(0.99, &beta.buckets),
+                quantile_ms(0.99, &baseline.buckets),
+            ),
+            row("cpu_percent", mean(beta.cpu), mean(baseline.cpu)),
+            row("memory_percent", mean(beta.memory), mean(baseline.memory)),
+        ],
+        beta_requests: beta.requests,
+        baseline_requests: baseline.requests,
+    }
+}
+
+fn verdict_to_wire(verdict: rollguard_common::policy::Verdict) -> i32 {
+    use rollguard_common::policy::Verdict;
+    (match verdict {
+        Verdict::Pass => pb::Verdict::Pass,
+        Verdict::Fail => pb::Verdict::Fail,
+        Verdict::Inconclusive => pb::Verdict::Inconclusive,
+        Verdict::Error => pb::Verdict::Error,
+    }) as i32
+}
+
+fn judgement_to_wire(record: &RoundRecord) -> pb::Judgement {
+    use rollguard_common::policy::Decision;
+    let e = &record.evaluation;
+    pb::Judgement {
+        verdict: verdict_to_wire(e.verdict),
+        reason: e.reason.clone(),
+        consecutive: record.state.consecutive,
+        consecutive_failures: record.consecutive_failures,
+        armed: record.state.armed,
+        dry_run: record.dry_run,
+        blast_radius_exceeded: e.blast_radius_exceeded,
+        rules: e
+            .rules
+            .iter()
+            .map(|r| pb::RuleResult {
+                metric: r.metric.clone(),
+                value: r.value,
+                baseline: r.baseline,
+                limit: r.limit,
+                limit_text: r.limit_text.clone(),
+                verdict: verdict_to_wire(r.verdict),
+                note: r.note.clone(),
+            })
+            .collect(),
+        at: Some(time_to_pb(from_unix_ms(record.at_unix_ms))),
+        beta_hosts: e.beta.hosts,
+        baseline_hosts: e.baseline.hosts,
+        decision: match record.decision {
+            Decision::None => "none",
+            Decision::RollBack => "roll_back",
+            Decision::WouldRollBack => "would_roll_back",
+        }
+        .to_owned(),
+        beta_requests: e.beta.requests,
+        baseline_requests: e.baseline.requests,
+        command_id: record.command_id.clone(),
+    }
 }
 
 fn optional_deployment(deployment: &str) -> Result<Option<DeploymentName>, Status> {
@@ -247,19 +424,6 @@ fn optional_deployment(deployment: &str) -> Result<Option<DeploymentName>, Statu
     }
     validate_name("deployment", deployment).map_err(Status::invalid_argument)?;
     Ok(Some(DeploymentName::new(deployment)))
-}
-
-/// A command id that is unique across restarts: time plus randomness.
-fn new_command_id(now: SystemTime) -> String {
-    use std::hash::{BuildHasher, Hasher};
-    // RandomState is seeded from the OS per process and per instance.
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u128(
-        now.duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos(),
-    );
-    format!("cmd-{:x}-{:016x}", unix_ms(now), hasher.finish())
 }
 
 fn cohort_to_wire(view: &CohortView) -> pb::CohortStatus {

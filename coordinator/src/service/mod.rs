@@ -10,6 +10,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::fleet::Fleet;
+use crate::judge::Judge;
+use crate::notify::Notifier;
 use crate::store::Store;
 
 /// What every service needs.
@@ -18,6 +20,8 @@ pub(crate) struct Shared {
     pub(crate) config: Arc<Config>,
     pub(crate) fleet: Arc<Fleet>,
     pub(crate) store: Store,
+    pub(crate) judge: Arc<Judge>,
+    pub(crate) notifier: Notifier,
     /// Cancelled first at shutdown: every agent and watch stream ends on it.
     pub(crate) streams_shutdown: CancellationToken,
     pub(crate) tracker: TaskTracker,

@@ -1,0 +1,112 @@
+//! Deciding and sending a rollback: the decision (command and audit entry)
+//! is committed to the store first, then sent to every beta host of the
+//! deployment. Used by the manual `Rollback` call and by the policy.
+
+use std::time::SystemTime;
+
+use rollguard_common::DeploymentName;
+use serde_json::json;
+
+use crate::error::{Error, Result};
+use crate::service::Shared;
+use crate::store::{unix_ms, AuditRecord, CommandRecord, Write};
+
+/// Who asked for a rollback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Origin {
+    Manual,
+    Policy,
+}
+
+impl Origin {
+    fn as_str(self) -> &'static str {
+        match self {
+            Origin::Manual => "manual",
+            Origin::Policy => "policy",
+        }
+    }
+}
+
+/// Stores the decision to roll `deployment` back, then sends it. Returns the command.
+pub(crate) async fn decide(
+    shared: &Shared,
+    deployment: &DeploymentName,
+    reason: &str,
+    actor: &str,
+    origin: Origin,
+) -> Result<CommandRecord> {
+    let now = SystemTime::now();
+    let (targets, known) = shared.fleet.beta_targets(deployment, now);
+    if !known && !shared.config.deployments.contains_key(deployment) {
+        return Err(Error::NotFound(format!(
+            "deployment `{deployment}` is not configured and no host of it was ever seen"
+        )));
+    }
+    let action = shared.config.deployment(deployment).rollback_action;
+    let not_after = now + shared.config.command_ttl;
+    let record = CommandRecord {
+        command_id: new_command_id(now),
+        deployment: deployment.to_string(),
+        action: action.clone(),
+        reason: reason.to_owned(),
+        actor: actor.to_owned(),
+        issued_at_unix_ms: unix_ms(now),
+        not_after_unix_ms: unix_ms(not_after),
+        targets: targets.clone(),
+        trace_context: Vec::new(),
+    };
+    let audit = AuditRecord {
+        time_unix_ms: unix_ms(now),
+        deployment: deployment.to_string(),
+        action: "rollback".to_owned(),
+        reason: reason.to_owned(),
+        command_id: record.command_id.clone(),
+        actor: actor.to_owned(),
+        detail: format!(
+            "{}; action `{action}` to {} beta host(s)",
+            origin.as_str(),
+            targets.len()
+        ),
+    };
+    // The decision is durable before any agent hears of it.
+    shared
+        .store
+        .commit(vec![Write::Command(record.clone()), Write::Audit(audit)])
+        .await?;
+    tracing::info!(
+        %deployment,
+        command_id = %record.command_id,
+        action = %action,
+        origin = origin.as_str(),
+        n_targets = targets.len(),
+        "rollback decided"
+    );
+    shared.notifier.send(json!({
+        "event": "rollback_decided",
+        "deployment": deployment.as_str(),
+        "command_id": record.command_id,
+        "origin": origin.as_str(),
+        "actor": actor,
+        "reason": reason,
+        "action": action,
+        "targets": targets,
+    }));
+    let sent = record.clone();
+    if let Some(updated) = shared.fleet.dispatch(record) {
+        shared.store.queue(Write::Command(updated)).await?;
+    }
+    Ok(sent)
+}
+
+/// A command id that is unique across restarts: time plus randomness.
+fn new_command_id(now: SystemTime) -> String {
+    use std::hash::{BuildHasher, Hasher};
+    // RandomState is seeded from the OS per process and per instance.
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        now.duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    format!("cmd-{:x}-{:016x}", unix_ms(now), hasher.finish())
+}
