@@ -21,6 +21,7 @@ pub struct Binaries {
     pub agent: PathBuf,
     pub coordinator: PathBuf,
     pub ctl: PathBuf,
+    pub demo_app: PathBuf,
 }
 
 /// Builds the binaries (once per test process) and returns their paths.
@@ -68,8 +69,14 @@ fn build_binaries() -> anyhow::Result<Binaries> {
         agent: profile_dir.join("rollguard-agent"),
         coordinator: profile_dir.join("rollguard-coordinator"),
         ctl: profile_dir.join("rollguardctl"),
+        demo_app: profile_dir.join("rollguard-demo-app"),
     };
-    for path in [&binaries.agent, &binaries.coordinator, &binaries.ctl] {
+    for path in [
+        &binaries.agent,
+        &binaries.coordinator,
+        &binaries.ctl,
+        &binaries.demo_app,
+    ] {
         if !path.exists() {
             bail!("{} was not built", path.display());
         }
@@ -341,3 +348,72 @@ impl Agent {
 pub fn agent<'a>(agents: &'a [Value], host_id: &str) -> Option<&'a Value> {
     agents.iter().find(|a| a["host_id"] == host_id)
 }
+
+/// A `rollguard-demo-app` process: the "beta software" the agents watch.
+#[derive(Debug)]
+pub struct DemoApp {
+    pub proc: Proc,
+    /// Base URL, e.g. `http://127.0.0.1:1234`.
+    pub url: String,
+    /// The installed version; a rollback action rewrites it.
+    pub version_file: PathBuf,
+    /// Overrides (`error_rate=0.3`) for a fleet-wide incident.
+    pub control_file: PathBuf,
+}
+
+impl DemoApp {
+    /// Starts an app in `dir` with `version` installed; `fail_after` applies when it is the beta version.
+    pub fn start(dir: &Path, version: &str, fail_after: &str) -> anyhow::Result<DemoApp> {
+        std::fs::create_dir_all(dir)?;
+        let version_file = dir.join("app-version");
+        std::fs::write(&version_file, format!("{version}\n"))?;
+        let addr_file = dir.join("app.addr");
+        let _ = std::fs::remove_file(&addr_file);
+        let control_file = dir.join("app-control");
+        let mut command = Command::new(&binaries().demo_app);
+        command
+            .args(["--listen", "127.0.0.1:0", "--beta-version", BETA_VERSION])
+            .args(["--fail-after", fail_after, "--rps", "400"])
+            .arg("--addr-file")
+            .arg(&addr_file)
+            .arg("--version-file")
+            .arg(&version_file)
+            .arg("--control-file")
+            .arg(&control_file);
+        let proc = Proc::spawn("demo-app", &mut command, dir.join("app.log"))?;
+        let addr = wait_until(
+            "the app's address file",
+            Duration::from_secs(30),
+            Duration::from_millis(20),
+            || {
+                std::fs::read_to_string(&addr_file)
+                    .ok()
+                    .filter(|s| s.ends_with('\n'))
+            },
+        )?;
+        Ok(DemoApp {
+            proc,
+            url: format!("http://{}", addr.trim()),
+            version_file,
+            control_file,
+        })
+    }
+
+    /// Agent TOML: scrape and probe this app, and a rollback action that
+    /// installs the stable version and leaves evidence.
+    pub fn agent_toml(&self) -> String {
+        format!(
+            "version_file = \"{version}\"\n\
+             [app]\nscrape_url = \"{url}/metrics\"\nprobe_url = \"{url}/healthz\"\n\
+             [actions.rollback]\n\
+             command = [\"/bin/sh\", \"-c\", \"echo ran >> evidence; echo {STABLE_VERSION} > '{version}'\"]\n\
+             timeout = \"30s\"\n",
+            version = self.version_file.display(),
+            url = self.url,
+        )
+    }
+}
+
+/// The version the demo app misbehaves on, and the stable one.
+pub const BETA_VERSION: &str = "2.0.0-beta.3";
+pub const STABLE_VERSION: &str = "1.9.4";

@@ -1,4 +1,5 @@
-//! End-to-end tests: real coordinator, agent and rollguardctl processes on loopback.
+//! End-to-end tests: real coordinator, agent, app and rollguardctl processes on loopback.
 
 mod bad_input;
 mod fleet;
+mod policy;

@@ -1,0 +1,329 @@
+//! Automatic rollback with real processes: a beta app whose error rate
+//! climbs is rolled back after exactly `consecutive_failures` failing
+//! rounds, on beta hosts only; a fleet-wide incident with only relative
+//! rules is not; a dry run acts on nothing.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rollguard_tests::{
+    agent, test_dir, wait_until, Agent, AgentSpec, Coordinator, DemoApp, BETA_VERSION,
+    STABLE_VERSION,
+};
+use serde_json::Value;
+
+fn coordinator_toml(deployment: &str, extra: &str, rules: &str) -> String {
+    format!(
+        "[deployments.{deployment}]\ncheck_interval = \"1s\"\nconsecutive_failures = 3\n\
+         min_requests = 50\n{extra}\n{rules}"
+    )
+}
+
+fn host(
+    root: &Path,
+    url: &str,
+    host_id: &str,
+    deployment: &str,
+    cohort: &str,
+    app: &DemoApp,
+) -> Agent {
+    Agent::start(
+        root,
+        url,
+        &AgentSpec {
+            host_id: host_id.to_owned(),
+            deployment: deployment.to_owned(),
+            cohort: cohort.to_owned(),
+            extra_toml: app.agent_toml(),
+        },
+    )
+    .expect("agent starts")
+}
+
+fn history(coordinator: &Coordinator) -> Vec<Value> {
+    coordinator
+        .ctl(&["history", "-o", "json"])
+        .json()
+        .ok()
+        .and_then(|v| v.as_array().cloned())
+        .unwrap_or_default()
+}
+
+fn rounds(coordinator: &Coordinator, deployment: &str) -> Vec<Value> {
+    coordinator
+        .ctl(&["why", deployment, "--rounds", "200", "-o", "json"])
+        .json()
+        .ok()
+        .and_then(|v| v["rounds"].as_array().cloned())
+        .unwrap_or_default()
+}
+
+fn wait_connected(coordinator: &Coordinator, hosts: &[&str]) {
+    coordinator
+        .wait_for_agents("agents connected", |agents| {
+            hosts
+                .iter()
+                .all(|h| agent(agents, h).is_some_and(|a| a["connected"] == true))
+        })
+        .expect("agents connect");
+}
+
+#[test]
+fn a_failing_beta_is_rolled_back_after_exactly_the_configured_rounds_on_beta_hosts_only() {
+    let root = test_dir("auto");
+    let coordinator = Coordinator::start(
+        &root.join("data"),
+        Some(&coordinator_toml(
+            "shop",
+            "",
+            "[[deployments.shop.rules]]\nmetric = \"error_rate\"\nmax = 0.05\n",
+        )),
+    )
+    .expect("coordinator");
+    let beta_app = DemoApp::start(&root.join("beta-app"), BETA_VERSION, "4s").expect("beta app");
+    let offline_app = DemoApp::start(&root.join("offline-app"), BETA_VERSION, "1h").expect("app");
+    let base_app = DemoApp::start(&root.join("base-app"), STABLE_VERSION, "1h").expect("base app");
+    let beta = host(&root, &coordinator.url, "beta-1", "shop", "beta", &beta_app);
+    let mut offline = host(
+        &root,
+        &coordinator.url,
+        "beta-2",
+        "shop",
+        "beta",
+        &offline_app,
+    );
+    let baseline = host(
+        &root,
+        &coordinator.url,
+        "base-1",
+        "shop",
+        "baseline",
+        &base_app,
+    );
+    wait_connected(&coordinator, &["beta-1", "beta-2", "base-1"]);
+    // beta-2 goes offline before the beta starts failing: it must get the
+    // rollback when it returns.
+    offline
+        .proc
+        .terminate(Duration::from_secs(10))
+        .expect("beta-2 stops");
+
+    let decision = wait_until(
+        "an automatic rollback in the history",
+        Duration::from_secs(90),
+        Duration::from_millis(200),
+        || {
+            history(&coordinator)
+                .into_iter()
+                .find(|e| e["action"] == "rollback" && e["actor"] == "rollguard policy")
+        },
+    )
+    .expect("the policy rolls back");
+    let command_id = decision["command_id"]
+        .as_str()
+        .expect("command id")
+        .to_owned();
+
+    // The decision came on the third failing round in a row, not earlier.
+    let all = rounds(&coordinator, "shop");
+    let idx = all
+        .iter()
+        .position(|r| r["command_id"] == command_id.as_str())
+        .unwrap_or_else(|| panic!("no round decided {command_id}: {all:#?}"));
+    assert!(
+        idx >= 3,
+        "at least one passing round before the failures: {all:#?}"
+    );
+    let verdicts: Vec<&str> = all[idx - 3..=idx]
+        .iter()
+        .map(|r| r["verdict"].as_str().unwrap_or(""))
+        .collect();
+    assert_ne!(
+        verdicts[0], "fail",
+        "the round before the streak did not fail: {verdicts:?}"
+    );
+    assert_eq!(&verdicts[1..], ["fail", "fail", "fail"], "{all:#?}");
+    assert_eq!(all[idx]["consecutive"], 3);
+    assert_eq!(all[idx]["decision"], "roll_back");
+    assert!(all[idx - 1]["decision"] == "none" && all[idx - 2]["decision"] == "none");
+    let rule = &all[idx]["rules"][0];
+    assert_eq!(rule["metric"], "error_rate");
+    assert!(rule["value"].as_f64().is_some_and(|v| v > 0.05), "{rule}");
+
+    wait_until(
+        "the action on beta-1",
+        Duration::from_secs(30),
+        Duration::from_millis(50),
+        || (beta.evidence_lines() > 0).then_some(()),
+    )
+    .expect("beta-1 rolled back");
+
+    // beta-2 returns and runs it once.
+    let offline = host(
+        &root,
+        &coordinator.url,
+        "beta-2",
+        "shop",
+        "beta",
+        &offline_app,
+    );
+    wait_until(
+        "the action on beta-2 after reconnect",
+        Duration::from_secs(30),
+        Duration::from_millis(50),
+        || (offline.evidence_lines() > 0).then_some(()),
+    )
+    .expect("beta-2 rolled back on return");
+
+    // The rolled-back beta reports the stable version, and the deployment,
+    // now disarmed, decides nothing more while rounds go on.
+    coordinator
+        .wait_for_agents("beta-1 on the stable version", |agents| {
+            agent(agents, "beta-1").is_some_and(|a| a["version"] == STABLE_VERSION)
+        })
+        .expect("version switched");
+    let seen = all.len();
+    wait_until(
+        "three more rounds",
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || (rounds(&coordinator, "shop").len() >= seen + 3).then_some(()),
+    )
+    .expect("rounds go on");
+    let policy_rollbacks = history(&coordinator)
+        .iter()
+        .filter(|e| e["action"] == "rollback")
+        .count();
+    assert_eq!(policy_rollbacks, 1, "no second decision while disarmed");
+    assert_eq!(beta.evidence_lines(), 1, "beta-1 ran it exactly once");
+    assert_eq!(offline.evidence_lines(), 1, "beta-2 ran it exactly once");
+    assert_eq!(
+        baseline.evidence_lines(),
+        0,
+        "the baseline host never rolls back"
+    );
+    let status = coordinator
+        .ctl(&["status", "-o", "json"])
+        .json()
+        .expect("status");
+    assert_eq!(
+        status["deployments"][0]["judgement"]["armed"], false,
+        "{status}"
+    );
+}
+
+#[test]
+fn a_fleet_wide_incident_with_only_relative_rules_does_not_roll_back() {
+    let root = test_dir("incident");
+    let coordinator = Coordinator::start(
+        &root.join("data"),
+        Some(&coordinator_toml(
+            "search",
+            "",
+            "[[deployments.search.rules]]\nmetric = \"error_rate\"\nmax_ratio_to_baseline = 3.0\nmin_baseline = 0.01\n\
+             [[deployments.search.rules]]\nmetric = \"latency_p99_ms\"\nmax_ratio_to_baseline = 2.0\nmin_baseline = 10.0\n",
+        )),
+    )
+    .expect("coordinator");
+    let beta_app = DemoApp::start(&root.join("beta-app"), BETA_VERSION, "1h").expect("app");
+    let base_app = DemoApp::start(&root.join("base-app"), STABLE_VERSION, "1h").expect("app");
+    // The incident hits both cohorts alike.
+    for app in [&beta_app, &base_app] {
+        std::fs::write(&app.control_file, "error_rate=0.3\nlatency_ms=400\n").expect("control");
+    }
+    let beta = host(
+        &root,
+        &coordinator.url,
+        "beta-1",
+        "search",
+        "beta",
+        &beta_app,
+    );
+    let baseline = host(
+        &root,
+        &coordinator.url,
+        "base-1",
+        "search",
+        "baseline",
+        &base_app,
+    );
+    wait_connected(&coordinator, &["beta-1", "base-1"]);
+
+    // Wait for five judged rounds that saw the incident on both sides.
+    let judged = wait_until(
+        "five rounds that saw the incident",
+        Duration::from_secs(60),
+        Duration::from_millis(200),
+        || {
+            let incident: Vec<Value> = rounds(&coordinator, "search")
+                .into_iter()
+                .filter(|r| {
+                    let rule = &r["rules"][0];
+                    rule["value"].as_f64().is_some_and(|v| v > 0.2)
+                        && rule["baseline"].as_f64().is_some_and(|v| v > 0.2)
+                })
+                .collect();
+            (incident.len() >= 5).then_some(incident)
+        },
+    )
+    .expect("rounds");
+    for round in &judged {
+        assert_eq!(round["verdict"], "pass", "{round}");
+        assert_eq!(round["decision"], "none", "{round}");
+    }
+    assert!(
+        history(&coordinator)
+            .iter()
+            .all(|e| e["action"] != "rollback"),
+        "no rollback for a fleet-wide incident"
+    );
+    assert_eq!(beta.evidence_lines(), 0);
+    assert_eq!(baseline.evidence_lines(), 0);
+}
+
+#[test]
+fn dry_run_records_would_roll_back_and_runs_nothing() {
+    let root = test_dir("dryrun");
+    let coordinator = Coordinator::start(
+        &root.join("data"),
+        Some(&coordinator_toml(
+            "feed",
+            "dry_run = true",
+            "[[deployments.feed.rules]]\nmetric = \"error_rate\"\nmax = 0.05\n",
+        )),
+    )
+    .expect("coordinator");
+    let beta_app = DemoApp::start(&root.join("beta-app"), BETA_VERSION, "0s").expect("app");
+    let beta = host(&root, &coordinator.url, "beta-1", "feed", "beta", &beta_app);
+    wait_connected(&coordinator, &["beta-1"]);
+    let entry = wait_until(
+        "a would-roll-back entry",
+        Duration::from_secs(60),
+        Duration::from_millis(200),
+        || {
+            history(&coordinator)
+                .into_iter()
+                .find(|e| e["action"] == "would_roll_back")
+        },
+    )
+    .expect("dry run decides");
+    assert_eq!(entry["deployment"], "feed");
+    let all = rounds(&coordinator, "feed");
+    assert!(
+        all.iter().any(|r| r["decision"] == "would_roll_back"),
+        "{all:#?}"
+    );
+    // Rounds go on; nothing was sent, nothing ran.
+    let seen = all.len();
+    wait_until(
+        "two more rounds",
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || (rounds(&coordinator, "feed").len() >= seen + 2).then_some(()),
+    )
+    .expect("rounds go on");
+    assert!(history(&coordinator)
+        .iter()
+        .all(|e| e["action"] != "rollback"));
+    assert_eq!(beta.evidence_lines(), 0, "dry run runs nothing");
+}
