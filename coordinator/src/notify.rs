@@ -107,3 +107,6 @@ async fn post(
         Err(format!("status {}", response.status()))
     }
 }
+
+#[cfg(test)]
+mod tests;

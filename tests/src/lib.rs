@@ -31,13 +31,16 @@ pub fn binaries() -> &'static Binaries {
 }
 
 fn build_binaries() -> anyhow::Result<Binaries> {
-    // The test executable lives in <target>/<profile>/deps/.
+    // A test executable lives in <target>/<profile>/deps/, a bench binary
+    // that uses this harness in <target>/<profile>/.
     let exe = std::env::current_exe().context("locating the test executable")?;
-    let profile_dir = exe
+    let mut profile_dir = exe
         .parent()
-        .and_then(Path::parent)
-        .context("test executable is not in <target>/<profile>/deps")?
+        .context("the executable has no directory")?
         .to_path_buf();
+    if profile_dir.file_name().is_some_and(|n| n == "deps") {
+        profile_dir.pop();
+    }
     let target_dir = profile_dir
         .parent()
         .context("no target dir above the profile dir")?;
@@ -406,7 +409,7 @@ impl DemoApp {
             "version_file = \"{version}\"\n\
              [app]\nscrape_url = \"{url}/metrics\"\nprobe_url = \"{url}/healthz\"\n\
              [actions.rollback]\n\
-             command = [\"/bin/sh\", \"-c\", \"echo ran >> evidence; echo {STABLE_VERSION} > '{version}'\"]\n\
+             command = [\"/bin/sh\", \"-c\", \"date +%s%N >> evidence; echo {STABLE_VERSION} > '{version}'\"]\n\
              timeout = \"30s\"\n",
             version = self.version_file.display(),
             url = self.url,
@@ -417,3 +420,12 @@ impl DemoApp {
 /// The version the demo app misbehaves on, and the stable one.
 pub const BETA_VERSION: &str = "2.0.0-beta.3";
 pub const STABLE_VERSION: &str = "1.9.4";
+
+impl Agent {
+    /// Wall-clock times (ns since the epoch) at which its action ran, from the evidence file.
+    pub fn evidence_times_ns(&self) -> Vec<u128> {
+        std::fs::read_to_string(self.state_dir.join("evidence"))
+            .map(|s| s.lines().filter_map(|l| l.trim().parse().ok()).collect())
+            .unwrap_or_default()
+    }
+}

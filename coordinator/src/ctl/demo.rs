@@ -1,9 +1,12 @@
 //! `rollguardctl demo`: a whole fleet on loopback, as real child processes.
 //!
-//! Starts a coordinator on a temporary data dir and beta and baseline agents
-//! whose rollback action leaves evidence (a log line and a version switch),
-//! shows live status, rolls the beta hosts back, shows each host's result,
-//! and stops everything cleanly when done or on Ctrl-C.
+//! Starts a coordinator on a temporary data dir with a policy, and per host a
+//! small app (`rollguard-demo-app`, whose beta build starts failing after a
+//! while) and an agent that scrapes and probes it, with a rollback action
+//! that installs the stable version and leaves evidence. Shows live status,
+//! the automatic rollback on the beta hosts only, each host's result, `why`
+//! and the beta-vs-baseline report, then stops everything cleanly (also on
+//! Ctrl-C).
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -13,7 +16,7 @@ use anyhow::{bail, Context};
 use rollguard_proto::v1 as pb;
 use tokio::process::{Child, Command};
 
-use super::{connect, print_agents, print_results, print_status, wait_for_results, Format};
+use super::{connect, print_agents, print_results, wait_for_results, Format};
 
 /// Version the beta hosts start on, and the one a rollback switches to.
 const BETA_VERSION: &str = "2.0.0-beta.3";
@@ -34,6 +37,9 @@ pub struct DemoArgs {
     /// Keep the temporary directory (logs, store, evidence) afterwards.
     #[arg(long)]
     keep_data: bool,
+    /// How long the beta app behaves before it starts failing.
+    #[arg(long, default_value = "12s")]
+    fail_after: String,
 }
 
 struct Fleet {
@@ -72,7 +78,8 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<u8> {
         .to_path_buf();
     let coordinator_bin = bin_dir.join("rollguard-coordinator");
     let agent_bin = bin_dir.join("rollguard-agent");
-    for bin in [&coordinator_bin, &agent_bin] {
+    let app_bin = bin_dir.join("rollguard-demo-app");
+    for bin in [&coordinator_bin, &agent_bin, &app_bin] {
         if !bin.exists() {
             bail!(
                 "{} not found beside rollguardctl; build the workspace first: cargo build --release --workspace",
@@ -86,7 +93,7 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<u8> {
         children: Vec::new(),
     };
     let outcome = tokio::select! {
-        result = script(&args, &dir, &coordinator_bin, &agent_bin, &mut fleet) => result,
+        result = script(&args, &dir, [&coordinator_bin, &agent_bin, &app_bin], &mut fleet) => result,
         _ = tokio::signal::ctrl_c() => {
             println!("\ninterrupted; stopping the fleet");
             Ok(130)
@@ -105,16 +112,20 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<u8> {
 async fn script(
     args: &DemoArgs,
     dir: &Path,
-    coordinator_bin: &Path,
-    agent_bin: &Path,
+    [coordinator_bin, agent_bin, app_bin]: [&Path; 3],
     fleet: &mut Fleet,
 ) -> anyhow::Result<u8> {
     println!("== rollguard demo: working in {}", dir.display());
     let data_dir = dir.join("coordinator-data");
     let addr_file = data_dir.join(crate::ADDR_FILE);
+    std::fs::create_dir_all(&data_dir)?;
+    let config = dir.join("coordinator.toml");
+    std::fs::write(&config, COORDINATOR_CONFIG)?;
     let coordinator = Command::new(coordinator_bin)
         .args(["--listen", "127.0.0.1:0", "--data-dir"])
         .arg(&data_dir)
+        .arg("--config")
+        .arg(&config)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log_file(dir, "coordinator")?)
@@ -122,21 +133,12 @@ async fn script(
         .spawn()
         .context("starting the coordinator")?;
     fleet.children.push(("coordinator".to_owned(), coordinator));
-    let addr = poll(
-        "the coordinator to listen",
-        Duration::from_secs(30),
-        || async {
-            std::fs::read_to_string(&addr_file)
-                .ok()
-                .filter(|s| s.ends_with('\n'))
-        },
-    )
-    .await?;
+    let addr = read_addr(&addr_file, "the coordinator to listen").await?;
     let url = format!("http://{}", addr.trim());
-    println!(
-        "== coordinator listening on {url} (log: {}/coordinator.log)",
-        dir.display()
-    );
+    println!("== coordinator listening on {url}, policy for deployment `demo`:");
+    for line in COORDINATOR_CONFIG.lines().filter(|l| !l.trim().is_empty()) {
+        println!("   {line}");
+    }
 
     let mut hosts = Vec::new();
     for idx in 1..=args.beta {
@@ -148,9 +150,29 @@ async fn script(
     for (host_id, cohort, version) in &hosts {
         let state_dir = dir.join(host_id);
         std::fs::create_dir_all(&state_dir)?;
-        std::fs::write(state_dir.join("version"), format!("{version}\n"))?;
+        let version_file = state_dir.join("version");
+        std::fs::write(&version_file, format!("{version}\n"))?;
+        let app_addr_file = state_dir.join("app.addr");
+        let app = Command::new(app_bin)
+            .args(["--listen", "127.0.0.1:0", "--beta-version", BETA_VERSION])
+            .args(["--fail-after", &args.fail_after])
+            .arg("--version-file")
+            .arg(&version_file)
+            .arg("--addr-file")
+            .arg(&app_addr_file)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file(dir, &format!("{host_id}-app"))?)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting the app of {host_id}"))?;
+        fleet.children.push((format!("{host_id}-app"), app));
+        let app_url = format!(
+            "http://{}",
+            read_addr(&app_addr_file, "the app to listen").await?.trim()
+        );
         let config = state_dir.join("agent.toml");
-        std::fs::write(&config, agent_config(host_id, cohort, &state_dir))?;
+        std::fs::write(&config, agent_config(host_id, cohort, &state_dir, &app_url))?;
         let child = Command::new(agent_bin)
             .arg("--config")
             .arg(&config)
@@ -163,7 +185,9 @@ async fn script(
             .spawn()
             .with_context(|| format!("starting agent {host_id}"))?;
         fleet.children.push((host_id.clone(), child));
-        println!("== agent {host_id} ({cohort}, app {version}) started");
+        println!(
+            "== {host_id} ({cohort}): app {version} at {app_url}, agent scraping and probing it"
+        );
     }
 
     let mut client = connect(&url).await?;
@@ -191,19 +215,6 @@ async fn script(
     )
     .await?;
 
-    println!("\n== live fleet status (3 refreshes from the server's watch stream)");
-    let mut watch = client
-        .watch_fleet_status(pb::WatchFleetStatusRequest::default())
-        .await?
-        .into_inner();
-    for round in 1..=3 {
-        if let Some(status) = watch.message().await? {
-            println!("-- refresh {round}");
-            print_status(&status, Format::Table);
-        }
-    }
-    drop(watch);
-
     println!("\n== agents");
     let agents = client
         .list_agents(pb::ListAgentsRequest::default())
@@ -211,18 +222,89 @@ async fn script(
         .into_inner();
     print_agents(&agents, Format::Table);
 
-    println!("\n== manual rollback of deployment `demo` (beta hosts only)");
-    let response = client
-        .rollback(pb::RollbackRequest {
+    println!(
+        "\n== live status from the watch stream; the beta build starts failing after {}",
+        args.fail_after
+    );
+    let mut watch = client
+        .watch_fleet_status(pb::WatchFleetStatusRequest::default())
+        .await?
+        .into_inner();
+    let started = Instant::now();
+    let mut last_line = String::new();
+    let mut decided = false;
+    while let Some(status) = watch.message().await? {
+        if let Some(d) = status.deployments.iter().find(|d| d.deployment == "demo") {
+            if let Some(j) = &d.judgement {
+                let line = format!(
+                    "{} ({}/{} failing rounds): {}",
+                    super::judge::verdict_name(j.verdict).to_uppercase(),
+                    j.consecutive,
+                    j.consecutive_failures,
+                    j.reason
+                );
+                if line != last_line {
+                    println!("[{:>5.1}s] {line}", started.elapsed().as_secs_f64());
+                    last_line = line;
+                }
+                if !j.armed {
+                    decided = true;
+                    break;
+                }
+            }
+        }
+        if started.elapsed() > Duration::from_secs(120) {
+            break;
+        }
+    }
+    drop(watch);
+    if !decided {
+        bail!(
+            "no automatic rollback within 120s; see the logs in {}",
+            dir.display()
+        );
+    }
+
+    let history = client
+        .history(pb::HistoryRequest::default())
+        .await?
+        .into_inner();
+    let command_id = history
+        .entries
+        .iter()
+        .rev()
+        .find(|e| e.action == "rollback")
+        .map(|e| e.command_id.clone())
+        .context("the rollback is not in the history")?;
+    println!("\n== automatic rollback {command_id}: results per beta host");
+    let command = wait_for_results(&mut client, &command_id, Duration::from_secs(60)).await?;
+    print_results(&command, Format::Table);
+
+    println!("\n== why: the rounds that led to it");
+    let why = client
+        .why(pb::WhyRequest {
             deployment: "demo".to_owned(),
-            reason: "demo: beta 2.0.0 misbehaves, back to stable".to_owned(),
-            actor: super::actor(),
+            rounds: 5,
         })
         .await?
         .into_inner();
-    let command =
-        wait_for_results(&mut client, &response.command_id, Duration::from_secs(60)).await?;
-    print_results(&command, Format::Table);
+    for j in &why.rounds {
+        println!(
+            "{}  {}  {}/{}{}",
+            j.at.as_ref()
+                .map(super::output::fmt_time)
+                .unwrap_or_default(),
+            super::judge::verdict_name(j.verdict).to_uppercase(),
+            j.consecutive,
+            j.consecutive_failures,
+            if j.decision == "roll_back" {
+                format!("  => ROLLBACK {}", j.command_id)
+            } else {
+                String::new()
+            }
+        );
+        super::judge::print_rules(j);
+    }
 
     println!("\n== evidence left by the rollback action on each host");
     for (host_id, _, _) in &hosts {
@@ -278,6 +360,9 @@ async fn script(
             entry.reason
         );
     }
+    println!(
+        "\nre-arm with `rollguardctl --coordinator {url} rearm demo`; roll back by hand with `rollguardctl --coordinator {url} rollback demo --reason ...`"
+    );
 
     if args.keep_running {
         println!("\n== the fleet keeps running at {url}; try `rollguardctl --coordinator {url} status --watch`. Ctrl-C stops it.");
@@ -290,13 +375,40 @@ async fn script(
     Ok(if all_succeeded { 0 } else { 1 })
 }
 
-fn agent_config(host_id: &str, cohort: &str, state_dir: &Path) -> String {
+/// The demo's coordinator config: one deployment with an absolute and a relative rule.
+const COORDINATOR_CONFIG: &str = r#"[deployments.demo]
+check_interval = "2s"
+consecutive_failures = 3
+min_requests = 50
+[[deployments.demo.rules]]
+metric = "error_rate"
+max = 0.05
+[[deployments.demo.rules]]
+metric = "latency_p99_ms"
+max_ratio_to_baseline = 2.0
+min_baseline = 10.0
+"#;
+
+async fn read_addr(path: &Path, what: &str) -> anyhow::Result<String> {
+    poll(what, Duration::from_secs(30), || async {
+        std::fs::read_to_string(path)
+            .ok()
+            .filter(|s| s.ends_with('\n'))
+    })
+    .await
+}
+
+fn agent_config(host_id: &str, cohort: &str, state_dir: &Path, app_url: &str) -> String {
     format!(
         r#"host_id = "{host_id}"
 deployment = "demo"
 cohort = "{cohort}"
 version_file = "{version}"
 state_dir = "{state}"
+
+[app]
+scrape_url = "{app_url}/metrics"
+probe_url = "{app_url}/healthz"
 
 [actions.rollback]
 # argv, run without a shell by the agent; this one happens to call sh.

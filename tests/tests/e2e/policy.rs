@@ -210,6 +210,46 @@ fn a_failing_beta_is_rolled_back_after_exactly_the_configured_rounds_on_beta_hos
         status["deployments"][0]["judgement"]["armed"], false,
         "{status}"
     );
+
+    // The meeting table: beta's error rate stands out against the baseline's.
+    let report = coordinator
+        .ctl(&["report", "shop", "--window", "10m", "-o", "json"])
+        .json()
+        .expect("report");
+    let row = |metric: &str| {
+        report["rows"]
+            .as_array()
+            .and_then(|rows| rows.iter().find(|r| r["metric"] == metric).cloned())
+            .unwrap_or_else(|| panic!("no {metric} row: {report}"))
+    };
+    let error_rate = row("error_rate");
+    assert!(
+        error_rate["beta"].as_f64() > error_rate["baseline"].as_f64(),
+        "{report}"
+    );
+    assert!(
+        error_rate["change_percent"]
+            .as_f64()
+            .is_some_and(|c| c > 100.0),
+        "{report}"
+    );
+    assert!(row("latency_p99_ms")["beta"].is_number(), "{report}");
+    assert!(row("cpu_percent")["baseline"].is_number(), "{report}");
+
+    // rearm lets the policy decide again.
+    let rearm = coordinator
+        .ctl(&["rearm", "shop", "-o", "json"])
+        .json()
+        .expect("rearm");
+    assert_eq!(rearm["was_armed"], false, "{rearm}");
+    let status = coordinator
+        .ctl(&["status", "-o", "json"])
+        .json()
+        .expect("status");
+    assert_eq!(
+        status["deployments"][0]["judgement"]["armed"], true,
+        "{status}"
+    );
 }
 
 #[test]

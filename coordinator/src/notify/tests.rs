@@ -1,0 +1,64 @@
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+use super::*;
+
+/// Reads one HTTP request (headers and a Content-Length body) and answers `status`.
+async fn answer(listener: &TcpListener, status: &str) -> String {
+    let (mut socket, _) = listener.accept().await.expect("accept");
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = socket.read(&mut chunk).await.expect("read");
+        buf.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buf).to_string();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let length = text
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                })
+                .unwrap_or(0);
+            if buf.len() >= end + 4 + length {
+                let response =
+                    format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+                socket.write_all(response.as_bytes()).await.expect("write");
+                return text[end + 4..].to_owned();
+            }
+        }
+        if n == 0 {
+            return String::new();
+        }
+    }
+}
+
+#[tokio::test]
+async fn events_are_posted_as_json_and_retried_after_a_failure() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
+    let tracker = TaskTracker::new();
+    let shutdown = CancellationToken::new();
+    let notifier = Notifier::start(Some(url), &tracker, shutdown.clone());
+    notifier.send(serde_json::json!({"event": "verdict_changed", "to": "fail"}));
+    let received = tokio::time::timeout(Duration::from_secs(30), async {
+        let first = answer(&listener, "500 Internal Server Error").await;
+        let second = answer(&listener, "200 OK").await;
+        (first, second)
+    })
+    .await
+    .expect("two attempts arrive");
+    for body in [&received.0, &received.1] {
+        let event: serde_json::Value = serde_json::from_str(body).expect("a JSON body");
+        assert_eq!(event["event"], "verdict_changed");
+        assert_eq!(event["to"], "fail");
+    }
+    shutdown.cancel();
+    tracker.close();
+    tokio::time::timeout(Duration::from_secs(10), tracker.wait())
+        .await
+        .expect("the sender stops on shutdown");
+}
