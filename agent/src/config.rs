@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use rollguard_common::config::{self, ConfigError, Sources};
+use rollguard_common::config::{self, ConfigError, RawTelemetry, Sources};
 use rollguard_common::ids::validate_name;
 use rollguard_common::{Cohort, DeploymentName, HostId};
 use serde::{Deserialize, Serialize};
@@ -47,6 +47,8 @@ pub struct RawConfig {
     pub actions: BTreeMap<String, RawAction>,
     /// Which host figures count.
     pub collect: RawCollect,
+    /// Trace export.
+    pub telemetry: RawTelemetry,
     /// Application health: a metrics scrape and/or a health probe.
     pub app: RawApp,
 }
@@ -159,6 +161,7 @@ impl Default for RawConfig {
             labels: BTreeMap::new(),
             actions: BTreeMap::new(),
             collect: RawCollect::default(),
+            telemetry: RawTelemetry::default(),
             app: RawApp::default(),
         }
     }
@@ -201,6 +204,8 @@ pub struct Config {
     pub(crate) collect: CollectConfig,
     /// App health to scrape and/or probe; `None` when neither URL is set.
     pub(crate) app: Option<AppConfig>,
+    /// OTLP endpoint for traces, if configured (else `OTEL_EXPORTER_OTLP_ENDPOINT`).
+    pub otlp_endpoint: Option<String>,
 }
 
 impl RawConfig {
@@ -314,6 +319,7 @@ impl RawConfig {
                 ..CollectConfig::default()
             },
             app,
+            otlp_endpoint: self.telemetry.endpoint().map(str::to_owned),
         })
     }
 }

@@ -22,6 +22,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Endpoint;
+use tracing::Instrument;
 
 use crate::app::AppMonitor;
 use crate::collect::Collector;
@@ -418,6 +419,17 @@ fn on_command(
         );
     }
     tracing::info!(command_id = %id, action = %command.action, reason = %command.reason, "running action");
+    // The action's span is a child of the decision's trace (W3C context in the command).
+    let span = tracing::info_span!(
+        "agent.action",
+        host.id = %config.host_id,
+        action = %command.action,
+        command_id = %id,
+        exit_code = tracing::field::Empty,
+        status = tracing::field::Empty,
+        duration_ms = tracing::field::Empty,
+    );
+    rollguard_proto::otel::set_parent(&span, &command.trace_context);
     *running += 1;
     let action = action.clone();
     let state_dir = config.state_dir.clone();
@@ -432,7 +444,18 @@ fn on_command(
                 status: CommandStatus::Running,
             })
             .await;
-        let result = action::run(&action, &state_dir).await;
+        let result = action::run(&action, &state_dir)
+            .instrument(span.clone())
+            .await;
+        span.record("status", result.status.as_str());
+        span.record(
+            "duration_ms",
+            u64::try_from(result.duration.as_millis()).unwrap_or(u64::MAX),
+        );
+        if let Some(code) = result.exit_code {
+            span.record("exit_code", code);
+        }
+        drop(span);
         tracing::info!(command_id = %task_id, status = %result.status, exit_code = ?result.exit_code, "action finished");
         let status = result.status;
         let _ = update_tx

@@ -41,7 +41,6 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    rollguard_common::telemetry::init("info");
     let overrides: Vec<(&str, String)> = [
         ("coordinator", cli.coordinator),
         ("host_id", cli.host_id),
@@ -80,6 +79,8 @@ fn main() -> ExitCode {
     };
     let shutdown = CancellationToken::new();
     let result = runtime.block_on(async {
+        let endpoint = rollguard_proto::otel::resolve_endpoint(config.otlp_endpoint.as_deref());
+        let telemetry = rollguard_proto::otel::init("rollguard-agent", "info", endpoint.as_deref());
         let signal_token = shutdown.clone();
         tokio::spawn(async move {
             shutdown_signal().await;
@@ -93,7 +94,9 @@ fn main() -> ExitCode {
             actions = ?config.actions.keys().collect::<Vec<_>>(),
             "agent starting"
         );
-        rollguard_agent::run(config, shutdown).await
+        let result = rollguard_agent::run(config, shutdown).await;
+        telemetry.shutdown().await;
+        result
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

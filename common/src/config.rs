@@ -12,6 +12,22 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 
+/// The `[telemetry]` table shared by the agent and coordinator configs.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawTelemetry {
+    /// OTLP/gRPC endpoint for traces, e.g. `http://127.0.0.1:4317`; empty
+    /// means `OTEL_EXPORTER_OTLP_ENDPOINT`, and without it nothing is exported.
+    pub otlp_endpoint: String,
+}
+
+impl RawTelemetry {
+    /// Returns the configured endpoint, if any.
+    pub fn endpoint(&self) -> Option<&str> {
+        Some(self.otlp_endpoint.trim()).filter(|s| !s.is_empty())
+    }
+}
+
 /// A config that could not be loaded; the message names the key at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {

@@ -11,7 +11,6 @@ pub mod exposition;
 pub mod ids;
 pub mod policy;
 pub mod sample;
-pub mod telemetry;
 
 pub use ids::{Cohort, CommandId, CommandStatus, DeploymentName, HostId};
 pub use sample::HostSample;

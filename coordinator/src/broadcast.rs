@@ -6,6 +6,7 @@ use std::time::SystemTime;
 
 use rollguard_common::DeploymentName;
 use serde_json::json;
+use tracing::Instrument;
 
 use crate::error::{Error, Result};
 use crate::service::Shared;
@@ -28,12 +29,36 @@ impl Origin {
 }
 
 /// Stores the decision to roll `deployment` back, then sends it. Returns the command.
+///
+/// Runs in a `rollback.broadcast` span, a child of the caller's (the
+/// evaluation round, or the control call that carries the CLI's trace); its
+/// W3C context travels in the command so each agent's action joins the trace.
 pub(crate) async fn decide(
     shared: &Shared,
     deployment: &DeploymentName,
     reason: &str,
     actor: &str,
     origin: Origin,
+) -> Result<CommandRecord> {
+    let span = tracing::info_span!(
+        "rollback.broadcast",
+        deployment = %deployment,
+        origin = origin.as_str(),
+        command_id = tracing::field::Empty,
+        targets = tracing::field::Empty,
+    );
+    decide_in(shared, deployment, reason, actor, origin, &span)
+        .instrument(span.clone())
+        .await
+}
+
+async fn decide_in(
+    shared: &Shared,
+    deployment: &DeploymentName,
+    reason: &str,
+    actor: &str,
+    origin: Origin,
+    span: &tracing::Span,
 ) -> Result<CommandRecord> {
     let now = SystemTime::now();
     let (targets, known) = shared.fleet.beta_targets(deployment, now);
@@ -53,8 +78,10 @@ pub(crate) async fn decide(
         issued_at_unix_ms: unix_ms(now),
         not_after_unix_ms: unix_ms(not_after),
         targets: targets.clone(),
-        trace_context: Vec::new(),
+        trace_context: rollguard_proto::otel::inject(span).into_iter().collect(),
     };
+    span.record("command_id", record.command_id.as_str());
+    span.record("targets", targets.len());
     let audit = AuditRecord {
         time_unix_ms: unix_ms(now),
         deployment: deployment.to_string(),

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use rollguard_common::config::{self, ConfigError, Sources};
+use rollguard_common::config::{self, ConfigError, RawTelemetry, Sources};
 use rollguard_common::ids::validate_name;
 use rollguard_common::policy::{Policy, RawPolicy};
 use rollguard_common::DeploymentName;
@@ -35,6 +35,8 @@ pub struct RawConfig {
     pub deployments: BTreeMap<String, RawPolicy>,
     /// Where verdict changes and rollbacks are announced.
     pub notify: RawNotify,
+    /// Trace export.
+    pub telemetry: RawTelemetry,
 }
 
 /// The `[notify]` table.
@@ -56,6 +58,7 @@ impl Default for RawConfig {
             shutdown_grace: "5s".to_owned(),
             deployments: BTreeMap::new(),
             notify: RawNotify::default(),
+            telemetry: RawTelemetry::default(),
         }
     }
 }
@@ -77,6 +80,8 @@ pub struct Config {
     pub deployments: BTreeMap<DeploymentName, Policy>,
     /// Webhook URL for notifications, if any.
     pub webhook_url: Option<String>,
+    /// OTLP endpoint for traces, if configured (else `OTEL_EXPORTER_OTLP_ENDPOINT`).
+    pub otlp_endpoint: Option<String>,
 }
 
 impl Config {
@@ -159,6 +164,7 @@ impl RawConfig {
             shutdown_grace,
             deployments,
             webhook_url,
+            otlp_endpoint: self.telemetry.endpoint().map(str::to_owned),
         })
     }
 }

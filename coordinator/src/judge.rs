@@ -12,10 +12,11 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
-use rollguard_common::policy::{advance, evaluate, Decision, JudgeState, RoundInput};
+use rollguard_common::policy::{advance, evaluate, Decision, JudgeState, RoundInput, Verdict};
 use rollguard_common::DeploymentName;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::broadcast::{self, Origin};
 use crate::service::Shared;
@@ -137,6 +138,38 @@ async fn round(shared: &Shared, deployment: &DeploymentName, round_len: Duration
             hosts_seen,
         },
     );
+    // Rounds that pass are not traced; a round that fails (or errs) starts a
+    // trace, and a decision's broadcast and every agent's action join it.
+    let span = if evaluation.verdict == Verdict::Pass {
+        tracing::Span::none()
+    } else {
+        let span = tracing::info_span!(
+            "policy.evaluate",
+            deployment = %deployment,
+            verdict = evaluation.verdict.as_str(),
+            reason = %evaluation.reason,
+            consecutive = tracing::field::Empty,
+            decision = tracing::field::Empty,
+        );
+        for rule in &evaluation.rules {
+            let prefix = format!("rule.{}", rule.metric);
+            if let Some(v) = rule.value {
+                rollguard_proto::otel::set_attribute(&span, format!("{prefix}.value"), v);
+            }
+            if let Some(v) = rule.baseline {
+                rollguard_proto::otel::set_attribute(&span, format!("{prefix}.baseline"), v);
+            }
+            if let Some(v) = rule.limit {
+                rollguard_proto::otel::set_attribute(&span, format!("{prefix}.limit"), v);
+            }
+            rollguard_proto::otel::set_attribute(
+                &span,
+                format!("{prefix}.outcome"),
+                rule.verdict.as_str(),
+            );
+        }
+        span
+    };
     let (decision, state, seq, previous) = {
         let mut map = shared.judge.lock();
         let entry = map.entry(deployment.clone()).or_default();
@@ -150,6 +183,15 @@ async fn round(shared: &Shared, deployment: &DeploymentName, round_len: Duration
             entry.latest.as_ref().map(|r| r.evaluation.verdict),
         )
     };
+    span.record("consecutive", state.consecutive);
+    span.record(
+        "decision",
+        match decision {
+            Decision::None => "none",
+            Decision::RollBack => "roll_back",
+            Decision::WouldRollBack => "would_roll_back",
+        },
+    );
     let mut record = RoundRecord {
         deployment: deployment.to_string(),
         seq,
@@ -168,15 +210,16 @@ async fn round(shared: &Shared, deployment: &DeploymentName, round_len: Duration
     match decision {
         Decision::None => {}
         Decision::RollBack => {
-            match broadcast::decide(
+            let decided = broadcast::decide(
                 shared,
                 deployment,
                 &reason,
                 "rollguard policy",
                 Origin::Policy,
             )
-            .await
-            {
+            .instrument(span.clone())
+            .await;
+            match decided {
                 Ok(command) => record.command_id = command.command_id,
                 Err(err) => {
                     // Not decided: stay armed so the next failing round tries again.

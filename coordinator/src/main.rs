@@ -29,7 +29,6 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    rollguard_common::telemetry::init("info");
     let mut overrides = Vec::new();
     if let Some(listen) = cli.listen {
         overrides.push(("listen", listen));
@@ -69,6 +68,18 @@ fn serve(config: rollguard_coordinator::config::Config) -> anyhow::Result<()> {
         .build()
         .context("starting the runtime")?;
     runtime.block_on(async {
+        let endpoint = rollguard_proto::otel::resolve_endpoint(config.otlp_endpoint.as_deref());
+        let telemetry =
+            rollguard_proto::otel::init("rollguard-coordinator", "info", endpoint.as_deref());
+        let result = serve_inner(config).await;
+        // Spans are flushed last, after every stream and task has stopped.
+        telemetry.shutdown().await;
+        result
+    })
+}
+
+async fn serve_inner(config: rollguard_coordinator::config::Config) -> anyhow::Result<()> {
+    {
         rollguard_coordinator::raise_nofile_limit();
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
@@ -76,7 +87,7 @@ fn serve(config: rollguard_coordinator::config::Config) -> anyhow::Result<()> {
         rollguard_coordinator::run(config, listener, shutdown_signal())
             .await
             .context("running the coordinator")
-    })
+    }
 }
 
 /// Waits for SIGTERM or SIGINT and logs which one arrived.

@@ -7,6 +7,8 @@
 //! executable, and finds them beside it.
 #![forbid(unsafe_code)]
 
+pub mod otlp;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::OnceLock;

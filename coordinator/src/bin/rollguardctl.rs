@@ -7,7 +7,6 @@ use rollguard_coordinator::ctl::{self, Cli};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    rollguard_common::telemetry::init("warn");
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -18,5 +17,12 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    ExitCode::from(runtime.block_on(ctl::run(cli)))
+    ExitCode::from(runtime.block_on(async {
+        let endpoint = rollguard_proto::otel::resolve_endpoint(cli.otlp_endpoint.as_deref());
+        let telemetry = rollguard_proto::otel::init("rollguardctl", "warn", endpoint.as_deref());
+        let code = ctl::run(cli).await;
+        // Flush this call's spans; without an endpoint this returns at once.
+        telemetry.shutdown().await;
+        code
+    }))
 }

@@ -15,6 +15,7 @@ use rollguard_proto::v1 as pb;
 use rollguard_proto::v1::control_service_client::ControlServiceClient;
 use serde_json::{json, Value};
 use tonic::transport::{Channel, Endpoint};
+use tracing::Instrument;
 
 use self::output::{fmt_bytes, fmt_rate, fmt_time, table};
 
@@ -38,6 +39,9 @@ pub struct Cli {
     /// Output format.
     #[arg(short = 'o', long = "output", global = true, value_enum, default_value_t = Format::Table)]
     pub output: Format,
+    /// OTLP/gRPC endpoint for this call's trace (env OTEL_EXPORTER_OTLP_ENDPOINT).
+    #[arg(long, global = true, value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -482,12 +486,17 @@ async fn rollback(
     wait: bool,
     timeout: Duration,
 ) -> anyhow::Result<u8> {
+    // The trace of a manual rollback starts here and travels in the metadata.
+    let span = tracing::info_span!("rollguardctl.rollback", deployment = %deployment);
+    let mut call = request(pb::RollbackRequest {
+        deployment: deployment.clone(),
+        reason,
+        actor: actor(),
+    });
+    rollguard_proto::otel::to_metadata(&span, call.metadata_mut());
     let response = client
-        .rollback(request(pb::RollbackRequest {
-            deployment: deployment.clone(),
-            reason,
-            actor: actor(),
-        }))
+        .rollback(call)
+        .instrument(span)
         .await
         .map_err(status_error)?
         .into_inner();

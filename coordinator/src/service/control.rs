@@ -13,6 +13,7 @@ use rollguard_proto::v1 as pb;
 use tokio::sync::mpsc;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 
 use super::Shared;
 use crate::broadcast::{self, Origin};
@@ -129,6 +130,7 @@ impl pb::control_service_server::ControlService for Control {
         &self,
         request: Request<pb::RollbackRequest>,
     ) -> Result<Response<pb::RollbackResponse>, Status> {
+        let trace_context = rollguard_proto::otel::from_metadata(request.metadata());
         let request = request.into_inner();
         validate_name("deployment", &request.deployment).map_err(Status::invalid_argument)?;
         let reason = request.reason.trim();
@@ -144,8 +146,13 @@ impl pb::control_service_server::ControlService for Control {
         } else {
             request.actor.clone()
         };
-        let record =
-            broadcast::decide(&self.shared, &deployment, reason, &actor, Origin::Manual).await?;
+        // The CLI's trace continues here (W3C context in the request metadata).
+        let span =
+            tracing::info_span!("control.rollback", deployment = %deployment, actor = %actor);
+        rollguard_proto::otel::set_parent(&span, &trace_context);
+        let record = broadcast::decide(&self.shared, &deployment, reason, &actor, Origin::Manual)
+            .instrument(span)
+            .await?;
         Ok(Response::new(pb::RollbackResponse {
             command_id: record.command_id.clone(),
             target_host_ids: record.targets.clone(),

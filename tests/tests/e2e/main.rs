@@ -3,3 +3,4 @@
 mod bad_input;
 mod fleet;
 mod policy;
+mod traces;

@@ -87,7 +87,7 @@ async fn main() -> ExitCode {
             };
         }
     };
-    rollguard_common::telemetry::init("info");
+    let _telemetry = rollguard_proto::otel::init("rollguard-demo-app", "info", None);
     match run(args).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
