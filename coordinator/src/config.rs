@@ -25,6 +25,8 @@ pub struct RawConfig {
     pub listen: String,
     /// Allows a non-loopback `listen` while there is no TLS or authentication.
     pub insecure_listen: bool,
+    /// Address of the HTTP listener for `/metrics`, `/healthz` and `/readyz`.
+    pub http_listen: String,
     /// Directory of the embedded store.
     pub data_dir: PathBuf,
     /// How long a command stays deliverable after its decision (`not_after`).
@@ -37,6 +39,16 @@ pub struct RawConfig {
     pub notify: RawNotify,
     /// Trace export.
     pub telemetry: RawTelemetry,
+    /// The `/metrics` endpoint.
+    pub metrics: RawMetrics,
+}
+
+/// The `[metrics]` table.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawMetrics {
+    /// Also export per-host series (one per host: mind the cardinality).
+    pub per_host: bool,
 }
 
 /// The `[notify]` table.
@@ -53,12 +65,14 @@ impl Default for RawConfig {
             config_version: 1,
             listen: "127.0.0.1:7600".to_owned(),
             insecure_listen: false,
+            http_listen: "127.0.0.1:7601".to_owned(),
             data_dir: PathBuf::from("./rollguard-data"),
             command_ttl: "1h".to_owned(),
             shutdown_grace: "5s".to_owned(),
             deployments: BTreeMap::new(),
             notify: RawNotify::default(),
             telemetry: RawTelemetry::default(),
+            metrics: RawMetrics::default(),
         }
     }
 }
@@ -70,6 +84,10 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Whether a non-loopback listen address was explicitly allowed.
     pub insecure_listen: bool,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served.
+    pub http_listen: SocketAddr,
+    /// Whether per-host series are exported.
+    pub metrics_per_host: bool,
     /// Directory of the embedded store.
     pub data_dir: PathBuf,
     /// Lifetime of a command after its decision.
@@ -97,6 +115,7 @@ impl Config {
     pub fn for_test(data_dir: PathBuf) -> Self {
         RawConfig {
             listen: "127.0.0.1:0".to_owned(),
+            http_listen: "127.0.0.1:0".to_owned(),
             data_dir,
             ..RawConfig::default()
         }
@@ -134,6 +153,20 @@ impl RawConfig {
                 ),
             ));
         }
+        let http_listen: SocketAddr = self.http_listen.parse().map_err(|err| {
+            ConfigError::invalid(
+                "http_listen",
+                format!("`{}` is not an address ({err})", self.http_listen),
+            )
+        })?;
+        if !http_listen.ip().is_loopback() && !self.insecure_listen {
+            return Err(ConfigError::invalid(
+                "http_listen",
+                format!(
+                    "{http_listen} is not a loopback address; use --insecure-listen to allow it"
+                ),
+            ));
+        }
         if self.data_dir.as_os_str().is_empty() {
             return Err(ConfigError::invalid("data_dir", "must not be empty"));
         }
@@ -159,6 +192,8 @@ impl RawConfig {
         Ok(Config {
             listen,
             insecure_listen: self.insecure_listen,
+            http_listen,
+            metrics_per_host: self.metrics.per_host,
             data_dir: self.data_dir,
             command_ttl,
             shutdown_grace,

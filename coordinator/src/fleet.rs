@@ -316,6 +316,32 @@ impl Fleet {
         (rounds, beta_seen, hosts_seen)
     }
 
+    /// Counts per-host command results by status (targets without an answer are `no_answer`).
+    pub fn command_results_by_status(&self) -> Vec<(&'static str, u64)> {
+        let inner = self.lock();
+        let mut counts: BTreeMap<&'static str, u64> = [
+            "accepted",
+            "running",
+            "succeeded",
+            "failed",
+            "rejected",
+            "no_answer",
+        ]
+        .into_iter()
+        .map(|s| (s, 0))
+        .collect();
+        for state in inner.commands.values() {
+            for target in &state.record.targets {
+                let status = state
+                    .results
+                    .get(target)
+                    .map_or(CommandStatus::NoAnswer, |r| r.status);
+                *counts.entry(status.as_str()).or_default() += 1;
+            }
+        }
+        counts.into_iter().collect()
+    }
+
     /// Returns every deployment with a connected host.
     pub fn connected_deployments(&self) -> Vec<DeploymentName> {
         let inner = self.lock();

@@ -253,6 +253,9 @@ async fn round(shared: &Shared, deployment: &DeploymentName, round_len: Duration
         }
     }
     let verdict = record.evaluation.verdict;
+    shared
+        .metrics
+        .verdict(deployment.as_str(), verdict.as_str());
     if previous != Some(verdict) {
         tracing::info!(%deployment, %verdict, reason = %record.evaluation.reason, "verdict changed");
         shared.notifier.send(json!({

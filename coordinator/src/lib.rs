@@ -12,10 +12,11 @@ pub mod ctl;
 pub mod error;
 pub mod fleet;
 mod judge;
+pub mod metrics;
 mod notify;
 mod server;
 mod service;
 pub mod store;
 
 pub use error::{Error, Result};
-pub use server::{raise_nofile_limit, run, ADDR_FILE};
+pub use server::{raise_nofile_limit, run, ADDR_FILE, HTTP_ADDR_FILE};

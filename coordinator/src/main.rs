@@ -22,6 +22,9 @@ struct Cli {
     /// Allow a non-loopback --listen while there is no TLS or authentication.
     #[arg(long)]
     insecure_listen: bool,
+    /// HTTP address for /metrics, /healthz and /readyz [default: 127.0.0.1:7601].
+    #[arg(long, value_name = "ADDR")]
+    http_listen: Option<String>,
     /// Directory of the embedded store [default: ./rollguard-data].
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
@@ -32,6 +35,9 @@ fn main() -> ExitCode {
     let mut overrides = Vec::new();
     if let Some(listen) = cli.listen {
         overrides.push(("listen", listen));
+    }
+    if let Some(http_listen) = cli.http_listen {
+        overrides.push(("http_listen", http_listen));
     }
     if cli.insecure_listen {
         overrides.push(("insecure_listen", "true".to_owned()));
@@ -84,7 +90,10 @@ async fn serve_inner(config: rollguard_coordinator::config::Config) -> anyhow::R
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("binding {}", config.listen))?;
-        rollguard_coordinator::run(config, listener, shutdown_signal())
+        let http_listener = tokio::net::TcpListener::bind(config.http_listen)
+            .await
+            .with_context(|| format!("binding {}", config.http_listen))?;
+        rollguard_coordinator::run(config, listener, http_listener, shutdown_signal())
             .await
             .context("running the coordinator")
     }

@@ -20,21 +20,31 @@ use crate::store::Store;
 /// that scripts (and the demo) can find a coordinator started on port 0.
 pub const ADDR_FILE: &str = "coordinator.addr";
 
+/// Name of the file in the data dir that holds the bound HTTP (metrics) address.
+pub const HTTP_ADDR_FILE: &str = "http.addr";
+
 /// Serves on `listener` until `shutdown` completes, then stops in order:
 /// health NOT_SERVING, Goodbye to and end of every agent and watch stream,
 /// the server, the remaining tasks, and the store.
 pub async fn run(
     config: Config,
     listener: TcpListener,
+    http_listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
+    let http_addr = http_listener
+        .local_addr()
+        .map_err(|err| Error::Server(format!("metrics listener has no address: {err}")))?;
+    let metrics = Arc::new(crate::metrics::Metrics::default());
     let local_addr = listener
         .local_addr()
         .map_err(|err| Error::Server(format!("listener has no address: {err}")))?;
     let data_dir = config.data_dir.clone();
-    let (store, writer) = tokio::task::spawn_blocking(move || Store::open(&data_dir))
-        .await
-        .map_err(|err| Error::Server(err.to_string()))??;
+    let store_metrics = Arc::clone(&metrics);
+    let (store, writer) =
+        tokio::task::spawn_blocking(move || Store::open(&data_dir, store_metrics))
+            .await
+            .map_err(|err| Error::Server(err.to_string()))??;
     let load_store = store.clone();
     let snapshot = tokio::task::spawn_blocking(move || load_store.load())
         .await
@@ -61,6 +71,7 @@ pub async fn run(
         store: store.clone(),
         judge,
         notifier,
+        metrics: Arc::clone(&metrics),
         streams_shutdown: streams_shutdown.clone(),
         tracker: tracker.clone(),
     };
@@ -96,8 +107,17 @@ pub async fn run(
         );
     let mut server = tokio::spawn(server);
     tracker.spawn(crate::judge::run(shared.clone(), streams_shutdown.clone()));
-    write_addr_file(&shared.config.data_dir, local_addr).await;
-    tracing::info!(%local_addr, "coordinator listening");
+    tracker.spawn(crate::metrics::serve(
+        http_listener,
+        shared.clone(),
+        server_shutdown.clone(),
+    ));
+    write_addr_file(&shared.config.data_dir, ADDR_FILE, local_addr).await;
+    write_addr_file(&shared.config.data_dir, HTTP_ADDR_FILE, http_addr).await;
+    metrics
+        .ready
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    tracing::info!(%local_addr, %http_addr, "coordinator listening");
 
     tokio::select! {
         () = shutdown => {}
@@ -110,6 +130,9 @@ pub async fn run(
         }
     }
 
+    metrics
+        .ready
+        .store(false, std::sync::atomic::Ordering::Relaxed);
     tracing::info!("shutting down: health NOT_SERVING");
     health_reporter
         .set_not_serving::<pb::agent_service_server::AgentServiceServer<AgentLink>>()
@@ -143,9 +166,9 @@ pub async fn run(
     Ok(())
 }
 
-async fn write_addr_file(data_dir: &std::path::Path, addr: std::net::SocketAddr) {
-    let path = data_dir.join(ADDR_FILE);
-    let tmp = data_dir.join(format!("{ADDR_FILE}.tmp"));
+async fn write_addr_file(data_dir: &std::path::Path, name: &str, addr: std::net::SocketAddr) {
+    let path = data_dir.join(name);
+    let tmp = data_dir.join(format!("{name}.tmp"));
     // Written then renamed, so a reader never sees half an address.
     let result = async {
         tokio::fs::write(&tmp, format!("{addr}\n")).await?;

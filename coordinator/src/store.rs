@@ -151,7 +151,10 @@ impl Store {
     /// Opens (or creates) the store in `data_dir` and starts its writer thread.
     ///
     /// Blocking: call before serving, or from `spawn_blocking`.
-    pub fn open(data_dir: &Path) -> Result<(Store, std::thread::JoinHandle<()>)> {
+    pub fn open(
+        data_dir: &Path,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> Result<(Store, std::thread::JoinHandle<()>)> {
         std::fs::create_dir_all(data_dir).map_err(|err| {
             Error::Store(format!(
                 "failed to create data dir {}: {err}",
@@ -175,7 +178,7 @@ impl Store {
         let writer_db = Arc::clone(&db);
         let writer = std::thread::Builder::new()
             .name("store-writer".to_owned())
-            .spawn(move || run_writer(&writer_db, write_rx))
+            .spawn(move || run_writer(&writer_db, write_rx, &metrics))
             .map_err(|err| Error::Store(format!("failed to start the writer thread: {err}")))?;
         Ok((Store { db, write_tx, path }, writer))
     }
@@ -302,7 +305,11 @@ impl Store {
     }
 }
 
-fn run_writer(db: &Database, mut write_rx: mpsc::Receiver<Batch>) {
+fn run_writer(
+    db: &Database,
+    mut write_rx: mpsc::Receiver<Batch>,
+    metrics: &crate::metrics::Metrics,
+) {
     let mut audit_seq = match next_audit_seq(db) {
         Ok(seq) => seq,
         Err(err) => {
@@ -325,6 +332,7 @@ fn run_writer(db: &Database, mut write_rx: mpsc::Receiver<Batch>) {
         }
         let started = std::time::Instant::now();
         let result = apply(db, &batches, &mut audit_seq);
+        metrics.observe_commit(started.elapsed());
         tracing::debug!(
             n_writes,
             elapsed_ms = started.elapsed().as_millis() as u64,

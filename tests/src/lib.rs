@@ -187,8 +187,7 @@ impl Coordinator {
         let _ = std::fs::remove_file(&addr_file);
         let mut command = Command::new(&binaries().coordinator);
         command
-            .arg("--listen")
-            .arg("127.0.0.1:0")
+            .args(["--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"])
             .arg("--data-dir")
             .arg(data_dir);
         if let Some(toml) = config_toml {
@@ -221,6 +220,12 @@ impl Coordinator {
             url: format!("http://{}", addr.trim()),
             data_dir: data_dir.to_path_buf(),
         })
+    }
+
+    /// Returns the `http://ip:port` of its /metrics listener.
+    pub fn http_url(&self) -> anyhow::Result<String> {
+        let addr = std::fs::read_to_string(self.data_dir.join("http.addr"))?;
+        Ok(format!("http://{}", addr.trim()))
     }
 
     /// Runs `rollguardctl --coordinator URL <args>`.
@@ -430,4 +435,39 @@ impl Agent {
             .map(|s| s.lines().filter_map(|l| l.trim().parse().ok()).collect())
             .unwrap_or_default()
     }
+}
+
+/// The target dir the binaries were built in (e.g. `target/`).
+pub fn target_dir() -> PathBuf {
+    binaries()
+        .agent
+        .parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("target"))
+}
+
+/// A plain HTTP/1.1 GET over a real socket; returns (status code, body).
+pub fn http_get(url: &str) -> anyhow::Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").context("http:// URLs only")?;
+    let (host, path) = rest
+        .split_once('/')
+        .map_or((rest, "/".to_owned()), |(h, p)| (h, format!("/{p}")));
+    let mut stream = std::net::TcpStream::connect(host)?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let (head, body) = response.split_once("\r\n\r\n").context("no header end")?;
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .context("no status code")?;
+    // Bodies here are small and sent with Content-Length (hyper, no chunking for a Full body).
+    Ok((code, body.to_owned()))
 }

@@ -7,6 +7,7 @@
 //! command waits for room in its own task and is never dropped.
 
 use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
 use rollguard_common::ids::validate_name;
@@ -208,12 +209,26 @@ async fn handle(
                 .iter()
                 .map(HostSample::try_from)
                 .collect::<Result<Vec<_>, _>>()
-                .map_err(wire_status)?;
-            if let Some((_applied, duplicates)) =
+                .map_err(|err| {
+                    shared
+                        .metrics
+                        .samples_rejected
+                        .fetch_add(batch.samples.len() as u64, Ordering::Relaxed);
+                    wire_status(err)
+                })?;
+            if let Some((applied, duplicates)) =
                 shared
                     .fleet
                     .record_samples(host_id, conn_id, samples, SystemTime::now())
             {
+                shared
+                    .metrics
+                    .samples_ingested
+                    .fetch_add(applied as u64, Ordering::Relaxed);
+                shared
+                    .metrics
+                    .samples_deduplicated
+                    .fetch_add(duplicates as u64, Ordering::Relaxed);
                 if duplicates > 0 {
                     tracing::debug!(%host_id, duplicates, "resent samples skipped");
                 }

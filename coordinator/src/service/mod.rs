@@ -22,6 +22,7 @@ pub(crate) struct Shared {
     pub(crate) store: Store,
     pub(crate) judge: Arc<Judge>,
     pub(crate) notifier: Notifier,
+    pub(crate) metrics: Arc<crate::metrics::Metrics>,
     /// Cancelled first at shutdown: every agent and watch stream ends on it.
     pub(crate) streams_shutdown: CancellationToken,
     pub(crate) tracker: TaskTracker,

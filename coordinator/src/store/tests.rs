@@ -22,7 +22,7 @@ fn audit(n: u64, deployment: &str) -> Write {
 async fn writes_survive_a_reopen_and_audit_keeps_order() {
     let dir = temp_dir("reopen");
     {
-        let (store, writer) = Store::open(&dir).expect("open");
+        let (store, writer) = Store::open(&dir, Arc::default()).expect("open");
         store
             .commit(vec![audit(1, "a"), audit(2, "b")])
             .await
@@ -47,7 +47,7 @@ async fn writes_survive_a_reopen_and_audit_keeps_order() {
             .join()
             .expect("writer exits when every handle is gone");
     }
-    let (store, _writer) = Store::open(&dir).expect("reopen");
+    let (store, _writer) = Store::open(&dir, Arc::default()).expect("reopen");
     let all = store.audit(None, 100).expect("audit");
     let reasons: Vec<&str> = all.iter().map(|a| a.reason.as_str()).collect();
     assert_eq!(reasons, ["reason 1", "reason 2", "reason 3"]);

@@ -2,5 +2,6 @@
 
 mod bad_input;
 mod fleet;
+mod metrics;
 mod policy;
 mod traces;
