@@ -88,6 +88,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut buffer: VecDeque<(u64, pb::HostSample)> = VecDeque::with_capacity(SAMPLE_BUFFER);
     let mut next_seq: u64 = 0;
+    // Identifies this process's sequence numbers to the coordinator.
+    let session_id = random_u64().max(1);
     let mut session: Option<Session> = None;
     let mut backoff = BACKOFF_MIN;
     let mut reconnect_at = tokio::time::Instant::now();
@@ -134,7 +136,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                 }
             }
             () = tokio::time::sleep_until(reconnect_at), if session.is_none() => {
-                match open_session(&endpoint, &config, &app_version).await {
+                match open_session(&endpoint, &config, &app_version, session_id).await {
                     Ok(s) => {
                         tracing::info!(coordinator = %config.coordinator, "connected");
                         // Resend what was not acked, then whatever updates waited.
@@ -279,6 +281,7 @@ async fn open_session(
     endpoint: &Endpoint,
     config: &Config,
     app_version: &str,
+    session_id: u64,
 ) -> anyhow::Result<Session> {
     let channel = endpoint.connect().await?;
     let mut client = AgentServiceClient::new(channel);
@@ -292,6 +295,7 @@ async fn open_session(
         action_names: config.actions.keys().cloned().collect(),
         interval: Some(duration_to_pb(config.interval)),
         labels: config.labels.clone().into_iter().collect(),
+        session_id,
     };
     up_tx
         .send(pb::AgentMessage {
@@ -534,6 +538,15 @@ fn push_sample(buffer: &mut VecDeque<(u64, pb::HostSample)>, seq: u64, sample: &
         buffer.pop_front();
     }
     buffer.push_back((seq, pb::HostSample::from(sample)));
+}
+
+/// A random number from the OS-seeded hasher keys (no rand crate needed).
+fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(unix_ms(SystemTime::now()));
+    hasher.write_u32(std::process::id());
+    hasher.finish()
 }
 
 /// Adds up to 50 % random jitter so that a fleet does not reconnect in lockstep.

@@ -128,12 +128,27 @@ impl AppHealth {
             ("app.requests", self.requests),
             ("app.errors", self.errors),
             ("app.latency_count", self.latency_count),
+            ("app.latency_sum_seconds", self.latency_sum_seconds),
         ] {
-            if !value.is_finite() || value < 0.0 {
+            // Capped so that sums over hosts and rounds stay finite.
+            if !value.is_finite() || !(0.0..=MAX_COUNT).contains(&value) {
                 return Err(format!(
-                    "{name} must be a finite non-negative number, got {value}"
+                    "{name} must be a number in [0, {MAX_COUNT}], got {value}"
                 ));
             }
+        }
+        for (name, value) in [
+            ("app.scrapes", self.scrapes),
+            ("app.scrape_errors", self.scrape_errors),
+            ("app.probes", self.probes),
+            ("app.probe_errors", self.probe_errors),
+        ] {
+            if value > MAX_EVENTS {
+                return Err(format!("{name} must be at most {MAX_EVENTS}, got {value}"));
+            }
+        }
+        if self.scrape_errors > self.scrapes {
+            return Err("app.scrape_errors exceeds app.scrapes".to_owned());
         }
         if self.errors > self.requests {
             return Err("app.errors exceeds app.requests".to_owned());
@@ -153,7 +168,9 @@ impl AppHealth {
                 if bucket.upper_bound.is_nan() || bucket.upper_bound <= previous {
                     return Err(format!("{name} bounds must be strictly increasing"));
                 }
-                if !bucket.cumulative_count.is_finite() || bucket.cumulative_count < 0.0 {
+                if !bucket.cumulative_count.is_finite()
+                    || !(0.0..=MAX_COUNT).contains(&bucket.cumulative_count)
+                {
                     return Err(format!("{name} counts must be finite and non-negative"));
                 }
                 previous = bucket.upper_bound;
@@ -166,8 +183,8 @@ impl AppHealth {
             if name.is_empty() || name.len() > 128 {
                 return Err("app gauge names must be 1 to 128 bytes".to_owned());
             }
-            if value.is_nan() {
-                return Err(format!("app gauge `{name}` is NaN"));
+            if !value.is_finite() {
+                return Err(format!("app gauge `{name}` is not finite"));
             }
         }
         Ok(())
@@ -178,6 +195,11 @@ impl AppHealth {
         self.gauges.iter().find(|(n, _)| n == name).map(|(_, v)| *v)
     }
 }
+
+/// Largest per-interval count accepted from a peer (requests, bucket counts).
+pub const MAX_COUNT: f64 = 1e12;
+/// Largest per-interval number of scrapes or probes accepted from a peer.
+pub const MAX_EVENTS: u32 = 1_000_000;
 
 /// Most histogram buckets accepted from a peer.
 pub const MAX_BUCKETS: usize = 64;

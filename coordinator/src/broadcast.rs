@@ -33,12 +33,16 @@ impl Origin {
 /// Runs in a `rollback.broadcast` span, a child of the caller's (the
 /// evaluation round, or the control call that carries the CLI's trace); its
 /// W3C context travels in the command so each agent's action joins the trace.
+///
+/// `with` are writes committed in the same transaction as the decision (the
+/// policy's disarmed state, so that a crash cannot re-arm and decide twice).
 pub(crate) async fn decide(
     shared: &Shared,
     deployment: &DeploymentName,
     reason: &str,
     actor: &str,
     origin: Origin,
+    with: Vec<Write>,
 ) -> Result<CommandRecord> {
     let span = tracing::info_span!(
         "rollback.broadcast",
@@ -47,7 +51,7 @@ pub(crate) async fn decide(
         command_id = tracing::field::Empty,
         targets = tracing::field::Empty,
     );
-    decide_in(shared, deployment, reason, actor, origin, &span)
+    decide_in(shared, deployment, reason, actor, origin, with, &span)
         .instrument(span.clone())
         .await
 }
@@ -58,6 +62,7 @@ async fn decide_in(
     reason: &str,
     actor: &str,
     origin: Origin,
+    with: Vec<Write>,
     span: &tracing::Span,
 ) -> Result<CommandRecord> {
     let now = SystemTime::now();
@@ -96,10 +101,9 @@ async fn decide_in(
         ),
     };
     // The decision is durable before any agent hears of it.
-    shared
-        .store
-        .commit(vec![Write::Command(record.clone()), Write::Audit(audit)])
-        .await?;
+    let mut writes = vec![Write::Command(record.clone()), Write::Audit(audit)];
+    writes.extend(with);
+    shared.store.commit(writes).await?;
     tracing::info!(
         %deployment,
         command_id = %record.command_id,
@@ -120,7 +124,11 @@ async fn decide_in(
     }));
     let sent = record.clone();
     if let Some(updated) = shared.fleet.dispatch(record) {
-        shared.store.queue(Write::Command(updated)).await?;
+        // The decision is already durable and sent; a failure here only
+        // loses the late-target list, which hosts' reconnects rebuild.
+        if let Err(err) = shared.store.queue(Write::Command(updated)).await {
+            tracing::warn!(%deployment, error = %err, "cannot store the updated targets");
+        }
     }
     Ok(sent)
 }

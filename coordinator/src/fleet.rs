@@ -45,6 +45,8 @@ pub struct HostIdentity {
     pub agent_version: String,
     pub action_names: Vec<String>,
     pub interval: Duration,
+    /// Random per agent process (0: unknown).
+    pub session_id: u64,
 }
 
 #[derive(Debug)]
@@ -63,6 +65,8 @@ struct HostEntry {
     latest: Option<HostSample>,
     /// Samples received since the last evaluation round of the deployment.
     round: Option<HostRound>,
+    /// Highest sequence number applied in the agent's current session.
+    last_seq: Option<u64>,
 }
 
 impl HostEntry {
@@ -153,12 +157,14 @@ impl Fleet {
                         agent_version: agent.agent_version,
                         action_names: agent.action_names,
                         interval: Duration::from_secs(1),
+                        session_id: 0,
                     },
                     conn: None,
                     last_seen: crate::store::from_unix_ms(agent.last_seen_unix_ms),
                     last_seen_at: None,
                     latest: None,
                     round: None,
+                    last_seq: None,
                 },
             );
         }
@@ -209,6 +215,7 @@ impl Fleet {
             last_seen_at: Some(Instant::now()),
             latest: None,
             round: None,
+            last_seq: None,
         };
         if let Some(old) = inner.hosts.get_mut(&host_id) {
             // Keep the newest sample (for dedupe of resent samples) and the
@@ -218,6 +225,12 @@ impl Fleet {
             {
                 entry.latest = old.latest.take();
                 entry.round = old.round.take();
+                // Same agent process: its resent samples must not count twice.
+                if old.identity.session_id != 0
+                    && old.identity.session_id == entry.identity.session_id
+                {
+                    entry.last_seq = old.last_seq;
+                }
             }
         }
         if let Some(old) = inner.hosts.insert(host_id.clone(), entry) {
@@ -248,14 +261,18 @@ impl Fleet {
         Some(agent_record(&entry.identity, now))
     }
 
-    /// Applies a batch of samples in order: each one newer than the host's
-    /// newest adds to the current round and becomes the latest; older ones
-    /// (resent after a reconnect) are skipped. Returns (applied, duplicates),
-    /// or `None` if `conn_id` is no longer the host's connection.
+    /// Applies a batch of samples (sequence numbers from `first_seq`) in
+    /// order: each one past the session's highest applied sequence number
+    /// adds to the current round and becomes the latest; the others (resent
+    /// after a reconnect) are skipped. Sequence numbers, not agent clocks,
+    /// decide, so a host with a wrong clock is never silenced. Returns
+    /// (applied, duplicates), or `None` if `conn_id` is no longer the host's
+    /// connection.
     pub fn record_samples(
         &self,
         host_id: &HostId,
         conn_id: u64,
+        first_seq: u64,
         samples: Vec<HostSample>,
         now: SystemTime,
     ) -> Option<(usize, usize)> {
@@ -267,15 +284,13 @@ impl Fleet {
         entry.last_seen = now;
         entry.last_seen_at = Some(Instant::now());
         let (mut applied, mut duplicates) = (0, 0);
-        for sample in samples {
-            let newer = entry
-                .latest
-                .as_ref()
-                .is_none_or(|prev| prev.collected_at < sample.collected_at);
-            if !newer {
+        for (idx, sample) in samples.into_iter().enumerate() {
+            let seq = first_seq.saturating_add(idx as u64);
+            if entry.last_seq.is_some_and(|last| seq <= last) {
                 duplicates += 1;
                 continue;
             }
+            entry.last_seq = Some(seq);
             let identity = &entry.identity;
             entry
                 .round
@@ -614,7 +629,7 @@ fn pending_for(
     let mut pending = Vec::new();
     let mut updated = Vec::new();
     for state in inner.commands.values_mut() {
-        if state.record.deployment != deployment || state.record.not_after_unix_ms < now_ms {
+        if state.record.deployment != deployment {
             continue;
         }
         if state
@@ -624,7 +639,14 @@ fn pending_for(
         {
             continue;
         }
-        if !state.record.targets.iter().any(|t| t == host_id.as_str()) {
+        let is_target = state.record.targets.iter().any(|t| t == host_id.as_str());
+        // A target without a final result gets the command again even after
+        // not_after: the agent answers from its journal or rejects it as
+        // expired, so the result is never left open. Others join only live commands.
+        if !is_target && state.record.not_after_unix_ms < now_ms {
+            continue;
+        }
+        if !is_target {
             state.record.targets.push(host_id.as_str().to_owned());
             updated.push(state.record.clone());
         }

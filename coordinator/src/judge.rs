@@ -210,12 +210,15 @@ async fn round(shared: &Shared, deployment: &DeploymentName, round_len: Duration
     match decision {
         Decision::None => {}
         Decision::RollBack => {
+            // The disarmed state is committed with the decision itself.
+            let disarmed = Write::Judge(deployment.to_string(), state);
             let decided = broadcast::decide(
                 shared,
                 deployment,
                 &reason,
                 "rollguard policy",
                 Origin::Policy,
+                vec![disarmed],
             )
             .instrument(span.clone())
             .await;
@@ -268,8 +271,10 @@ async fn round(shared: &Shared, deployment: &DeploymentName, round_len: Duration
             "blast_radius_exceeded": record.evaluation.blast_radius_exceeded,
         }));
     }
+    // The state is read again now: a rearm may have run since this round began.
+    let current = shared.judge.state(deployment);
     let mut writes = vec![
-        Write::Judge(deployment.to_string(), record.state),
+        Write::Judge(deployment.to_string(), current),
         Write::Round(Box::new(record.clone())),
     ];
     if seq > ROUNDS_KEPT && seq % 1000 == 0 {

@@ -143,7 +143,9 @@ pub async fn run(
     tracing::info!("shutting down: ending agent and watch streams");
     streams_shutdown.cancel();
     server_shutdown.cancel();
-    match tokio::time::timeout(grace, &mut server).await {
+    // One deadline for every stage, so the whole stop stays within `grace`.
+    let deadline = tokio::time::Instant::now() + grace;
+    match tokio::time::timeout_at(deadline, &mut server).await {
         Ok(_) => tracing::info!("shutting down: server stopped"),
         Err(_) => {
             tracing::warn!("shutting down: server did not stop within the grace period");
@@ -151,7 +153,10 @@ pub async fn run(
         }
     }
     tracker.close();
-    if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+    if tokio::time::timeout_at(deadline, tracker.wait())
+        .await
+        .is_err()
+    {
         tracing::warn!("shutting down: stream tasks did not finish within the grace period");
     }
     drop(shared);
@@ -159,7 +164,7 @@ pub async fn run(
     drop(fleet);
     // The writer drains what is queued and exits once every Store handle is gone.
     let joined = tokio::task::spawn_blocking(move || writer.join());
-    if tokio::time::timeout(grace, joined).await.is_err() {
+    if tokio::time::timeout_at(deadline, joined).await.is_err() {
         tracing::warn!("shutting down: store writer did not finish within the grace period");
     }
     tracing::info!("coordinator stopped");

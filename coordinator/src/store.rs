@@ -254,9 +254,13 @@ impl Store {
                 .next_back()
             {
                 let (_, value) = last?;
-                snapshot
-                    .latest_rounds
-                    .push(serde_json::from_slice(value.value())?);
+                // A round that does not read back must not keep the coordinator from starting.
+                match serde_json::from_slice(value.value()) {
+                    Ok(round) => snapshot.latest_rounds.push(round),
+                    Err(err) => {
+                        tracing::warn!(%deployment, error = %err, "skipping an unreadable stored round")
+                    }
+                }
             }
         }
         Ok(snapshot)
@@ -275,7 +279,13 @@ impl Store {
         let mut rounds = Vec::new();
         for entry in table.range((deployment, 0)..=(deployment, u64::MAX))?.rev() {
             let (_, value) = entry?;
-            let record: RoundRecord = serde_json::from_slice(value.value())?;
+            let record: RoundRecord = match serde_json::from_slice(value.value()) {
+                Ok(record) => record,
+                Err(err) => {
+                    tracing::warn!(deployment, error = %err, "skipping an unreadable stored round");
+                    continue;
+                }
+            };
             if record.at_unix_ms < since_unix_ms || rounds.len() >= limit {
                 break;
             }
@@ -331,7 +341,12 @@ fn run_writer(
             }
         }
         let started = std::time::Instant::now();
-        let result = apply(db, &batches, &mut audit_seq);
+        let mut result = apply(db, &batches, &mut audit_seq);
+        if let Err(err) = &result {
+            // Callers of queue() were told their write is on its way: try once more.
+            tracing::warn!(error = %err, n_writes, "store commit failed; retrying once");
+            result = apply(db, &batches, &mut audit_seq);
+        }
         metrics.observe_commit(started.elapsed());
         tracing::debug!(
             n_writes,
@@ -363,9 +378,19 @@ fn next_audit_seq(db: &Database) -> Result<u64> {
     Ok(next)
 }
 
+/// Applies every write of `batches` in one transaction; on any failure the
+/// audit sequence is left as it was.
 fn apply(db: &Database, batches: &[Batch], audit_seq: &mut u64) -> Result<()> {
-    let txn = db.begin_write()?;
     let seq_before = *audit_seq;
+    let result = apply_in(db, batches, audit_seq);
+    if result.is_err() {
+        *audit_seq = seq_before;
+    }
+    result
+}
+
+fn apply_in(db: &Database, batches: &[Batch], audit_seq: &mut u64) -> Result<()> {
+    let txn = db.begin_write()?;
     {
         let mut agents = txn.open_table(AGENTS)?;
         let mut commands = txn.open_table(COMMANDS)?;
@@ -413,10 +438,7 @@ fn apply(db: &Database, batches: &[Batch], audit_seq: &mut u64) -> Result<()> {
             }
         }
     }
-    if let Err(err) = txn.commit() {
-        *audit_seq = seq_before;
-        return Err(err.into());
-    }
+    txn.commit()?;
     Ok(())
 }
 

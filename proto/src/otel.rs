@@ -24,7 +24,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
 
 /// How long shutdown waits for the last spans to be exported.
-const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Keeps the tracer provider alive; [`TelemetryGuard::shutdown`] flushes it.
 #[derive(Debug, Default)]

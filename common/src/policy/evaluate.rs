@@ -130,11 +130,27 @@ pub fn evaluate(policy: &Policy, input: &RoundInput<'_>) -> Evaluation {
         f64::from(input.beta_seen) / f64::from(input.hosts_seen)
     };
     if share > policy.max_beta_share {
+        // Every host stays watched: the rules are judged as usual, and a
+        // broken rule is named (and still counts, see `advance`), because an
+        // over-wide beta must not become harder to roll back.
         evaluation.blast_radius_exceeded = true;
         evaluation.verdict = Verdict::Error;
+        let broken: Vec<&str> = evaluation
+            .rules
+            .iter()
+            .filter(|r| r.verdict == Verdict::Fail)
+            .map(|r| r.note.as_str())
+            .collect();
         evaluation.reason = format!(
-            "blast radius exceeded ({} of {} beta > max_beta_share {})",
-            input.beta_seen, input.hosts_seen, policy.max_beta_share
+            "blast radius exceeded ({} of {} beta > max_beta_share {}){}",
+            input.beta_seen,
+            input.hosts_seen,
+            policy.max_beta_share,
+            if broken.is_empty() {
+                String::new()
+            } else {
+                format!("; {}", broken.join("; "))
+            }
         );
         return evaluation;
     }
@@ -517,8 +533,12 @@ pub fn advance(policy: &Policy, state: &mut JudgeState, evaluation: &Evaluation)
             false
         }
         Verdict::Fail => true,
-        // Being blind, or over the blast radius, is never evidence against the beta.
-        _ if evaluation.blind || evaluation.blast_radius_exceeded => false,
+        // Being blind, or over the blast radius, is never evidence against
+        // the beta by itself; a rule broken while over the radius is.
+        _ if evaluation.blind => false,
+        _ if evaluation.blast_radius_exceeded => {
+            evaluation.rules.iter().any(|r| r.verdict == Verdict::Fail)
+        }
         Verdict::Inconclusive => policy.on_inconclusive == VerdictAction::Fail,
         Verdict::Error => policy.on_error == VerdictAction::Fail,
     };

@@ -32,19 +32,20 @@ pub struct AppTotals {
 impl AppTotals {
     /// Adds another host's (or sample's) totals.
     pub fn add(&mut self, other: &AppTotals) {
-        self.reporting += other.reporting;
+        // Saturating: counts come from peers (validated, but summed over many).
+        self.reporting = self.reporting.saturating_add(other.reporting);
         self.requests += other.requests;
         self.errors += other.errors;
         self.latency_buckets = merge_buckets(&self.latency_buckets, &other.latency_buckets);
         self.scrape_enabled |= other.scrape_enabled;
-        self.scrapes += other.scrapes;
-        self.scrape_errors += other.scrape_errors;
+        self.scrapes = self.scrapes.saturating_add(other.scrapes);
+        self.scrape_errors = self.scrape_errors.saturating_add(other.scrape_errors);
         if !other.last_scrape_error.is_empty() {
             self.last_scrape_error.clone_from(&other.last_scrape_error);
         }
         self.probe_enabled |= other.probe_enabled;
-        self.probes += other.probes;
-        self.probe_errors += other.probe_errors;
+        self.probes = self.probes.saturating_add(other.probes);
+        self.probe_errors = self.probe_errors.saturating_add(other.probe_errors);
         if !other.last_probe_error.is_empty() {
             self.last_probe_error.clone_from(&other.last_probe_error);
         }
@@ -100,7 +101,7 @@ impl HostRound {
 
     /// Adds one received sample.
     pub fn add(&mut self, sample: &HostSample) {
-        self.samples += 1;
+        self.samples = self.samples.saturating_add(1);
         let figures = [
             sample.cpu_percent,
             sample.memory_percent(),
@@ -119,7 +120,7 @@ impl HostRound {
             *sum += value;
         }
         if let Some(p) = sample.pressure {
-            self.psi_samples += 1;
+            self.psi_samples = self.psi_samples.saturating_add(1);
             self.sums[12] += p.cpu_some_avg10;
             self.sums[13] += p.memory_some_avg10;
             self.sums[14] += p.io_some_avg10;

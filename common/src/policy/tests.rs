@@ -707,3 +707,36 @@ fn cohort_figures_survive_json_with_an_infinite_bound() {
     let back: CohortFigures = serde_json::from_str(&text).expect("deserializes");
     assert_eq!(back, figures);
 }
+
+#[test]
+fn a_broken_rule_over_the_blast_radius_is_named_and_still_counts() {
+    let mut p = policy(vec![max("cpu_percent", 50.0)]);
+    p.max_beta_share = 0.25;
+    let evaluation = check(
+        p.clone(),
+        "beta cpu=99\nbeta cpu=99\nbaseline cpu=1\nbaseline cpu=1",
+        Verdict::Error,
+        "blast radius exceeded (2 of 4 beta > max_beta_share 0.25); cpu_percent 99 > max 50",
+    );
+    let policy = p.clone().validate("d").expect("valid");
+    let mut state = JudgeState::default();
+    let decisions: Vec<Decision> = (0..3)
+        .map(|_| advance(&policy, &mut state, &evaluation))
+        .collect();
+    assert_eq!(
+        decisions,
+        [Decision::None, Decision::None, Decision::RollBack]
+    );
+    // Over the radius with every rule holding: held, never counted.
+    let healthy = check(
+        p,
+        "beta cpu=1\nbeta cpu=1\nbaseline cpu=1\nbaseline cpu=1",
+        Verdict::Error,
+        "blast radius exceeded",
+    );
+    let mut state = JudgeState::default();
+    for _ in 0..5 {
+        assert_eq!(advance(&policy, &mut state, &healthy), Decision::None);
+    }
+    assert_eq!(state.consecutive, 0);
+}

@@ -61,10 +61,14 @@ impl pb::agent_service_server::AgentService for AgentLink {
             return Err(Status::unavailable("the coordinator is shutting down"));
         }
         let mut inbound = request.into_inner();
-        let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.message())
-            .await
-            .map_err(|_| Status::deadline_exceeded("no Hello within 10s"))??
-            .ok_or_else(|| Status::invalid_argument("stream ended before Hello"))?;
+        let first = tokio::select! {
+            first = tokio::time::timeout(HELLO_TIMEOUT, inbound.message()) => first,
+            () = self.shared.streams_shutdown.cancelled() => {
+                return Err(Status::unavailable("the coordinator is shutting down"));
+            }
+        }
+        .map_err(|_| Status::deadline_exceeded("no Hello within 10s"))??
+        .ok_or_else(|| Status::invalid_argument("stream ended before Hello"))?;
         let hello = match first.kind {
             Some(pb::agent_message::Kind::Hello(hello)) => hello,
             _ => {
@@ -93,12 +97,11 @@ impl pb::agent_service_server::AgentService for AgentLink {
         );
         self.shared.store.queue_lossy(Write::Agent(record));
         for record in updated {
-            // Late targets must be durable: GetCommand and restarts rely on them.
-            self.shared
-                .store
-                .queue(Write::Command(record))
-                .await
-                .map_err(Status::from)?;
+            // Late targets are stored so GetCommand and restarts see them; if
+            // the store is closing, the host still gets the command now.
+            if let Err(err) = self.shared.store.queue(Write::Command(record)).await {
+                tracing::warn!(host_id = %identity.host_id, error = %err, "cannot store a late target");
+            }
         }
 
         let (wire_tx, wire_rx) = mpsc::channel(OUTBOUND_CAPACITY);
@@ -138,14 +141,20 @@ async fn run_stream(
     let host_id = identity.host_id.clone();
     let end: Option<Status> = loop {
         tokio::select! {
-            () = shared.streams_shutdown.cancelled() => {
-                let _ = wire_tx.send(Ok(goodbye("the coordinator is stopping"))).await;
+                        () = shared.streams_shutdown.cancelled() => {
+                // Never wait on an agent that stopped reading: the end of the
+                // stream tells it as much as the Goodbye would.
+                let _ = wire_tx.try_send(Ok(goodbye("the coordinator is stopping")));
                 break None;
             }
             outbound = outbound_rx.recv() => {
                 let Some(outbound) = outbound else { break None };
                 let stop = matches!(outbound, Outbound::Goodbye(_));
-                if wire_tx.send(Ok(to_wire(outbound))).await.is_err() || stop {
+                let sent = tokio::select! {
+                    sent = wire_tx.send(Ok(to_wire(outbound))) => sent.is_ok(),
+                    () = shared.streams_shutdown.cancelled() => false,
+                };
+                if !sent || stop {
                     break None;
                 }
             }
@@ -167,7 +176,8 @@ async fn run_stream(
         }
     };
     if let Some(status) = end {
-        let _ = wire_tx.send(Err(status)).await;
+        // The agent learns why; bounded so a stalled peer cannot hold the task.
+        let _ = tokio::time::timeout(Duration::from_secs(1), wire_tx.send(Err(status))).await;
     }
     if let Some(record) = shared
         .fleet
@@ -216,11 +226,13 @@ async fn handle(
                         .fetch_add(batch.samples.len() as u64, Ordering::Relaxed);
                     wire_status(err)
                 })?;
-            if let Some((applied, duplicates)) =
-                shared
-                    .fleet
-                    .record_samples(host_id, conn_id, samples, SystemTime::now())
-            {
+            if let Some((applied, duplicates)) = shared.fleet.record_samples(
+                host_id,
+                conn_id,
+                batch.first_seq,
+                samples,
+                SystemTime::now(),
+            ) {
                 shared
                     .metrics
                     .samples_ingested
@@ -381,6 +393,7 @@ fn check_hello(hello: &pb::Hello) -> Result<HostIdentity, WireError> {
         agent_version: hello.agent_version.clone(),
         action_names: hello.action_names.clone(),
         interval,
+        session_id: hello.session_id,
     })
 }
 

@@ -150,9 +150,16 @@ impl pb::control_service_server::ControlService for Control {
         let span =
             tracing::info_span!("control.rollback", deployment = %deployment, actor = %actor);
         rollguard_proto::otel::set_parent(&span, &trace_context);
-        let record = broadcast::decide(&self.shared, &deployment, reason, &actor, Origin::Manual)
-            .instrument(span)
-            .await?;
+        let record = broadcast::decide(
+            &self.shared,
+            &deployment,
+            reason,
+            &actor,
+            Origin::Manual,
+            Vec::new(),
+        )
+        .instrument(span)
+        .await?;
         Ok(Response::new(pb::RollbackResponse {
             command_id: record.command_id.clone(),
             target_host_ids: record.targets.clone(),

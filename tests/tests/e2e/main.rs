@@ -2,6 +2,7 @@
 
 mod bad_input;
 mod fleet;
+mod journal;
 mod metrics;
 mod policy;
 mod traces;

@@ -41,21 +41,20 @@ fn host(
 }
 
 fn history(coordinator: &Coordinator) -> Vec<Value> {
-    coordinator
-        .ctl(&["history", "-o", "json"])
-        .json()
+    let out = coordinator.ctl(&["history", "-o", "json"]);
+    out.json()
         .ok()
         .and_then(|v| v.as_array().cloned())
-        .unwrap_or_default()
+        .unwrap_or_else(|| panic!("history failed: {out:?}"))
 }
 
+/// Every stored round of the deployment (the tests stay far below the 1,000 cap).
 fn rounds(coordinator: &Coordinator, deployment: &str) -> Vec<Value> {
-    coordinator
-        .ctl(&["why", deployment, "--rounds", "200", "-o", "json"])
-        .json()
+    let out = coordinator.ctl(&["why", deployment, "--rounds", "1000", "-o", "json"]);
+    out.json()
         .ok()
         .and_then(|v| v["rounds"].as_array().cloned())
-        .unwrap_or_default()
+        .unwrap_or_else(|| panic!("why failed: {out:?}"))
 }
 
 fn wait_connected(coordinator: &Coordinator, hosts: &[&str]) {
@@ -182,14 +181,23 @@ fn a_failing_beta_is_rolled_back_after_exactly_the_configured_rounds_on_beta_hos
             agent(agents, "beta-1").is_some_and(|a| a["version"] == STABLE_VERSION)
         })
         .expect("version switched");
-    let seen = all.len();
+    // Make the beta fail again: a disarmed deployment must not decide twice.
+    std::fs::write(&beta_app.control_file, "error_rate=0.5\n").expect("control");
+    let seen = rounds(&coordinator, "shop").len();
     wait_until(
-        "three more rounds",
+        "three more failing rounds",
         Duration::from_secs(30),
         Duration::from_millis(200),
-        || (rounds(&coordinator, "shop").len() >= seen + 3).then_some(()),
+        || {
+            let fails = rounds(&coordinator, "shop")
+                .iter()
+                .skip(seen)
+                .filter(|r| r["verdict"] == "fail")
+                .count();
+            (fails >= 3).then_some(())
+        },
     )
-    .expect("rounds go on");
+    .expect("failing rounds go on");
     let policy_rollbacks = history(&coordinator)
         .iter()
         .filter(|e| e["action"] == "rollback")
