@@ -1,0 +1,182 @@
+//! Flags (`Args`) and the checked run description (`Config`).
+//!
+//! Everything is checked before any connection is opened; an error names the
+//! flag. There is no config file: a load run is described on the command line.
+
+use std::num::NonZeroUsize;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::Parser;
+
+/// Flags of `rollguard-loadgen`.
+#[derive(Debug, Parser)]
+#[command(
+    version,
+    about = "Simulated rollguard agents on real gRPC streams: ingest and rollback fan-out figures"
+)]
+pub(crate) struct Args {
+    /// The coordinator's gRPC URL.
+    #[arg(
+        long,
+        env = "ROLLGUARD_COORDINATOR",
+        default_value = "http://127.0.0.1:7600"
+    )]
+    coordinator: String,
+    /// Simulated agents (with --ramp: the first step).
+    #[arg(long, default_value_t = 1000)]
+    agents: usize,
+    /// Sampling interval of every simulated agent.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    interval: Duration,
+    /// Measurement window (per ramp step), after the warm-up.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Time between the first samples and the start of the window; default 2 intervals, at least 2s.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    warmup: Option<Duration>,
+    /// After the window, how long acks of samples sent in it are still waited
+    /// for; default 2 intervals, at least 2s. Later acks count as lag = drain end.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    drain: Option<Duration>,
+    /// After the window, roll the deployment back and measure the fan-out.
+    #[arg(long)]
+    rollback: bool,
+    /// Share of the simulated agents in the beta cohort (rollback targets), 0 to 1;
+    /// the others are baseline. Every 1/share-th host id is beta.
+    #[arg(long, default_value_t = 0.5)]
+    beta_share: f64,
+    /// Deployment of every simulated agent.
+    #[arg(long, default_value = "loadgen")]
+    deployment: String,
+    /// Action the simulated agents define (the coordinator's default rollback action is `rollback`).
+    #[arg(long, default_value = "rollback")]
+    action: String,
+    /// HTTP/2 connections shared by the streams (0: one connection per agent, as a real fleet).
+    #[arg(long, default_value_t = 0)]
+    connections: usize,
+    /// Agents connecting at the same time.
+    #[arg(long, default_value_t = 256)]
+    connect_concurrency: usize,
+    /// Give up on agents not connected after this long.
+    #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
+    connect_timeout: Duration,
+    /// PID of the coordinator, for its CPU and RSS; found from the listening port when unset.
+    #[arg(long)]
+    coordinator_pid: Option<u32>,
+    /// Give up waiting for the rollback's results after this long.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    rollback_timeout: Duration,
+    /// Write the figures as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Double the agents each step until ingest lag p99 > 1s or acked < 90% of sent.
+    #[arg(long)]
+    ramp: bool,
+    /// With --ramp: the largest step.
+    #[arg(long, default_value_t = 64_000)]
+    ramp_max: usize,
+}
+
+/// A checked run description.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub(crate) coordinator: String,
+    pub(crate) agents: NonZeroUsize,
+    pub(crate) interval: Duration,
+    pub(crate) duration: Duration,
+    pub(crate) warmup: Duration,
+    pub(crate) drain: Duration,
+    pub(crate) rollback: bool,
+    pub(crate) beta_share: f64,
+    pub(crate) deployment: String,
+    pub(crate) action: String,
+    /// `None`: one connection per agent.
+    pub(crate) connections: Option<NonZeroUsize>,
+    pub(crate) connect_concurrency: NonZeroUsize,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) coordinator_pid: Option<u32>,
+    pub(crate) rollback_timeout: Duration,
+    pub(crate) json: Option<PathBuf>,
+    /// `Some(max agents)` in ramp mode.
+    pub(crate) ramp_max: Option<usize>,
+}
+
+/// The coordinator refuses names longer than this (host ids, deployment).
+const MAX_NAME_LEN: usize = 253;
+
+impl Config {
+    /// Checks the flags; the error names the first bad one.
+    pub(crate) fn from_args(args: Args) -> anyhow::Result<Config> {
+        tonic::transport::Endpoint::from_shared(args.coordinator.clone())
+            .with_context(|| format!("--coordinator: `{}` is not a URL", args.coordinator))?;
+        let agents = NonZeroUsize::new(args.agents).context("--agents must be at least 1")?;
+        // The coordinator accepts intervals from 100ms to 1h in a Hello.
+        if args.interval < Duration::from_millis(100) || args.interval > Duration::from_secs(3600) {
+            bail!("--interval must be between 100ms and 1h");
+        }
+        if args.duration < args.interval {
+            bail!("--duration must be at least one --interval");
+        }
+        if !(0.0..=1.0).contains(&args.beta_share) {
+            bail!("--beta-share must be between 0 and 1");
+        }
+        if args.rollback && args.beta_share == 0.0 {
+            bail!("--rollback needs beta agents: --beta-share must be above 0");
+        }
+        for (flag, name) in [
+            ("--deployment", &args.deployment),
+            ("--action", &args.action),
+        ] {
+            if name.is_empty()
+                || name.len() > MAX_NAME_LEN - 12
+                || name.chars().any(|c| c.is_whitespace() || c.is_control())
+            {
+                bail!(
+                    "{flag} must be 1 to {} bytes without spaces",
+                    MAX_NAME_LEN - 12
+                );
+            }
+        }
+        if args.ramp && args.ramp_max < args.agents {
+            bail!("--ramp-max must be at least --agents");
+        }
+        let two_intervals = (args.interval * 2).max(Duration::from_secs(2));
+        Ok(Config {
+            coordinator: args.coordinator,
+            agents,
+            interval: args.interval,
+            duration: args.duration,
+            warmup: args.warmup.unwrap_or(two_intervals),
+            drain: args.drain.unwrap_or(two_intervals),
+            rollback: args.rollback,
+            beta_share: args.beta_share,
+            deployment: args.deployment,
+            action: args.action,
+            connections: NonZeroUsize::new(args.connections),
+            connect_concurrency: NonZeroUsize::new(args.connect_concurrency)
+                .context("--connect-concurrency must be at least 1")?,
+            connect_timeout: args.connect_timeout,
+            coordinator_pid: args.coordinator_pid,
+            rollback_timeout: args.rollback_timeout,
+            json: args.json,
+            ramp_max: args.ramp.then_some(args.ramp_max),
+        })
+    }
+
+    /// Whether simulated agent `idx` is in the beta cohort. Depends on the
+    /// index only, so a host keeps its cohort from one ramp step to the next.
+    pub(crate) fn is_beta(&self, idx: usize) -> bool {
+        let share = self.beta_share;
+        ((idx + 1) as f64 * share).floor() > (idx as f64 * share).floor()
+    }
+
+    /// Host id of simulated agent `idx`.
+    pub(crate) fn host_id(&self, idx: usize) -> String {
+        format!("{}-{idx:06}", self.deployment)
+    }
+}
+
+#[cfg(test)]
+mod tests;
