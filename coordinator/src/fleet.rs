@@ -6,7 +6,7 @@
 //! computed from it on demand. This module does no IO: the service layer
 //! writes to the store and owns the streams.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -14,6 +14,8 @@ use rollguard_common::aggregate::{version_counts, CohortAggregate};
 use rollguard_common::policy::HostRound;
 use rollguard_common::{Cohort, CommandId, CommandStatus, DeploymentName, HostId, HostSample};
 use tokio::sync::mpsc;
+
+use rollguard_proto::v1 as pb;
 
 use crate::store::{unix_ms, AgentRecord, CommandRecord, ResultRecord, Snapshot};
 
@@ -23,17 +25,24 @@ pub const STALE_INTERVALS: u32 = 3;
 /// Rollback targets are the beta hosts seen within this window.
 pub const TARGET_WINDOW: Duration = Duration::from_secs(24 * 3600);
 
-/// Messages for one agent stream; converted to the wire by the stream task.
+/// Control messages for one agent stream's task.
 #[derive(Debug, Clone)]
 pub enum Outbound {
-    /// Run this command.
-    Command(CommandRecord),
     /// The coordinator is stopping or a newer connection replaced this one.
     Goodbye(String),
 }
 
-/// Sender half of an agent stream's outbound channel.
-pub type OutboundTx = mpsc::Sender<Outbound>;
+/// The wire half of an agent stream: what tonic sends to the agent.
+pub type WireTx = mpsc::Sender<Result<pb::CoordinatorMessage, tonic::Status>>;
+
+/// Both ways into one agent stream. Commands go straight onto the wire
+/// (no hop through the stream task: a broadcast to 10,000 hosts is 10,000
+/// channel sends, not 20,000 task wake-ups); control goes to the task.
+#[derive(Debug, Clone)]
+pub struct OutboundTx {
+    pub control: mpsc::Sender<Outbound>,
+    pub wire: WireTx,
+}
 
 /// What an agent said in its Hello, checked.
 #[derive(Debug, Clone)]
@@ -80,7 +89,29 @@ impl HostEntry {
 #[derive(Debug)]
 struct CommandState {
     record: CommandRecord,
+    /// `record.targets` as a set: membership is checked per host and per update.
+    target_set: HashSet<String>,
     results: HashMap<String, ResultRecord>,
+}
+
+impl CommandState {
+    fn new(record: CommandRecord) -> Self {
+        CommandState {
+            target_set: record.targets.iter().cloned().collect(),
+            record,
+            results: HashMap::new(),
+        }
+    }
+
+    /// Adds a target; returns true if it is new.
+    fn add_target(&mut self, host: &str) -> bool {
+        if self.target_set.insert(host.to_owned()) {
+            self.record.targets.push(host.to_owned());
+            true
+        } else {
+            false
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -171,10 +202,7 @@ impl Fleet {
         for record in snapshot.commands {
             inner.commands.insert(
                 CommandId::new(record.command_id.clone()),
-                CommandState {
-                    record,
-                    results: HashMap::new(),
-                },
+                CommandState::new(record),
             );
         }
         for result in snapshot.results {
@@ -235,7 +263,7 @@ impl Fleet {
         }
         if let Some(old) = inner.hosts.insert(host_id.clone(), entry) {
             if let Some(conn) = old.conn {
-                let _ = conn.tx.try_send(Outbound::Goodbye(
+                let _ = conn.tx.control.try_send(Outbound::Goodbye(
                     "replaced by a newer connection".to_owned(),
                 ));
             }
@@ -402,7 +430,7 @@ impl Fleet {
             .commands
             .get_mut(result.command_id.as_str())
             .ok_or_else(|| UpdateError::UnknownCommand(result.command_id.clone()))?;
-        if !state.record.targets.iter().any(|t| t == host_id.as_str()) {
+        if !state.target_set.contains(host_id.as_str()) {
             return Err(UpdateError::NotATarget(result.command_id.clone()));
         }
         result.host_id = host_id.as_str().to_owned();
@@ -442,32 +470,34 @@ impl Fleet {
     /// Takes a committed command into the fleet and sends it to every connected
     /// beta host of its deployment. Returns the record with any hosts that
     /// connected since the decision added as targets (to be stored), if changed.
-    pub fn dispatch(&self, mut record: CommandRecord) -> Option<CommandRecord> {
-        let mut inner = self.lock();
-        let mut changed = false;
-        for entry in inner.hosts.values() {
-            if entry.identity.deployment.as_str() != record.deployment
-                || entry.identity.cohort != Cohort::Beta
-            {
-                continue;
+    pub fn dispatch(&self, record: CommandRecord) -> Option<CommandRecord> {
+        // Under the lock: register the command and collect the streams.
+        // After it: send one shared copy to each (never send while holding it).
+        let message = command_message(&record);
+        let mut state = CommandState::new(record);
+        let (senders, updated) = {
+            let mut inner = self.lock();
+            let mut senders = Vec::new();
+            let mut changed = false;
+            for entry in inner.hosts.values() {
+                if entry.identity.deployment.as_str() != state.record.deployment
+                    || entry.identity.cohort != Cohort::Beta
+                {
+                    continue;
+                }
+                let Some(conn) = &entry.conn else { continue };
+                changed |= state.add_target(entry.identity.host_id.as_str());
+                senders.push(conn.tx.wire.clone());
             }
-            let Some(conn) = &entry.conn else { continue };
-            let host = entry.identity.host_id.as_str();
-            if !record.targets.iter().any(|t| t == host) {
-                record.targets.push(host.to_owned());
-                changed = true;
-            }
-            send_command(&conn.tx, &record);
+            let updated = changed.then(|| state.record.clone());
+            inner
+                .commands
+                .insert(CommandId::new(state.record.command_id.clone()), state);
+            (senders, updated)
+        };
+        for wire in &senders {
+            send_command(wire, &message);
         }
-        let id = CommandId::new(record.command_id.clone());
-        let updated = changed.then(|| record.clone());
-        inner.commands.insert(
-            id,
-            CommandState {
-                record,
-                results: HashMap::new(),
-            },
-        );
         updated
     }
 
@@ -583,7 +613,10 @@ impl Fleet {
     pub fn goodbye_all(&self, reason: &str) {
         let inner = self.lock();
         for conn in inner.hosts.values().filter_map(|h| h.conn.as_ref()) {
-            let _ = conn.tx.try_send(Outbound::Goodbye(reason.to_owned()));
+            let _ = conn
+                .tx
+                .control
+                .try_send(Outbound::Goodbye(reason.to_owned()));
         }
     }
 }
@@ -639,7 +672,7 @@ fn pending_for(
         {
             continue;
         }
-        let is_target = state.record.targets.iter().any(|t| t == host_id.as_str());
+        let is_target = state.target_set.contains(host_id.as_str());
         // A target without a final result gets the command again even after
         // not_after: the agent answers from its journal or rejects it as
         // expired, so the result is never left open. Others join only live commands.
@@ -647,7 +680,7 @@ fn pending_for(
             continue;
         }
         if !is_target {
-            state.record.targets.push(host_id.as_str().to_owned());
+            state.add_target(host_id.as_str());
             updated.push(state.record.clone());
         }
         pending.push(state.record.clone());
@@ -659,8 +692,8 @@ fn pending_for(
 /// Queues a command on an agent stream. A command is never dropped: when the
 /// stream's queue is full, a task waits for room; should the stream end
 /// first, the host gets the command again from the store when it reconnects.
-pub fn send_command(tx: &OutboundTx, record: &CommandRecord) {
-    match tx.try_send(Outbound::Command(record.clone())) {
+pub fn send_command(tx: &WireTx, message: &pb::CoordinatorMessage) {
+    match tx.try_send(Ok(message.clone())) {
         Ok(()) => {}
         Err(mpsc::error::TrySendError::Full(message)) => {
             let tx = tx.clone();
@@ -669,5 +702,24 @@ pub fn send_command(tx: &OutboundTx, record: &CommandRecord) {
             });
         }
         Err(mpsc::error::TrySendError::Closed(_)) => {}
+    }
+}
+
+/// The wire form of a command (built once per broadcast).
+pub fn command_message(record: &CommandRecord) -> pb::CoordinatorMessage {
+    pb::CoordinatorMessage {
+        kind: Some(pb::coordinator_message::Kind::Command(pb::Command {
+            command_id: record.command_id.clone(),
+            deployment: record.deployment.clone(),
+            action: record.action.clone(),
+            reason: record.reason.clone(),
+            not_after: Some(rollguard_proto::time_to_pb(crate::store::from_unix_ms(
+                record.not_after_unix_ms,
+            ))),
+            trace_context: record.trace_context.iter().cloned().collect(),
+            issued_at: Some(rollguard_proto::time_to_pb(crate::store::from_unix_ms(
+                record.issued_at_unix_ms,
+            ))),
+        })),
     }
 }

@@ -95,9 +95,11 @@ pub async fn run(
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(pb::agent_service_server::AgentServiceServer::new(
-            AgentLink::new(shared.clone()),
-        ))
+        .add_service(
+            pb::agent_service_server::AgentServiceServer::new(AgentLink::new(shared.clone()))
+                // Agents send gzip-compressed samples; uncompressed peers work too.
+                .accept_compressed(tonic::codec::CompressionEncoding::Gzip),
+        )
         .add_service(pb::control_service_server::ControlServiceServer::new(
             Control::new(shared.clone()),
         ))

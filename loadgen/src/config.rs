@@ -56,6 +56,11 @@ pub(crate) struct Args {
     /// HTTP/2 connections shared by the streams (0: one connection per agent, as a real fleet).
     #[arg(long, default_value_t = 0)]
     connections: usize,
+    /// Compress samples with gzip as the real agent does. Off by default: on a
+    /// small machine the loadgen's own compression would take the CPU the
+    /// coordinator is being measured with; use it for the wire figure.
+    #[arg(long)]
+    gzip: bool,
     /// Agents connecting at the same time.
     #[arg(long, default_value_t = 256)]
     connect_concurrency: usize,
@@ -94,6 +99,8 @@ pub(crate) struct Config {
     pub(crate) action: String,
     /// `None`: one connection per agent.
     pub(crate) connections: Option<NonZeroUsize>,
+    /// Compress samples with gzip.
+    pub(crate) gzip: bool,
     pub(crate) connect_concurrency: NonZeroUsize,
     pub(crate) connect_timeout: Duration,
     pub(crate) coordinator_pid: Option<u32>,
@@ -155,6 +162,7 @@ impl Config {
             deployment: args.deployment,
             action: args.action,
             connections: NonZeroUsize::new(args.connections),
+            gzip: args.gzip,
             connect_concurrency: NonZeroUsize::new(args.connect_concurrency)
                 .context("--connect-concurrency must be at least 1")?,
             connect_timeout: args.connect_timeout,

@@ -33,6 +33,7 @@ fn main() -> ExitCode {
             return ExitCode::from(64);
         }
     };
+    sim::GZIP.store(config.gzip, std::sync::atomic::Ordering::Relaxed);
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

@@ -259,6 +259,9 @@ pub(crate) async fn run(
     outcome
 }
 
+/// Whether samples are gzip-compressed (`--gzip`), set once at start.
+pub(crate) static GZIP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Opens the stream, sends the Hello and waits for the Welcome.
 async fn connect(
     identity: &Identity,
@@ -271,7 +274,11 @@ async fn connect(
         Link::Own(endpoint) => endpoint.connect().await?,
         Link::Shared(channel) => channel,
     };
-    let mut client = AgentServiceClient::new(channel);
+    let mut client =
+        AgentServiceClient::new(channel).accept_compressed(tonic::codec::CompressionEncoding::Gzip);
+    if GZIP.load(std::sync::atomic::Ordering::Relaxed) {
+        client = client.send_compressed(tonic::codec::CompressionEncoding::Gzip);
+    }
     let (up_tx, up_rx) = mpsc::channel(UPSTREAM_CAPACITY);
     let cohort = if identity.beta {
         pb::Cohort::Beta

@@ -13,14 +13,14 @@ use std::time::{Duration, SystemTime};
 use rollguard_common::ids::validate_name;
 use rollguard_common::{CommandStatus, DeploymentName, HostId, HostSample};
 use rollguard_proto::v1 as pb;
-use rollguard_proto::{duration_from_pb, time_from_pb, time_to_pb, WireError};
+use rollguard_proto::{duration_from_pb, time_from_pb, WireError};
 use tokio::sync::mpsc;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::Shared;
 use crate::fleet::{HostIdentity, Outbound};
-use crate::store::{unix_ms, CommandRecord, ResultRecord, Write};
+use crate::store::{unix_ms, ResultRecord, Write};
 
 /// Time an agent has to send its Hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -82,11 +82,24 @@ impl pb::agent_service_server::AgentService for AgentLink {
         })?;
 
         let (outbound_tx, outbound_rx) = mpsc::channel(OUTBOUND_CAPACITY);
+        let (wire_tx, wire_rx) = mpsc::channel(OUTBOUND_CAPACITY);
+        let welcome = pb::CoordinatorMessage {
+            kind: Some(pb::coordinator_message::Kind::Welcome(pb::Welcome {
+                host_id: identity.host_id.to_string(),
+                max_batch_samples: MAX_BATCH_SAMPLES,
+                coordinator_version: env!("CARGO_PKG_VERSION").to_owned(),
+            })),
+        };
+        // The channel is new and empty: the Welcome always fits, and it goes
+        // first, before the fleet can send a command on this stream.
+        let _ = wire_tx.try_send(Ok(welcome));
         let now = SystemTime::now();
+        let stream_tx = crate::fleet::OutboundTx {
+            control: outbound_tx,
+            wire: wire_tx.clone(),
+        };
         let (conn_id, record, pending, updated) =
-            self.shared
-                .fleet
-                .connect(identity.clone(), outbound_tx.clone(), now);
+            self.shared.fleet.connect(identity.clone(), stream_tx, now);
         tracing::info!(
             host_id = %identity.host_id,
             deployment = %identity.deployment,
@@ -104,20 +117,9 @@ impl pb::agent_service_server::AgentService for AgentLink {
             }
         }
 
-        let (wire_tx, wire_rx) = mpsc::channel(OUTBOUND_CAPACITY);
-        let welcome = pb::CoordinatorMessage {
-            kind: Some(pb::coordinator_message::Kind::Welcome(pb::Welcome {
-                host_id: identity.host_id.to_string(),
-                max_batch_samples: MAX_BATCH_SAMPLES,
-                coordinator_version: env!("CARGO_PKG_VERSION").to_owned(),
-            })),
-        };
-        // The channel is new and empty: the Welcome always fits.
-        let _ = wire_tx.try_send(Ok(welcome));
         for record in &pending {
-            crate::fleet::send_command(&outbound_tx, record);
+            crate::fleet::send_command(&wire_tx, &crate::fleet::command_message(record));
         }
-        drop(outbound_tx);
 
         let shared = self.shared.clone();
         self.shared.tracker.spawn(async move {
@@ -270,27 +272,34 @@ async fn handle(
         }
         Some(pb::agent_message::Kind::CommandUpdate(update)) => {
             let result = check_update(&update).map_err(wire_status)?;
-            tracing::info!(
-                %host_id,
-                command_id = %result.command_id,
-                status = %result.status,
-                exit_code = ?result.exit_code,
-                reason = %result.reason,
-                "command update"
-            );
+            if result.status.is_final() {
+                tracing::info!(
+                    %host_id,
+                    command_id = %result.command_id,
+                    status = %result.status,
+                    exit_code = ?result.exit_code,
+                    reason = %result.reason,
+                    "command result"
+                );
+            } else {
+                tracing::debug!(%host_id, command_id = %result.command_id, status = %result.status, "command update");
+            }
             match shared.fleet.command_update(host_id, result) {
                 Ok(Some(stored)) => {
-                    if stored.status.is_final() {
-                        shared.notifier.send(serde_json::json!({
-                            "event": "command_result",
-                            "deployment": identity.deployment.as_str(),
-                            "command_id": stored.command_id,
-                            "host_id": host_id.as_str(),
-                            "status": stored.status.as_str(),
-                            "exit_code": stored.exit_code,
-                            "reason": stored.reason,
-                        }));
+                    if !stored.status.is_final() {
+                        // accepted/running live in memory only: a restart
+                        // resends the command and the agent answers again.
+                        return Ok(());
                     }
+                    shared.notifier.send(serde_json::json!({
+                        "event": "command_result",
+                        "deployment": identity.deployment.as_str(),
+                        "command_id": stored.command_id,
+                        "host_id": host_id.as_str(),
+                        "status": stored.status.as_str(),
+                        "exit_code": stored.exit_code,
+                        "reason": stored.reason,
+                    }));
                     shared
                         .store
                         .queue(Write::Result(stored))
@@ -322,28 +331,8 @@ fn goodbye(reason: &str) -> pb::CoordinatorMessage {
 }
 
 fn to_wire(outbound: Outbound) -> pb::CoordinatorMessage {
-    let kind = match outbound {
-        Outbound::Command(record) => {
-            pb::coordinator_message::Kind::Command(command_to_wire(&record))
-        }
-        Outbound::Goodbye(reason) => return goodbye(&reason),
-    };
-    pb::CoordinatorMessage { kind: Some(kind) }
-}
-
-fn command_to_wire(record: &CommandRecord) -> pb::Command {
-    pb::Command {
-        command_id: record.command_id.clone(),
-        deployment: record.deployment.clone(),
-        action: record.action.clone(),
-        reason: record.reason.clone(),
-        not_after: Some(time_to_pb(crate::store::from_unix_ms(
-            record.not_after_unix_ms,
-        ))),
-        trace_context: record.trace_context.iter().cloned().collect(),
-        issued_at: Some(time_to_pb(crate::store::from_unix_ms(
-            record.issued_at_unix_ms,
-        ))),
+    match outbound {
+        Outbound::Goodbye(reason) => goodbye(&reason),
     }
 }
 

@@ -111,7 +111,11 @@ fn a_command_id_runs_once_across_reconnects_and_agent_restarts() {
     let scripted = Scripted::default();
     runtime.spawn(
         tonic::transport::Server::builder()
-            .add_service(AgentServiceServer::new(scripted.clone()))
+            .add_service(
+                // Agents send gzip-compressed messages, as to the real coordinator.
+                AgentServiceServer::new(scripted.clone())
+                    .accept_compressed(tonic::codec::CompressionEncoding::Gzip),
+            )
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
     );
 
