@@ -14,6 +14,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant, SystemTime};
 
+use rollguard_common::time::unix_ms;
 use rollguard_common::{CommandStatus, HostSample};
 use rollguard_proto::v1 as pb;
 use rollguard_proto::v1::agent_service_client::AgentServiceClient;
@@ -559,13 +560,4 @@ fn jitter(base: Duration) -> Duration {
     hasher.write_u64(unix_ms(SystemTime::now()));
     let fraction = (hasher.finish() % 1000) as f64 / 2000.0;
     base + base.mul_f64(fraction)
-}
-
-fn unix_ms(time: SystemTime) -> u64 {
-    u64::try_from(
-        time.duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_millis(),
-    )
-    .unwrap_or(u64::MAX)
 }

@@ -11,6 +11,7 @@ pub mod exposition;
 pub mod ids;
 pub mod policy;
 pub mod sample;
+pub mod time;
 
 pub use ids::{Cohort, CommandId, CommandStatus, DeploymentName, HostId};
 pub use sample::HostSample;

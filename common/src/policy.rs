@@ -17,8 +17,8 @@ pub use config::{
     Metric, MetricKind, Policy, RawPolicy, RawRule, Rule, VerdictAction, APP_METRICS, HOST_METRICS,
 };
 pub use evaluate::{
-    advance, evaluate, CohortFigures, Decision, Evaluation, JudgeState, RoundInput, RuleOutcome,
-    Verdict,
+    advance, evaluate, format_value, CohortFigures, Decision, Evaluation, JudgeState, RoundInput,
+    RuleOutcome, Verdict,
 };
 pub use round::{merge_buckets, quantile_ms, AppTotals, HostRound};
 

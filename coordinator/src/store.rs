@@ -13,10 +13,10 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 use rollguard_common::policy::{Decision, Evaluation, JudgeState};
+pub use rollguard_common::time::{from_unix_ms, unix_ms};
 use rollguard_common::{Cohort, CommandStatus};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
@@ -440,21 +440,6 @@ fn apply_in(db: &Database, batches: &[Batch], audit_seq: &mut u64) -> Result<()>
     }
     txn.commit()?;
     Ok(())
-}
-
-/// Milliseconds since the Unix epoch.
-pub fn unix_ms(time: SystemTime) -> u64 {
-    u64::try_from(
-        time.duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_millis(),
-    )
-    .unwrap_or(u64::MAX)
-}
-
-/// The time `ms` milliseconds after the Unix epoch.
-pub fn from_unix_ms(ms: u64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_millis(ms)
 }
 
 #[cfg(test)]

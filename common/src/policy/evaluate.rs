@@ -484,7 +484,7 @@ fn limit_text(rule: &Rule) -> String {
 }
 
 /// Formats a figure with up to four significant decimals.
-fn format_value(v: f64) -> String {
+pub fn format_value(v: f64) -> String {
     if v == v.trunc() && v.abs() < 1e15 {
         format!("{v:.0}")
     } else if v.abs() >= 100.0 {

@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use rollguard_proto::v1 as pb;
+use rollguard_proto::v1::control_service_client::ControlServiceClient;
 use tokio::process::{Child, Command};
+use tonic::transport::Channel;
 
 use super::{connect, print_agents, print_results, wait_for_results, Format};
 
@@ -192,34 +194,20 @@ async fn script(
 
     let mut client = connect(&url).await?;
     let n_hosts = hosts.len();
-    poll(
+    let agents = wait_for_agents(
+        &client,
         "every agent to report figures",
         Duration::from_secs(30),
-        || {
-            let mut client = client.clone();
-            async move {
-                let agents = client
-                    .list_agents(pb::ListAgentsRequest::default())
-                    .await
-                    .ok()?
-                    .into_inner()
-                    .agents;
-                (agents
-                    .iter()
-                    .filter(|a| a.connected && a.latest.is_some())
-                    .count()
-                    == n_hosts)
-                    .then_some(())
-            }
+        |agents| {
+            agents
+                .iter()
+                .filter(|a| a.connected && a.latest.is_some())
+                .count()
+                == n_hosts
         },
     )
     .await?;
-
     println!("\n== agents");
-    let agents = client
-        .list_agents(pb::ListAgentsRequest::default())
-        .await?
-        .into_inner();
     print_agents(&agents, Format::Table);
 
     println!(
@@ -314,31 +302,14 @@ async fn script(
     }
 
     // The agents re-read their version file each interval: wait for the switch to show.
-    poll(
+    let agents = wait_for_agents(
+        &client,
         "the beta hosts to report the stable version",
         Duration::from_secs(10),
-        || {
-            let mut client = client.clone();
-            async move {
-                let agents = client
-                    .list_agents(pb::ListAgentsRequest::default())
-                    .await
-                    .ok()?
-                    .into_inner()
-                    .agents;
-                agents
-                    .iter()
-                    .all(|a| a.app_version == STABLE_VERSION)
-                    .then_some(())
-            }
-        },
+        |agents| agents.iter().all(|a| a.app_version == STABLE_VERSION),
     )
     .await?;
     println!("\n== agents after the rollback (every host now on {STABLE_VERSION})");
-    let agents = client
-        .list_agents(pb::ListAgentsRequest::default())
-        .await?
-        .into_inner();
     print_agents(&agents, Format::Table);
 
     println!("\n== audit history");
@@ -388,6 +359,28 @@ metric = "latency_p99_ms"
 max_ratio_to_baseline = 2.0
 min_baseline = 10.0
 "#;
+
+/// Polls ListAgents until `pred` holds; returns that listing.
+async fn wait_for_agents(
+    client: &ControlServiceClient<Channel>,
+    what: &str,
+    timeout: Duration,
+    pred: impl Fn(&[pb::AgentInfo]) -> bool,
+) -> anyhow::Result<pb::ListAgentsResponse> {
+    let pred = &pred;
+    poll(what, timeout, || {
+        let mut client = client.clone();
+        async move {
+            let response = client
+                .list_agents(pb::ListAgentsRequest::default())
+                .await
+                .ok()?
+                .into_inner();
+            pred(&response.agents).then_some(response)
+        }
+    })
+    .await
+}
 
 async fn read_addr(path: &Path, what: &str) -> anyhow::Result<String> {
     poll(what, Duration::from_secs(30), || async {

@@ -22,15 +22,7 @@ pub(crate) fn verdict_name(value: i32) -> &'static str {
 }
 
 fn fmt_opt(value: Option<f64>) -> String {
-    match value {
-        None => "-".to_owned(),
-        Some(v) if v == v.trunc() && v.abs() < 1e12 => format!("{v:.0}"),
-        Some(v) if v.abs() >= 100.0 => format!("{v:.1}"),
-        Some(v) => {
-            let s = format!("{v:.4}");
-            s.trim_end_matches('0').trim_end_matches('.').to_owned()
-        }
-    }
+    value.map_or_else(|| "-".to_owned(), rollguard_common::policy::format_value)
 }
 
 pub(crate) fn judgement_json(j: &pb::Judgement) -> Value {
