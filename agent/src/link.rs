@@ -16,6 +16,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use rollguard_common::time::unix_ms;
 use rollguard_common::{CommandStatus, HostSample};
+use rollguard_proto::compact::Compactor;
 use rollguard_proto::v1 as pb;
 use rollguard_proto::v1::agent_service_client::AgentServiceClient;
 use rollguard_proto::{duration_to_pb, time_from_pb, time_to_pb};
@@ -47,6 +48,28 @@ struct Session {
     inbound: tonic::Streaming<pb::CoordinatorMessage>,
     started: Instant,
     max_batch: usize,
+    /// Present when the coordinator takes compact samples.
+    compactor: Option<Compactor>,
+}
+
+impl Session {
+    /// A batch of `samples` (whole, from the buffer) in this stream's encoding.
+    fn batch<'a>(
+        &mut self,
+        first_seq: u64,
+        samples: impl Iterator<Item = &'a pb::HostSample>,
+    ) -> pb::AgentMessage {
+        let samples = match &mut self.compactor {
+            Some(compactor) => samples.map(|s| compactor.compact(s)).collect(),
+            None => samples.cloned().collect(),
+        };
+        pb::AgentMessage {
+            kind: Some(pb::agent_message::Kind::Samples(pb::SampleBatch {
+                first_seq,
+                samples,
+            })),
+        }
+    }
 }
 
 /// An update from a running action task.
@@ -127,23 +150,26 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                     Ok(_) => {}
                     Err(err) => tracing::debug!(error = %err, "cannot read the app version"),
                 }
-                if let Some(s) = &session {
+                if let Some(s) = &mut session {
                     if let Some((seq, sample)) = buffer.back() {
-                        let batch = samples(*seq, vec![sample.clone()]);
+                        let batch = s.batch(*seq, std::iter::once(sample));
                         if s.up_tx.try_send(batch).is_err() {
                             tracing::debug!("upstream full; the sample stays buffered");
+                            // The coordinator never saw this sample's layout.
+                            if let Some(compactor) = &mut s.compactor {
+                                compactor.reset();
+                            }
                         }
                     }
                 }
             }
             () = tokio::time::sleep_until(reconnect_at), if session.is_none() => {
                 match open_session(&endpoint, &config, &app_version, session_id).await {
-                    Ok(s) => {
+                    Ok(mut s) => {
                         tracing::info!(coordinator = %config.coordinator, "connected");
                         // Resend what was not acked, then whatever updates waited.
                         for chunk in buffer.make_contiguous().chunks(s.max_batch.max(1)) {
-                            let first = chunk[0].0;
-                            let batch = samples(first, chunk.iter().map(|(_, s)| s.clone()).collect());
+                            let batch = s.batch(chunk[0].0, chunk.iter().map(|(_, sample)| sample));
                             let _ = s.up_tx.send(batch).await;
                         }
                         while let Some(update) = pending_updates.pop_front() {
@@ -311,17 +337,18 @@ async fn open_session(
             .await
             .map_err(|_| anyhow::anyhow!("no answer to Hello within {CONNECT_TIMEOUT:?}"))??;
     let mut inbound = response.into_inner();
-    let max_batch = match inbound.message().await? {
+    let welcome = match inbound.message().await? {
         Some(pb::CoordinatorMessage {
             kind: Some(pb::coordinator_message::Kind::Welcome(welcome)),
-        }) => welcome.max_batch_samples as usize,
+        }) => welcome,
         other => anyhow::bail!("expected Welcome, got {other:?}"),
     };
     Ok(Session {
         up_tx,
         inbound,
         started: Instant::now(),
-        max_batch,
+        max_batch: welcome.max_batch_samples as usize,
+        compactor: welcome.compact_samples.then(Compactor::new),
     })
 }
 
@@ -524,15 +551,6 @@ fn labels(app_version: &str) -> pb::AgentMessage {
     pb::AgentMessage {
         kind: Some(pb::agent_message::Kind::Labels(pb::LabelsUpdate {
             app_version: app_version.to_owned(),
-        })),
-    }
-}
-
-fn samples(first_seq: u64, samples: Vec<pb::HostSample>) -> pb::AgentMessage {
-    pb::AgentMessage {
-        kind: Some(pb::agent_message::Kind::Samples(pb::SampleBatch {
-            first_seq,
-            samples,
         })),
     }
 }

@@ -61,6 +61,10 @@ pub(crate) struct Args {
     /// coordinator is being measured with; use it for the wire figure.
     #[arg(long)]
     gzip: bool,
+    /// Send every sample whole, as an agent does to a coordinator that takes
+    /// no compact samples (to compare the wire figure).
+    #[arg(long)]
+    whole_samples: bool,
     /// Agents connecting at the same time.
     #[arg(long, default_value_t = 256)]
     connect_concurrency: usize,
@@ -101,6 +105,8 @@ pub(crate) struct Config {
     pub(crate) connections: Option<NonZeroUsize>,
     /// Compress samples with gzip.
     pub(crate) gzip: bool,
+    /// Never send compact samples.
+    pub(crate) whole_samples: bool,
     pub(crate) connect_concurrency: NonZeroUsize,
     pub(crate) connect_timeout: Duration,
     pub(crate) coordinator_pid: Option<u32>,
@@ -163,6 +169,7 @@ impl Config {
             action: args.action,
             connections: NonZeroUsize::new(args.connections),
             gzip: args.gzip,
+            whole_samples: args.whole_samples,
             connect_concurrency: NonZeroUsize::new(args.connect_concurrency)
                 .context("--connect-concurrency must be at least 1")?,
             connect_timeout: args.connect_timeout,

@@ -34,6 +34,7 @@ fn main() -> ExitCode {
         }
     };
     sim::GZIP.store(config.gzip, std::sync::atomic::Ordering::Relaxed);
+    sim::WHOLE_SAMPLES.store(config.whole_samples, std::sync::atomic::Ordering::Relaxed);
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use prost::Message;
+use rollguard_proto::compact::Compactor;
 use rollguard_proto::v1 as pb;
 use rollguard_proto::v1::agent_service_client::AgentServiceClient;
 use rollguard_proto::{duration_to_pb, time_to_pb};
@@ -128,7 +129,7 @@ pub(crate) async fn run(
         }
     };
     progress.connect_done.fetch_add(1, Ordering::Relaxed);
-    let (up_tx, mut inbound) = match session {
+    let (up_tx, mut inbound, mut compactor) = match session {
         Ok(session) => session,
         Err(err) => {
             outcome.error = Some(format!("{err:#}"));
@@ -165,10 +166,14 @@ pub(crate) async fn run(
             () = stop.cancelled() => break,
             _ = ticker.tick() => {
                 let now = Instant::now();
+                let sample = samples.next(SystemTime::now());
                 let batch = pb::AgentMessage {
                     kind: Some(pb::agent_message::Kind::Samples(pb::SampleBatch {
                         first_seq: seq + 1,
-                        samples: vec![samples.next(SystemTime::now())],
+                        samples: vec![match &mut compactor {
+                            Some(compactor) => compactor.compact(&sample),
+                            None => sample,
+                        }],
                     })),
                 };
                 let size = batch.encoded_len() as u64 + GRPC_FRAME_BYTES;
@@ -181,7 +186,13 @@ pub(crate) async fn run(
                             outcome.bytes_up += size;
                         }
                     }
-                    Err(mpsc::error::TrySendError::Full(_)) => outcome.queue_full += 1,
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        outcome.queue_full += 1;
+                        // As the agent: the next sample carries the layout again.
+                        if let Some(compactor) = &mut compactor {
+                            compactor.reset();
+                        }
+                    }
                     Err(mpsc::error::TrySendError::Closed(_)) => {
                         outcome.dropped = true;
                         outcome.error.get_or_insert_with(|| "upstream closed".to_owned());
@@ -261,14 +272,19 @@ pub(crate) async fn run(
 
 /// Whether samples are gzip-compressed (`--gzip`), set once at start.
 pub(crate) static GZIP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// Whether compact samples are never sent (`--whole-samples`), set once at start.
+pub(crate) static WHOLE_SAMPLES: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
 
-/// Opens the stream, sends the Hello and waits for the Welcome.
+/// Opens the stream, sends the Hello and waits for the Welcome; the
+/// compactor is there when the coordinator takes compact samples.
 async fn connect(
     identity: &Identity,
     link: Link,
 ) -> anyhow::Result<(
     mpsc::Sender<pb::AgentMessage>,
     tonic::Streaming<pb::CoordinatorMessage>,
+    Option<Compactor>,
 )> {
     let channel = match link {
         Link::Own(endpoint) => endpoint.connect().await?,
@@ -319,15 +335,16 @@ async fn connect(
             .into_inner();
         match inbound.message().await? {
             Some(pb::CoordinatorMessage {
-                kind: Some(pb::coordinator_message::Kind::Welcome(_)),
-            }) => Ok(inbound),
+                kind: Some(pb::coordinator_message::Kind::Welcome(welcome)),
+            }) => Ok((inbound, welcome.compact_samples)),
             other => anyhow::bail!("expected Welcome, got {other:?}"),
         }
     };
-    let inbound = tokio::time::timeout(HELLO_TIMEOUT, welcome)
+    let (inbound, compact) = tokio::time::timeout(HELLO_TIMEOUT, welcome)
         .await
         .map_err(|_| anyhow::anyhow!("no Welcome within {HELLO_TIMEOUT:?}"))??;
-    Ok((up_tx, inbound))
+    let compact = compact && !WHOLE_SAMPLES.load(std::sync::atomic::Ordering::Relaxed);
+    Ok((up_tx, inbound, compact.then(Compactor::new)))
 }
 
 /// Answers a command as an agent whose action succeeds at once: `accepted`,

@@ -224,6 +224,7 @@ impl From<&HostSample> for pb::HostSample {
             disk_read_ops_per_sec: s.disk_read_ops_per_sec,
             disk_write_ops_per_sec: s.disk_write_ops_per_sec,
             app: s.app.as_ref().map(app_to_pb),
+            same_layout: false,
         }
     }
 }
@@ -265,6 +266,9 @@ fn app_to_pb(app: &AppHealth) -> pb::AppHealth {
         probe_errors: app.probe_errors,
         probe_error: app.probe_error.clone(),
         probe_latency_buckets: buckets_to_pb(&app.probe_latency_buckets),
+        latency_counts: Vec::new(),
+        probe_latency_counts: Vec::new(),
+        gauge_values: Vec::new(),
     }
 }
 
@@ -309,6 +313,18 @@ impl TryFrom<&pb::HostSample> for HostSample {
     type Error = WireError;
 
     fn try_from(s: &pb::HostSample) -> Result<Self, WireError> {
+        // A compact sample means nothing without its stream: `compact::Expander` first.
+        let compact_app = s.app.as_ref().is_some_and(|a| {
+            !(a.latency_counts.is_empty()
+                && a.probe_latency_counts.is_empty()
+                && a.gauge_values.is_empty())
+        });
+        if s.same_layout || compact_app {
+            return Err(WireError::invalid(
+                "same_layout",
+                "a compact sample must be expanded against its stream",
+            ));
+        }
         let collected_at = time_from_pb(
             "collected_at",
             s.collected_at

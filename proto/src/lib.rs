@@ -6,6 +6,7 @@
 //! It does not hold any service logic.
 #![forbid(unsafe_code)]
 
+pub mod compact;
 mod convert;
 mod error;
 pub mod otel;

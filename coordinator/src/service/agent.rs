@@ -12,6 +12,7 @@ use std::time::{Duration, SystemTime};
 
 use rollguard_common::ids::validate_name;
 use rollguard_common::{CommandStatus, DeploymentName, HostId, HostSample};
+use rollguard_proto::compact::Expander;
 use rollguard_proto::v1 as pb;
 use rollguard_proto::{duration_from_pb, time_from_pb, WireError};
 use tokio::sync::mpsc;
@@ -88,6 +89,7 @@ impl pb::agent_service_server::AgentService for AgentLink {
                 host_id: identity.host_id.to_string(),
                 max_batch_samples: MAX_BATCH_SAMPLES,
                 coordinator_version: env!("CARGO_PKG_VERSION").to_owned(),
+                compact_samples: true,
             })),
         };
         // The channel is new and empty: the Welcome always fits, and it goes
@@ -141,6 +143,8 @@ async fn run_stream(
     wire_tx: mpsc::Sender<Result<pb::CoordinatorMessage, Status>>,
 ) {
     let host_id = identity.host_id.clone();
+    // The stream's sample layout, for its compact samples.
+    let mut expander = Expander::new();
     let end: Option<Status> = loop {
         tokio::select! {
                         () = shared.streams_shutdown.cancelled() => {
@@ -168,7 +172,7 @@ async fn run_stream(
                         break None;
                     }
                     Some(Ok(message)) => {
-                        if let Err(status) = handle(&shared, &identity, conn_id, message, &wire_tx).await {
+                        if let Err(status) = handle(&shared, &identity, conn_id, &mut expander, message, &wire_tx).await {
                             tracing::warn!(%host_id, error = %status.message(), "agent stream ended on a protocol error");
                             break Some(status);
                         }
@@ -194,6 +198,7 @@ async fn handle(
     shared: &Shared,
     identity: &HostIdentity,
     conn_id: u64,
+    expander: &mut Expander,
     message: pb::AgentMessage,
     wire_tx: &mpsc::Sender<Result<pb::CoordinatorMessage, Status>>,
 ) -> Result<(), Status> {
@@ -203,7 +208,7 @@ async fn handle(
         Some(pb::agent_message::Kind::Hello(_)) => {
             Err(Status::invalid_argument("a second Hello on one stream"))
         }
-        Some(pb::agent_message::Kind::Samples(batch)) => {
+        Some(pb::agent_message::Kind::Samples(mut batch)) => {
             if batch.samples.len() > MAX_BATCH_SAMPLES as usize {
                 return Err(Status::invalid_argument(format!(
                     "a batch holds at most {MAX_BATCH_SAMPLES} samples"
@@ -215,11 +220,15 @@ async fn handle(
             let last_seq = batch
                 .first_seq
                 .saturating_add(batch.samples.len() as u64 - 1);
-            // Every sample is checked before any is applied: a batch is all or nothing.
+            // Every sample is checked before any is applied: a batch is all or
+            // nothing. Compact samples are made whole in stream order first.
             let samples = batch
                 .samples
-                .iter()
-                .map(HostSample::try_from)
+                .iter_mut()
+                .map(|sample| {
+                    expander.expand(sample)?;
+                    HostSample::try_from(&*sample)
+                })
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|err| {
                     shared

@@ -100,6 +100,33 @@ fn hello(host_id: &str) -> pb::AgentMessage {
     }
 }
 
+/// Sends `sample` on an accepted stream and returns the status the stream ends with.
+async fn send_one_sample(
+    tx: &tokio::sync::mpsc::Sender<pb::AgentMessage>,
+    inbound: &mut tonic::Streaming<pb::CoordinatorMessage>,
+    sample: pb::HostSample,
+) -> tonic::Status {
+    tx.send(pb::AgentMessage {
+        kind: Some(pb::agent_message::Kind::Samples(pb::SampleBatch {
+            first_seq: 0,
+            samples: vec![sample],
+        })),
+    })
+    .await
+    .expect("send");
+    tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match inbound.next().await {
+                Some(Ok(_)) => continue,
+                Some(Err(status)) => return status,
+                None => panic!("stream ended without a status"),
+            }
+        }
+    })
+    .await
+    .expect("error arrives")
+}
+
 #[test]
 fn protocol_violations_get_a_grpc_error_and_others_keep_being_served() {
     let root = test_dir("protocol");
@@ -169,7 +196,7 @@ fn protocol_violations_get_a_grpc_error_and_others_keep_being_served() {
         // A hostile sample (NaN) on an accepted stream.
         let (tx, response) = open_stream(&coordinator.url, hello("nan")).await;
         let mut inbound = response.expect("accepted");
-        let mut sample = pb::HostSample {
+        let sample = pb::HostSample {
             collected_at: Some(prost_types::Timestamp {
                 seconds: 1,
                 nanos: 0,
@@ -180,27 +207,21 @@ fn protocol_violations_get_a_grpc_error_and_others_keep_being_served() {
             }),
             ..Default::default()
         };
-        sample.cpu_percent = f64::NAN;
-        tx.send(pb::AgentMessage {
-            kind: Some(pb::agent_message::Kind::Samples(pb::SampleBatch {
-                first_seq: 0,
-                samples: vec![sample],
-            })),
-        })
-        .await
-        .expect("send");
-        let status = tokio::time::timeout(Duration::from_secs(30), async {
-            loop {
-                match inbound.next().await {
-                    Some(Ok(_)) => continue,
-                    Some(Err(status)) => return status,
-                    None => panic!("stream ended without a status"),
-                }
-            }
-        })
-        .await
-        .expect("error arrives");
+        let mut nan = sample.clone();
+        nan.cpu_percent = f64::NAN;
+        let status = send_one_sample(&tx, &mut inbound, nan).await;
         assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+
+        // A compact sample with no layout on the stream to expand it against.
+        let (tx, response) = open_stream(&coordinator.url, hello("compact")).await;
+        let mut inbound = response.expect("accepted");
+        let compact = pb::HostSample {
+            same_layout: true,
+            ..sample
+        };
+        let status = send_one_sample(&tx, &mut inbound, compact).await;
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+        assert!(status.message().contains("same_layout"), "{status:?}");
     });
 
     // The well-behaved agent stayed connected and the coordinator answers.

@@ -54,6 +54,8 @@ impl AgentService for Scripted {
                     host_id: "journal-1".to_owned(),
                     max_batch_samples: 64,
                     coordinator_version: "scripted".to_owned(),
+                    // Like a coordinator from before compact samples: whole samples only.
+                    compact_samples: false,
                 })),
             }))
             .await;

@@ -319,6 +319,18 @@ fn a_fleet_wide_incident_with_only_relative_rules_does_not_roll_back() {
         assert_eq!(round["verdict"], "pass", "{round}");
         assert_eq!(round["decision"], "none", "{round}");
     }
+    // The latency histograms came through the agents' compact samples (bounds
+    // sent once per stream): at a 400 ms mean the apps answer 9 % of requests
+    // in 800 ms, so both sides' p99 is in the 0.5-1 s bucket.
+    let last = &judged[judged.len() - 1]["rules"][1];
+    for side in ["value", "baseline"] {
+        assert!(
+            last[side]
+                .as_f64()
+                .is_some_and(|v| v > 500.0 && v <= 1000.0),
+            "latency p99 {side}: {last}"
+        );
+    }
     assert!(
         history(&coordinator)
             .iter()

@@ -1,0 +1,354 @@
+//! Compact samples on one agent stream (`HostSample.same_layout`).
+//!
+//! A host's layout (the names of its filesystems, disks, interfaces and
+//! gauges, and its histogram bounds) hardly ever changes, yet it was more than
+//! half of every sample's bytes. The agent's [`Compactor`] sends the layout in
+//! a stream's first sample and again only when it changes; the coordinator's
+//! [`Expander`] fills it back in, so everything past the stream handler sees
+//! whole samples. Both hold the state of one stream: a new stream starts over
+//! with a whole sample, so a resend after a reconnect needs nothing special.
+
+use std::collections::HashMap;
+
+use crate::v1 as pb;
+use crate::WireError;
+
+/// Counts at or below this are exact in an `f64`, so they survive the trip to
+/// `u64` and back.
+const MAX_EXACT_COUNT: f64 = 9_007_199_254_740_992.0; // 2^53
+
+/// What a compact sample leaves out.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Layout {
+    /// (mount_point, device, fs_type) per filesystem.
+    filesystems: Vec<(String, String, String)>,
+    disks: Vec<String>,
+    interfaces: Vec<String>,
+    /// Bounds as bits: +Inf and every other bound compare exactly.
+    latency_bounds: Vec<u64>,
+    probe_bounds: Vec<u64>,
+    /// In byte order.
+    gauge_names: Vec<String>,
+}
+
+impl Layout {
+    fn of(sample: &pb::HostSample) -> Layout {
+        let app = sample.app.as_ref();
+        let mut gauge_names: Vec<String> = app
+            .map(|a| a.gauges.keys().cloned().collect())
+            .unwrap_or_default();
+        gauge_names.sort_unstable();
+        Layout {
+            filesystems: sample
+                .filesystems
+                .iter()
+                .map(|f| (f.mount_point.clone(), f.device.clone(), f.fs_type.clone()))
+                .collect(),
+            disks: sample.disks.iter().map(|d| d.device.clone()).collect(),
+            interfaces: sample
+                .interfaces
+                .iter()
+                .map(|n| n.interface.clone())
+                .collect(),
+            latency_bounds: app.map(|a| bounds(&a.latency_buckets)).unwrap_or_default(),
+            probe_bounds: app
+                .map(|a| bounds(&a.probe_latency_buckets))
+                .unwrap_or_default(),
+            gauge_names,
+        }
+    }
+
+    /// Whether `sample` has this layout (compared without allocating).
+    fn matches(&self, sample: &pb::HostSample) -> bool {
+        let same_bounds = |layout: &[u64], buckets: &[pb::HistogramBucket]| {
+            layout.len() == buckets.len()
+                && layout
+                    .iter()
+                    .zip(buckets)
+                    .all(|(bits, b)| *bits == b.upper_bound.to_bits())
+        };
+        let app_matches = match &sample.app {
+            Some(app) => {
+                same_bounds(&self.latency_bounds, &app.latency_buckets)
+                    && same_bounds(&self.probe_bounds, &app.probe_latency_buckets)
+                    && app.gauges.len() == self.gauge_names.len()
+                    && self.gauge_names.iter().all(|n| app.gauges.contains_key(n))
+            }
+            None => {
+                self.latency_bounds.is_empty()
+                    && self.probe_bounds.is_empty()
+                    && self.gauge_names.is_empty()
+            }
+        };
+        app_matches
+            && self.filesystems.len() == sample.filesystems.len()
+            && self
+                .filesystems
+                .iter()
+                .zip(&sample.filesystems)
+                .all(|((m, d, t), f)| *m == f.mount_point && *d == f.device && *t == f.fs_type)
+            && self.disks.len() == sample.disks.len()
+            && self
+                .disks
+                .iter()
+                .zip(&sample.disks)
+                .all(|(n, d)| *n == d.device)
+            && self.interfaces.len() == sample.interfaces.len()
+            && self
+                .interfaces
+                .iter()
+                .zip(&sample.interfaces)
+                .all(|(n, i)| *n == i.interface)
+    }
+}
+
+fn bounds(buckets: &[pb::HistogramBucket]) -> Vec<u64> {
+    buckets.iter().map(|b| b.upper_bound.to_bits()).collect()
+}
+
+/// Whether every count of `buckets` is a whole number that `u64` holds exactly.
+fn counts_fit(buckets: &[pb::HistogramBucket]) -> bool {
+    buckets.iter().all(|b| {
+        let c = b.cumulative_count;
+        c.fract() == 0.0 && (0.0..=MAX_EXACT_COUNT).contains(&c)
+    })
+}
+
+/// The agent's side: makes each sample as small as the stream allows.
+#[derive(Debug, Default)]
+pub struct Compactor {
+    /// The layout of the last sample handed out, if the stream has one.
+    layout: Option<Layout>,
+}
+
+impl Compactor {
+    /// A compactor for a new stream.
+    pub fn new() -> Self {
+        Compactor::default()
+    }
+
+    /// The stream lost a sample this compactor handed out (it was never
+    /// sent): the next one must carry the layout again.
+    pub fn reset(&mut self) {
+        self.layout = None;
+    }
+
+    /// The form of the whole sample `sample` to send next on this stream.
+    pub fn compact(&mut self, sample: &pb::HostSample) -> pb::HostSample {
+        let app_counts_fit = sample
+            .app
+            .as_ref()
+            .is_none_or(|a| counts_fit(&a.latency_buckets) && counts_fit(&a.probe_latency_buckets));
+        let same = self.layout.as_ref().is_some_and(|l| l.matches(sample));
+        if !same {
+            self.layout = Some(Layout::of(sample));
+        }
+        if !same || !app_counts_fit {
+            return sample.clone();
+        }
+        let blank = String::new;
+        pb::HostSample {
+            same_layout: true,
+            filesystems: sample
+                .filesystems
+                .iter()
+                .map(|f| pb::FilesystemUsage {
+                    mount_point: blank(),
+                    device: blank(),
+                    fs_type: blank(),
+                    ..*f
+                })
+                .collect(),
+            disks: sample
+                .disks
+                .iter()
+                .map(|d| pb::DiskIo {
+                    device: blank(),
+                    ..*d
+                })
+                .collect(),
+            interfaces: sample
+                .interfaces
+                .iter()
+                .map(|n| pb::NetIo {
+                    interface: blank(),
+                    ..*n
+                })
+                .collect(),
+            app: sample.app.as_ref().map(compact_app),
+            cpu_core_percent: sample.cpu_core_percent.clone(),
+            ..*sample
+        }
+    }
+}
+
+fn compact_app(app: &pb::AppHealth) -> pb::AppHealth {
+    let counts = |buckets: &[pb::HistogramBucket]| {
+        buckets
+            .iter()
+            .map(|b| b.cumulative_count as u64)
+            .collect::<Vec<u64>>()
+    };
+    let mut gauges: Vec<(&String, f64)> = app.gauges.iter().map(|(k, v)| (k, *v)).collect();
+    gauges.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    pb::AppHealth {
+        latency_buckets: Vec::new(),
+        probe_latency_buckets: Vec::new(),
+        gauges: HashMap::new(),
+        latency_counts: counts(&app.latency_buckets),
+        probe_latency_counts: counts(&app.probe_latency_buckets),
+        gauge_values: gauges.into_iter().map(|(_, v)| v).collect(),
+        scrape_error: app.scrape_error.clone(),
+        probe_error: app.probe_error.clone(),
+        ..*app
+    }
+}
+
+/// The coordinator's side: turns each sample of one stream back into a whole one.
+#[derive(Debug, Default)]
+pub struct Expander {
+    /// The layout of the stream's last whole sample.
+    layout: Option<Layout>,
+}
+
+impl Expander {
+    /// An expander for a new stream.
+    pub fn new() -> Self {
+        Expander::default()
+    }
+
+    /// Fills in what a compact `sample` left out, or takes a whole sample's
+    /// layout as the stream's. Errs, changing nothing, on a compact sample
+    /// that does not fit the stream's layout or a whole one with compact parts.
+    pub fn expand(&mut self, sample: &mut pb::HostSample) -> Result<(), WireError> {
+        if !sample.same_layout {
+            if let Some(app) = &sample.app {
+                if !app.latency_counts.is_empty()
+                    || !app.probe_latency_counts.is_empty()
+                    || !app.gauge_values.is_empty()
+                {
+                    return Err(WireError::invalid(
+                        "app",
+                        "latency_counts, probe_latency_counts and gauge_values go only with same_layout",
+                    ));
+                }
+            }
+            self.layout = Some(Layout::of(sample));
+            return Ok(());
+        }
+        let layout = self.layout.as_ref().ok_or_else(|| {
+            WireError::invalid("same_layout", "no earlier whole sample on this stream")
+        })?;
+        check_fits(layout, sample)?;
+        for (f, (mount_point, device, fs_type)) in
+            sample.filesystems.iter_mut().zip(&layout.filesystems)
+        {
+            f.mount_point.clone_from(mount_point);
+            f.device.clone_from(device);
+            f.fs_type.clone_from(fs_type);
+        }
+        for (d, name) in sample.disks.iter_mut().zip(&layout.disks) {
+            d.device.clone_from(name);
+        }
+        for (i, name) in sample.interfaces.iter_mut().zip(&layout.interfaces) {
+            i.interface.clone_from(name);
+        }
+        if let Some(app) = &mut sample.app {
+            app.latency_buckets = buckets(&layout.latency_bounds, &app.latency_counts);
+            app.probe_latency_buckets = buckets(&layout.probe_bounds, &app.probe_latency_counts);
+            app.gauges = layout
+                .gauge_names
+                .iter()
+                .cloned()
+                .zip(app.gauge_values.iter().copied())
+                .collect();
+            app.latency_counts = Vec::new();
+            app.probe_latency_counts = Vec::new();
+            app.gauge_values = Vec::new();
+        }
+        sample.same_layout = false;
+        Ok(())
+    }
+}
+
+/// Checks that a compact `sample` carries exactly the slots of `layout`, and no names.
+fn check_fits(layout: &Layout, sample: &pb::HostSample) -> Result<(), WireError> {
+    let count = |field: &'static str, want: usize, got: usize| {
+        if want == got {
+            Ok(())
+        } else {
+            Err(WireError::invalid(
+                field,
+                format!("the stream's layout has {want}, the compact sample {got}"),
+            ))
+        }
+    };
+    let named = |field: &'static str, has_name: bool| {
+        if has_name {
+            Err(WireError::invalid(
+                field,
+                "a same_layout sample leaves names out",
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    count(
+        "filesystems",
+        layout.filesystems.len(),
+        sample.filesystems.len(),
+    )?;
+    count("disks", layout.disks.len(), sample.disks.len())?;
+    count(
+        "interfaces",
+        layout.interfaces.len(),
+        sample.interfaces.len(),
+    )?;
+    named(
+        "filesystems",
+        sample
+            .filesystems
+            .iter()
+            .any(|f| !f.mount_point.is_empty() || !f.device.is_empty() || !f.fs_type.is_empty()),
+    )?;
+    named("disks", sample.disks.iter().any(|d| !d.device.is_empty()))?;
+    named(
+        "interfaces",
+        sample.interfaces.iter().any(|i| !i.interface.is_empty()),
+    )?;
+    let (latency, probe, gauges) = match &sample.app {
+        Some(app) => {
+            if !app.latency_buckets.is_empty() || !app.probe_latency_buckets.is_empty() {
+                return Err(WireError::invalid(
+                    "app",
+                    "a same_layout sample sends counts, not buckets",
+                ));
+            }
+            named("app.gauges", !app.gauges.is_empty())?;
+            (
+                app.latency_counts.len(),
+                app.probe_latency_counts.len(),
+                app.gauge_values.len(),
+            )
+        }
+        // No app this interval: nothing of the app's layout is used.
+        None => return Ok(()),
+    };
+    count("app.latency_counts", layout.latency_bounds.len(), latency)?;
+    count("app.probe_latency_counts", layout.probe_bounds.len(), probe)?;
+    count("app.gauge_values", layout.gauge_names.len(), gauges)
+}
+
+fn buckets(bounds: &[u64], counts: &[u64]) -> Vec<pb::HistogramBucket> {
+    bounds
+        .iter()
+        .zip(counts)
+        .map(|(bits, count)| pb::HistogramBucket {
+            upper_bound: f64::from_bits(*bits),
+            cumulative_count: *count as f64,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;

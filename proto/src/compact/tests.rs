@@ -1,0 +1,218 @@
+use prost::Message;
+
+use super::*;
+
+const BOUNDS: [f64; 4] = [0.01, 0.1, 1.0, f64::INFINITY];
+
+fn bucket_list(counts: [f64; 4]) -> Vec<pb::HistogramBucket> {
+    BOUNDS
+        .iter()
+        .zip(counts)
+        .map(|(&upper_bound, cumulative_count)| pb::HistogramBucket {
+            upper_bound,
+            cumulative_count,
+        })
+        .collect()
+}
+
+/// A whole sample as the agent makes it; `n` moves every figure.
+fn sample(n: u32) -> pb::HostSample {
+    let f = f64::from(n);
+    pb::HostSample {
+        cpu_percent: 10.0 + f,
+        cpu_core_percent: vec![5.0 + f, 15.0],
+        memory_used_bytes: 1 << 30,
+        filesystems: vec![pb::FilesystemUsage {
+            mount_point: "/".to_owned(),
+            device: "/dev/nvme0n1p2".to_owned(),
+            fs_type: "ext4".to_owned(),
+            used_bytes: 100 + u64::from(n),
+            total_bytes: 1000,
+        }],
+        disks: vec![pb::DiskIo {
+            device: "nvme0n1".to_owned(),
+            read_bytes_per_sec: 4096.0 * f,
+            ..Default::default()
+        }],
+        interfaces: ["eth0", "eth1"]
+            .iter()
+            .map(|name| pb::NetIo {
+                interface: (*name).to_owned(),
+                rx_bytes_per_sec: 1e6 + f,
+                ..Default::default()
+            })
+            .collect(),
+        app: Some(pb::AppHealth {
+            requests: 200.0 + f,
+            errors: 2.0,
+            latency_buckets: bucket_list([10.0 + f, 150.0, 199.0, 200.0 + f]),
+            probe_latency_buckets: bucket_list([1.0, 1.0, 1.0, 1.0]),
+            gauges: [("queue_depth", 12.0 + f), ("cache_hit_ratio", 0.93)]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect(),
+            scrape_enabled: true,
+            scrapes: 1,
+            probe_error: "timed out".to_owned(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Sends `samples` through one stream's compactor and expander.
+fn through_stream(samples: &[pb::HostSample]) -> Vec<(pb::HostSample, pb::HostSample)> {
+    let mut compactor = Compactor::new();
+    let mut expander = Expander::new();
+    samples
+        .iter()
+        .map(|whole| {
+            let sent = compactor.compact(whole);
+            let mut received = sent.clone();
+            expander.expand(&mut received).expect("expands");
+            assert_eq!(&received, whole, "the coordinator sees the whole sample");
+            (sent, received)
+        })
+        .collect()
+}
+
+#[test]
+fn first_sample_is_whole_and_later_ones_are_compact() {
+    let samples: Vec<_> = (0..3).map(sample).collect();
+    let sent = through_stream(&samples);
+    assert!(!sent[0].0.same_layout);
+    assert_eq!(sent[0].0, samples[0]);
+    for (compact, _) in &sent[1..] {
+        assert!(compact.same_layout);
+        assert!(compact.filesystems[0].mount_point.is_empty());
+        assert!(compact.interfaces.iter().all(|i| i.interface.is_empty()));
+        let app = compact.app.as_ref().expect("app");
+        assert!(app.latency_buckets.is_empty() && app.gauges.is_empty());
+        assert_eq!(app.probe_latency_counts, vec![1, 1, 1, 1]);
+        // Gauge values follow the byte order of their names.
+        assert_eq!(app.gauge_values[0], 0.93);
+    }
+}
+
+#[test]
+fn compact_sample_is_less_than_half_the_bytes() {
+    let sent = through_stream(&[sample(1), sample(2)]);
+    let (whole, compact) = (sent[0].0.encoded_len(), sent[1].0.encoded_len());
+    assert!(compact * 2 < whole, "compact {compact} B, whole {whole} B");
+}
+
+#[test]
+fn a_changed_layout_is_sent_whole_and_becomes_the_new_one() {
+    let mut renamed = sample(2);
+    renamed.interfaces[1].interface = "eth2".to_owned();
+    let mut fewer_gauges = sample(4);
+    fewer_gauges.interfaces[1].interface = "eth2".to_owned();
+    fewer_gauges
+        .app
+        .as_mut()
+        .expect("app")
+        .gauges
+        .remove("queue_depth");
+    let mut no_app = sample(6);
+    no_app.app = None;
+    let mut back_to_eth2 = sample(7);
+    back_to_eth2.interfaces[1].interface = "eth2".to_owned();
+    let stream = [
+        sample(1),
+        renamed.clone(),
+        {
+            let mut s = sample(3);
+            s.interfaces[1].interface = "eth2".to_owned();
+            s
+        },
+        fewer_gauges,
+        no_app,
+        back_to_eth2,
+    ];
+    let layout_sent: Vec<bool> = through_stream(&stream)
+        .iter()
+        .map(|(sent, _)| !sent.same_layout)
+        .collect();
+    assert_eq!(layout_sent, [true, true, false, true, true, true]);
+}
+
+#[test]
+fn fractional_counts_go_whole_without_losing_the_layout() {
+    let mut fractional = sample(2);
+    fractional.app.as_mut().expect("app").latency_buckets[0].cumulative_count = 0.5;
+    let sent = through_stream(&[sample(1), fractional, sample(3)]);
+    assert!(!sent[1].0.same_layout);
+    assert!(sent[2].0.same_layout);
+}
+
+#[test]
+fn a_reset_compactor_sends_the_layout_again() {
+    let mut compactor = Compactor::new();
+    compactor.compact(&sample(1));
+    compactor.reset();
+    assert!(!compactor.compact(&sample(2)).same_layout);
+    assert!(compactor.compact(&sample(3)).same_layout);
+}
+
+#[test]
+fn compact_sample_without_an_app_expands() {
+    let mut first = sample(1);
+    first.app = None;
+    let mut second = sample(2);
+    second.app = None;
+    let sent = through_stream(&[first, second]);
+    assert!(sent[1].0.same_layout);
+}
+
+fn expect_rejected(expander: &mut Expander, mut bad: pb::HostSample, field: &str) {
+    let before = bad.clone();
+    match expander.expand(&mut bad) {
+        Err(WireError::Invalid { field: f, .. }) => assert_eq!(f, field),
+        other => panic!("expected `{field}` rejected, got {other:?}"),
+    }
+    assert_eq!(bad, before, "a rejected sample is left as it was");
+}
+
+#[test]
+fn hostile_compact_samples_are_rejected() {
+    let compact = {
+        let mut compactor = Compactor::new();
+        compactor.compact(&sample(1));
+        compactor.compact(&sample(2))
+    };
+    assert!(compact.same_layout);
+
+    // No layout on the stream yet.
+    expect_rejected(&mut Expander::new(), compact.clone(), "same_layout");
+
+    let mut expander = Expander::new();
+    expander.expand(&mut sample(1)).expect("whole sample");
+    let mut extra_disk = compact.clone();
+    extra_disk.disks.push(pb::DiskIo::default());
+    expect_rejected(&mut expander, extra_disk, "disks");
+    let mut named = compact.clone();
+    named.interfaces[0].interface = "eth9".to_owned();
+    expect_rejected(&mut expander, named, "interfaces");
+    let mut short_counts = compact.clone();
+    short_counts.app.as_mut().expect("app").latency_counts.pop();
+    expect_rejected(&mut expander, short_counts, "app.latency_counts");
+    let mut extra_gauge = compact.clone();
+    extra_gauge
+        .app
+        .as_mut()
+        .expect("app")
+        .gauge_values
+        .push(1.0);
+    expect_rejected(&mut expander, extra_gauge, "app.gauge_values");
+    let mut with_buckets = compact.clone();
+    with_buckets.app.as_mut().expect("app").latency_buckets = bucket_list([0.0; 4]);
+    expect_rejected(&mut expander, with_buckets, "app");
+    let mut whole_with_counts = sample(3);
+    whole_with_counts.app.as_mut().expect("app").latency_counts = vec![1];
+    expect_rejected(&mut expander, whole_with_counts, "app");
+
+    // The stream's layout survived every rejection.
+    let mut good = compact;
+    expander.expand(&mut good).expect("expands");
+    assert_eq!(good, sample(2));
+}
