@@ -104,7 +104,8 @@ pub async fn run(
             Control::new(shared.clone()),
         ))
         .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            // Small messages (acks, commands) go out at once, not behind Nagle.
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
             server_shutdown.clone().cancelled_owned(),
         );
     let mut server = tokio::spawn(server);

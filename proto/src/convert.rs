@@ -272,8 +272,8 @@ fn app_to_pb(app: &AppHealth) -> pb::AppHealth {
     }
 }
 
-fn app_from_pb(app: &pb::AppHealth) -> AppHealth {
-    let mut gauges: Vec<(String, f64)> = app.gauges.iter().map(|(k, v)| (k.clone(), *v)).collect();
+fn app_from_pb(app: pb::AppHealth) -> AppHealth {
+    let mut gauges: Vec<(String, f64)> = app.gauges.into_iter().collect();
     gauges.sort_by(|a, b| a.0.cmp(&b.0));
     AppHealth {
         requests: app.requests,
@@ -285,11 +285,11 @@ fn app_from_pb(app: &pb::AppHealth) -> AppHealth {
         scrape_enabled: app.scrape_enabled,
         scrapes: app.scrapes,
         scrape_errors: app.scrape_errors,
-        scrape_error: app.scrape_error.clone(),
+        scrape_error: app.scrape_error,
         probe_enabled: app.probe_enabled,
         probes: app.probes,
         probe_errors: app.probe_errors,
-        probe_error: app.probe_error.clone(),
+        probe_error: app.probe_error,
         probe_latency_buckets: buckets_from_pb(&app.probe_latency_buckets),
     }
 }
@@ -313,6 +313,15 @@ impl TryFrom<&pb::HostSample> for HostSample {
     type Error = WireError;
 
     fn try_from(s: &pb::HostSample) -> Result<Self, WireError> {
+        HostSample::try_from(s.clone())
+    }
+}
+
+/// By value: names and lists move into the domain sample, nothing is copied.
+impl TryFrom<pb::HostSample> for HostSample {
+    type Error = WireError;
+
+    fn try_from(s: pb::HostSample) -> Result<Self, WireError> {
         // A compact sample means nothing without its stream: `compact::Expander` first.
         let compact_app = s.app.as_ref().is_some_and(|a| {
             !(a.latency_counts.is_empty()
@@ -339,7 +348,7 @@ impl TryFrom<&pb::HostSample> for HostSample {
             collected_at,
             interval,
             cpu_percent: s.cpu_percent,
-            cpu_core_percent: s.cpu_core_percent.clone(),
+            cpu_core_percent: s.cpu_core_percent,
             load1: s.load1,
             load5: s.load5,
             load15: s.load15,
@@ -349,20 +358,20 @@ impl TryFrom<&pb::HostSample> for HostSample {
             swap_used_bytes: s.swap_used_bytes,
             filesystems: s
                 .filesystems
-                .iter()
+                .into_iter()
                 .map(|f| FilesystemUsage {
-                    mount_point: f.mount_point.clone(),
-                    device: f.device.clone(),
-                    fs_type: f.fs_type.clone(),
+                    mount_point: f.mount_point,
+                    device: f.device,
+                    fs_type: f.fs_type,
                     used_bytes: f.used_bytes,
                     total_bytes: f.total_bytes,
                 })
                 .collect(),
             disks: s
                 .disks
-                .iter()
+                .into_iter()
                 .map(|d| DiskIo {
-                    device: d.device.clone(),
+                    device: d.device,
                     read_bytes_per_sec: d.read_bytes_per_sec,
                     write_bytes_per_sec: d.write_bytes_per_sec,
                     read_ops_per_sec: d.read_ops_per_sec,
@@ -375,9 +384,9 @@ impl TryFrom<&pb::HostSample> for HostSample {
             disk_write_ops_per_sec: s.disk_write_ops_per_sec,
             interfaces: s
                 .interfaces
-                .iter()
+                .into_iter()
                 .map(|n| NetIo {
-                    interface: n.interface.clone(),
+                    interface: n.interface,
                     rx_bytes_per_sec: n.rx_bytes_per_sec,
                     tx_bytes_per_sec: n.tx_bytes_per_sec,
                     rx_packets_per_sec: n.rx_packets_per_sec,
@@ -395,7 +404,7 @@ impl TryFrom<&pb::HostSample> for HostSample {
                 memory_some_avg10: p.memory_some_avg10,
                 io_some_avg10: p.io_some_avg10,
             }),
-            app: s.app.as_ref().map(app_from_pb),
+            app: s.app.map(app_from_pb),
         };
         sample
             .validate()

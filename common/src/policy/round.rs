@@ -7,7 +7,7 @@
 
 use crate::exposition::histogram_quantile;
 use crate::ids::HostId;
-use crate::sample::{Bucket, HostSample};
+use crate::sample::{AppHealth, Bucket, HostSample};
 use crate::Cohort;
 
 /// App counts of one host or cohort over one round.
@@ -36,7 +36,7 @@ impl AppTotals {
         self.reporting = self.reporting.saturating_add(other.reporting);
         self.requests += other.requests;
         self.errors += other.errors;
-        self.latency_buckets = merge_buckets(&self.latency_buckets, &other.latency_buckets);
+        add_buckets(&mut self.latency_buckets, &other.latency_buckets);
         self.scrape_enabled |= other.scrape_enabled;
         self.scrapes = self.scrapes.saturating_add(other.scrapes);
         self.scrape_errors = self.scrape_errors.saturating_add(other.scrape_errors);
@@ -49,8 +49,31 @@ impl AppTotals {
         if !other.last_probe_error.is_empty() {
             self.last_probe_error.clone_from(&other.last_probe_error);
         }
-        self.probe_latency_buckets =
-            merge_buckets(&self.probe_latency_buckets, &other.probe_latency_buckets);
+        add_buckets(
+            &mut self.probe_latency_buckets,
+            &other.probe_latency_buckets,
+        );
+    }
+
+    /// Adds one sample's app health (as `add` would its totals, without the copies).
+    fn add_sample(&mut self, app: &AppHealth) {
+        self.reporting = self.reporting.saturating_add(1);
+        self.requests += app.requests;
+        self.errors += app.errors;
+        add_buckets(&mut self.latency_buckets, &app.latency_buckets);
+        self.scrape_enabled |= app.scrape_enabled;
+        self.scrapes = self.scrapes.saturating_add(app.scrapes);
+        self.scrape_errors = self.scrape_errors.saturating_add(app.scrape_errors);
+        if !app.scrape_error.is_empty() {
+            self.last_scrape_error.clone_from(&app.scrape_error);
+        }
+        self.probe_enabled |= app.probe_enabled;
+        self.probes = self.probes.saturating_add(app.probes);
+        self.probe_errors = self.probe_errors.saturating_add(app.probe_errors);
+        if !app.probe_error.is_empty() {
+            self.last_probe_error.clone_from(&app.probe_error);
+        }
+        add_buckets(&mut self.probe_latency_buckets, &app.probe_latency_buckets);
     }
 
     /// Σerrors / Σrequests, `None` without requests.
@@ -126,24 +149,9 @@ impl HostRound {
             self.sums[14] += p.io_some_avg10;
         }
         if let Some(app) = &sample.app {
-            let totals = AppTotals {
-                reporting: 1,
-                requests: app.requests,
-                errors: app.errors,
-                latency_buckets: app.latency_buckets.clone(),
-                scrape_enabled: app.scrape_enabled,
-                scrapes: app.scrapes,
-                scrape_errors: app.scrape_errors,
-                last_scrape_error: app.scrape_error.clone(),
-                probe_enabled: app.probe_enabled,
-                probes: app.probes,
-                probe_errors: app.probe_errors,
-                last_probe_error: app.probe_error.clone(),
-                probe_latency_buckets: app.probe_latency_buckets.clone(),
-            };
             // Several samples of one host count as one reporting host.
             let reporting = self.app.reporting.max(1);
-            self.app.add(&totals);
+            self.app.add_sample(app);
             self.app.reporting = reporting;
             if !app.gauges.is_empty() {
                 self.gauges.clone_from(&app.gauges);
@@ -169,6 +177,26 @@ impl HostRound {
     /// Returns the latest value of a gauge.
     pub fn gauge(&self, name: &str) -> Option<f64> {
         self.gauges.iter().find(|(n, _)| n == name).map(|(_, v)| *v)
+    }
+}
+
+/// Adds the cumulative histogram `from` into `into`: in place when the
+/// bounds are the same (the usual case), else as [`merge_buckets`].
+fn add_buckets(into: &mut Vec<Bucket>, from: &[Bucket]) {
+    if from.is_empty() {
+        return;
+    }
+    let same_bounds = into.len() == from.len()
+        && into
+            .iter()
+            .zip(from)
+            .all(|(x, y)| x.upper_bound == y.upper_bound);
+    if same_bounds {
+        for (x, y) in into.iter_mut().zip(from) {
+            x.cumulative_count += y.cumulative_count;
+        }
+    } else {
+        *into = merge_buckets(into, from);
     }
 }
 

@@ -208,7 +208,7 @@ async fn handle(
         Some(pb::agent_message::Kind::Hello(_)) => {
             Err(Status::invalid_argument("a second Hello on one stream"))
         }
-        Some(pb::agent_message::Kind::Samples(mut batch)) => {
+        Some(pb::agent_message::Kind::Samples(batch)) => {
             if batch.samples.len() > MAX_BATCH_SAMPLES as usize {
                 return Err(Status::invalid_argument(format!(
                     "a batch holds at most {MAX_BATCH_SAMPLES} samples"
@@ -217,24 +217,23 @@ async fn handle(
             if batch.samples.is_empty() {
                 return Ok(());
             }
-            let last_seq = batch
-                .first_seq
-                .saturating_add(batch.samples.len() as u64 - 1);
+            let n_samples = batch.samples.len();
+            let last_seq = batch.first_seq.saturating_add(n_samples as u64 - 1);
             // Every sample is checked before any is applied: a batch is all or
             // nothing. Compact samples are made whole in stream order first.
             let samples = batch
                 .samples
-                .iter_mut()
-                .map(|sample| {
-                    expander.expand(sample)?;
-                    HostSample::try_from(&*sample)
+                .into_iter()
+                .map(|mut sample| {
+                    expander.expand(&mut sample)?;
+                    HostSample::try_from(sample)
                 })
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|err| {
                     shared
                         .metrics
                         .samples_rejected
-                        .fetch_add(batch.samples.len() as u64, Ordering::Relaxed);
+                        .fetch_add(n_samples as u64, Ordering::Relaxed);
                     wire_status(err)
                 })?;
             if let Some((applied, duplicates)) = shared.fleet.record_samples(
