@@ -205,6 +205,12 @@ pub const MAX_EVENTS: u32 = 1_000_000;
 pub const MAX_BUCKETS: usize = 64;
 /// Most gauges accepted from a peer.
 pub const MAX_GAUGES: usize = 64;
+/// Most cores accepted from a peer.
+pub const MAX_CORES: usize = 4096;
+/// Most filesystems, disks or interfaces accepted from a peer.
+pub const MAX_DEVICES: usize = 1024;
+/// Longest device, mount point or gauge name accepted from a peer.
+pub const MAX_NAME_LEN: usize = 4096;
 
 impl HostSample {
     /// Returns an all-zero sample at `collected_at`, for tests and as a base to fill in.
@@ -273,6 +279,31 @@ impl HostSample {
         }
         if self.memory_used_bytes > self.memory_total_bytes {
             return Err("memory_used_bytes exceeds memory_total_bytes".to_owned());
+        }
+        // A peer's lists are bounded, so one host's sample stays small in memory.
+        if self.cpu_core_percent.len() > MAX_CORES {
+            return Err(format!("cpu_core_percent has more than {MAX_CORES} cores"));
+        }
+        let lists = [
+            ("filesystems", self.filesystems.len()),
+            ("disks", self.disks.len()),
+            ("interfaces", self.interfaces.len()),
+        ];
+        for (name, len) in lists {
+            if len > MAX_DEVICES {
+                return Err(format!("{name} has more than {MAX_DEVICES} entries"));
+            }
+        }
+        let names = self
+            .filesystems
+            .iter()
+            .flat_map(|f| [&f.mount_point, &f.device, &f.fs_type])
+            .chain(self.disks.iter().map(|d| &d.device))
+            .chain(self.interfaces.iter().map(|n| &n.interface));
+        for name in names {
+            if name.len() > MAX_NAME_LEN {
+                return Err(format!("a device name is longer than {MAX_NAME_LEN} bytes"));
+            }
         }
         if let Some(app) = &self.app {
             app.validate()?;

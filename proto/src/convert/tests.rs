@@ -75,6 +75,23 @@ fn hostile_samples_are_rejected() {
                 ..good.clone()
             },
         ),
+        (
+            "interfaces has more than",
+            pb::HostSample {
+                interfaces: vec![pb::NetIo::default(); 1025],
+                ..good.clone()
+            },
+        ),
+        (
+            "device name is longer",
+            pb::HostSample {
+                disks: vec![pb::DiskIo {
+                    device: "d".repeat(5000),
+                    ..Default::default()
+                }],
+                ..good.clone()
+            },
+        ),
     ];
     for (needle, wire) in cases {
         let err = HostSample::try_from(&wire).expect_err(needle);
