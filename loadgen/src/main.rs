@@ -35,14 +35,21 @@ fn main() -> ExitCode {
     };
     sim::GZIP.store(config.gzip, std::sync::atomic::Ordering::Relaxed);
     sim::WHOLE_SAMPLES.store(config.whole_samples, std::sync::atomic::Ordering::Relaxed);
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn,rollguard_loadgen=info".into()),
-        )
-        .init();
+    {
+        use tracing_subscriber::layer::SubscriberExt as _;
+        use tracing_subscriber::util::SubscriberInitExt as _;
+        use tracing_subscriber::Layer as _;
+        tracing_subscriber::registry()
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                    .with_filter(rollguard_proto::otel::log_filter(
+                        "warn,rollguard_loadgen=info",
+                    )),
+            )
+            .init();
+    }
     procfs::raise_nofile_limit();
     // Multi-thread: one task per simulated agent, spread over every core.
     let runtime = match tokio::runtime::Builder::new_multi_thread()

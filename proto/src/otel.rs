@@ -19,9 +19,9 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use opentelemetry_sdk::Resource;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::EnvFilter;
 
 /// How long shutdown waits for the last spans to be exported.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(3);
@@ -59,8 +59,7 @@ pub fn init(
     default_level: &str,
     endpoint: Option<&str>,
 ) -> TelemetryGuard {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    let filter = log_filter(default_level);
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
@@ -89,6 +88,23 @@ pub fn init(
         tracing::info!(%endpoint, service_name, "exporting traces over OTLP/gRPC");
     }
     TelemetryGuard { provider }
+}
+
+/// `RUST_LOG` as `target=level` directives (e.g. `warn,rollguard_agent=debug`),
+/// else `default_level`. A plain target filter rather than `EnvFilter`: it
+/// keeps a regex engine out of every binary, which is a fifth of the agent's
+/// code. A `RUST_LOG` that does not parse is reported and the default used.
+pub fn log_filter(default_level: &str) -> Targets {
+    let default = || default_level.parse().unwrap_or_default();
+    match std::env::var("RUST_LOG") {
+        Ok(spec) if !spec.trim().is_empty() => spec.parse().unwrap_or_else(|err| {
+            eprintln!(
+                "RUST_LOG `{spec}` is not a list of target=level directives ({err}); using `{default_level}`"
+            );
+            default()
+        }),
+        _ => default(),
+    }
 }
 
 fn build_provider(service_name: &'static str, endpoint: &str) -> Result<SdkTracerProvider, String> {
