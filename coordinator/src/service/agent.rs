@@ -226,7 +226,11 @@ async fn handle(
                 .into_iter()
                 .map(|mut sample| {
                     expander.expand(&mut sample)?;
-                    HostSample::try_from(sample)
+                    // From a reference: the copies are allocated to size, where
+                    // moving the decoder's buffers into each host's long-lived
+                    // latest sample cost 10-13 KiB of RSS per host (10,000
+                    // loadgen agents: 661 MiB against 527).
+                    HostSample::try_from(&sample)
                 })
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|err| {
