@@ -64,9 +64,9 @@ wait_file() { # wait_file FILE: until it holds a full line (30 s)
   echo "bench: timed out waiting for $1" >&2
   return 1
 }
-free_port() { # a TCP port on 127.0.0.1 that nothing answers on
+free_port() { # a TCP port on 127.0.0.1 that nothing answers on, below the ephemeral range (the loadgen's thousands of connections use that)
   local port
-  for port in $(seq 39100 39400); do
+  for port in $(seq 19100 19400); do
     if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then echo "$port"; return; fi
   done
   echo "bench: no free port" >&2
@@ -289,5 +289,5 @@ num() { jq -r --arg k "$2" '.[$k] | if . == null then "-" elif type == "number" 
   fi
   echo "| real rollguard-agent (gzip): every byte it wrote (gRPC and its app scrape/probe requests) | $agent_wire |"
   echo
-  echo "Samples are sent whole and gzip-compressed per message. Output: $out"
+  echo "Samples are compact (a host's layout once per stream) and gzip-compressed per message. Output: $out"
 } | tee "$out/results.md"
