@@ -118,7 +118,33 @@ impl CommandState {
 struct Inner {
     hosts: HashMap<HostId, HostEntry>,
     commands: HashMap<CommandId, CommandState>,
+    /// Every command's targets counted by their status, kept as targets and
+    /// results come, so that a /metrics scrape does not walk them all under the lock.
+    tally: HashMap<CommandStatus, u64>,
     next_conn_id: u64,
+}
+
+impl Inner {
+    /// Takes a new command in, its targets counted as not answered yet.
+    fn insert_command(&mut self, state: CommandState) {
+        *self.tally.entry(CommandStatus::NoAnswer).or_default() += state.target_set.len() as u64;
+        self.commands
+            .insert(CommandId::new(state.record.command_id.clone()), state);
+    }
+
+    /// Moves one target from `from` (its previous status) to `to` in the tally.
+    fn count(
+        tally: &mut HashMap<CommandStatus, u64>,
+        from: Option<CommandStatus>,
+        to: CommandStatus,
+    ) {
+        if let Some(from) = from {
+            if let Some(n) = tally.get_mut(&from) {
+                *n = n.saturating_sub(1);
+            }
+        }
+        *tally.entry(to).or_default() += 1;
+    }
 }
 
 /// Shared fleet state.
@@ -200,13 +226,18 @@ impl Fleet {
             );
         }
         for record in snapshot.commands {
-            inner.commands.insert(
-                CommandId::new(record.command_id.clone()),
-                CommandState::new(record),
-            );
+            inner.insert_command(CommandState::new(record));
         }
         for result in snapshot.results {
             if let Some(state) = inner.commands.get_mut(result.command_id.as_str()) {
+                if state.target_set.contains(&result.host_id) {
+                    let previous = state.results.get(&result.host_id).map(|r| r.status);
+                    Inner::count(
+                        &mut inner.tally,
+                        Some(previous.unwrap_or(CommandStatus::NoAnswer)),
+                        result.status,
+                    );
+                }
                 state.results.insert(result.host_id.clone(), result);
             }
         }
@@ -362,27 +393,22 @@ impl Fleet {
     /// Counts per-host command results by status (targets without an answer are `no_answer`).
     pub fn command_results_by_status(&self) -> Vec<(&'static str, u64)> {
         let inner = self.lock();
-        let mut counts: BTreeMap<&'static str, u64> = [
-            "accepted",
-            "running",
-            "succeeded",
-            "failed",
-            "rejected",
-            "no_answer",
+        [
+            CommandStatus::Accepted,
+            CommandStatus::Running,
+            CommandStatus::Succeeded,
+            CommandStatus::Failed,
+            CommandStatus::Rejected,
+            CommandStatus::NoAnswer,
         ]
         .into_iter()
-        .map(|s| (s, 0))
-        .collect();
-        for state in inner.commands.values() {
-            for target in &state.record.targets {
-                let status = state
-                    .results
-                    .get(target)
-                    .map_or(CommandStatus::NoAnswer, |r| r.status);
-                *counts.entry(status.as_str()).or_default() += 1;
-            }
-        }
-        counts.into_iter().collect()
+        .map(|status| {
+            (
+                status.as_str(),
+                inner.tally.get(&status).copied().unwrap_or(0),
+            )
+        })
+        .collect()
     }
 
     /// Returns every deployment with a connected host.
@@ -433,14 +459,17 @@ impl Fleet {
             return Err(UpdateError::NotATarget(result.command_id.clone()));
         }
         result.host_id = host_id.as_str().to_owned();
-        if let Some(previous) = state.results.get(host_id.as_str()) {
+        let previous = state.results.get(host_id.as_str());
+        if let Some(previous) = previous {
             if previous.status.is_final()
                 || previous.status == result.status && previous.exit_code == result.exit_code
             {
                 return Ok(None);
             }
         }
+        let from = previous.map_or(CommandStatus::NoAnswer, |r| r.status);
         state.results.insert(result.host_id.clone(), result.clone());
+        Inner::count(&mut inner.tally, Some(from), result.status);
         Ok(Some(result))
     }
 
@@ -489,9 +518,7 @@ impl Fleet {
                 senders.push(conn.tx.wire.clone());
             }
             let updated = changed.then(|| state.record.clone());
-            inner
-                .commands
-                .insert(CommandId::new(state.record.command_id.clone()), state);
+            inner.insert_command(state);
             (senders, updated)
         };
         for wire in &senders {
@@ -660,7 +687,10 @@ fn pending_for(
     let now_ms = unix_ms(now);
     let mut pending = Vec::new();
     let mut updated = Vec::new();
-    for state in inner.commands.values_mut() {
+    let Inner {
+        commands, tally, ..
+    } = inner;
+    for state in commands.values_mut() {
         if state.record.deployment != deployment {
             continue;
         }
@@ -680,6 +710,7 @@ fn pending_for(
         }
         if !is_target {
             state.add_target(host_id.as_str());
+            Inner::count(tally, None, CommandStatus::NoAnswer);
             updated.push(state.record.clone());
         }
         pending.push(state.record.clone());
@@ -722,3 +753,6 @@ pub fn command_message(record: &CommandRecord) -> pb::CoordinatorMessage {
         })),
     }
 }
+
+#[cfg(test)]
+mod tests;
