@@ -14,6 +14,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant, SystemTime};
 
+use rollguard_common::ids::REASON_EXPIRED;
 use rollguard_common::time::unix_ms;
 use rollguard_common::{CommandStatus, HostSample};
 use rollguard_proto::compact::Compactor;
@@ -435,7 +436,7 @@ fn on_command(
         vec![outcome_to_wire(&id, &outcome)]
     };
     if expired {
-        return reject(journal, "expired".to_owned());
+        return reject(journal, REASON_EXPIRED.to_owned());
     }
     let Some(action) = config.actions.get(&command.action) else {
         return reject(

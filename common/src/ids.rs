@@ -114,6 +114,10 @@ impl std::str::FromStr for Cohort {
     }
 }
 
+/// The reason, exactly, of a command an agent rejected because its
+/// `not_after` had passed before it could run: the host never ran it.
+pub const REASON_EXPIRED: &str = "expired";
+
 /// The life of one command on one host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

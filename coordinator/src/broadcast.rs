@@ -1,6 +1,7 @@
 //! Deciding and sending a rollback: the decision (command and audit entry)
 //! is committed to the store first, then sent to every beta host of the
-//! deployment. Used by the manual `Rollback` call and by the policy.
+//! deployment. Used by the manual `Rollback` call and by the policy; a host
+//! that was away past a command's deadline gets a catch-up of its own.
 
 use std::time::SystemTime;
 
@@ -84,6 +85,7 @@ async fn decide_in(
         not_after_unix_ms: unix_ms(not_after),
         targets: targets.clone(),
         trace_context: rollguard_proto::otel::inject(span).into_iter().collect(),
+        closed: false,
     };
     span.record("command_id", record.command_id.as_str());
     span.record("targets", targets.len());
@@ -100,10 +102,7 @@ async fn decide_in(
             targets.len()
         ),
     };
-    // The decision is durable before any agent hears of it.
-    let mut writes = vec![Write::Command(record.clone()), Write::Audit(audit)];
-    writes.extend(with);
-    shared.store.commit(writes).await?;
+    issue(shared, record.clone(), audit, with).await?;
     tracing::info!(
         %deployment,
         command_id = %record.command_id,
@@ -122,7 +121,21 @@ async fn decide_in(
         "action": action,
         "targets": targets,
     }));
-    let sent = record.clone();
+    Ok(record)
+}
+
+/// Commits `record` with its audit entry (and `with`), then sends it: the
+/// decision is durable before any agent hears of it.
+async fn issue(
+    shared: &Shared,
+    record: CommandRecord,
+    audit: AuditRecord,
+    with: Vec<Write>,
+) -> Result<()> {
+    let mut writes = vec![Write::Command(record.clone()), Write::Audit(audit)];
+    writes.extend(with);
+    shared.store.commit(writes).await?;
+    let deployment = record.deployment.clone();
     if let Some(updated) = shared.fleet.dispatch(record) {
         // The decision is already durable and sent; a failure here only
         // loses the late-target list, which hosts' reconnects rebuild.
@@ -130,7 +143,65 @@ async fn decide_in(
             tracing::warn!(%deployment, error = %err, "cannot store the updated targets");
         }
     }
-    Ok(sent)
+    Ok(())
+}
+
+/// Repeats `original` for one host that rejected it as expired: the host was
+/// away past `not_after` and never ran it, and its deployment is still
+/// disarmed by that decision. The repeat is a new command (new id, new
+/// deadline) closed to that host alone, stored and audited like any
+/// rollback, in a `rollback.catch_up` span under the original decision's trace.
+pub(crate) async fn catch_up(
+    shared: &Shared,
+    original: &CommandRecord,
+    host_id: &str,
+) -> Result<CommandRecord> {
+    let span = tracing::info_span!(
+        "rollback.catch_up",
+        deployment = %original.deployment,
+        original = %original.command_id,
+        host.id = %host_id,
+    );
+    rollguard_proto::otel::set_parent(&span, &original.trace_context.iter().cloned().collect());
+    let now = SystemTime::now();
+    let record = CommandRecord {
+        command_id: new_command_id(now),
+        deployment: original.deployment.clone(),
+        action: original.action.clone(),
+        reason: format!(
+            "catch-up of {}: the host was away past its deadline ({})",
+            original.command_id, original.reason
+        ),
+        actor: "rollguard".to_owned(),
+        issued_at_unix_ms: unix_ms(now),
+        not_after_unix_ms: unix_ms(now + shared.config.command_ttl),
+        targets: vec![host_id.to_owned()],
+        trace_context: rollguard_proto::otel::inject(&span).into_iter().collect(),
+        closed: true,
+    };
+    let audit = AuditRecord {
+        time_unix_ms: unix_ms(now),
+        deployment: original.deployment.clone(),
+        action: "rollback".to_owned(),
+        reason: record.reason.clone(),
+        command_id: record.command_id.clone(),
+        actor: "rollguard".to_owned(),
+        detail: format!(
+            "catch-up; action `{}` to {host_id}, which rejected {} as expired",
+            record.action, original.command_id
+        ),
+    };
+    issue(shared, record.clone(), audit, Vec::new())
+        .instrument(span)
+        .await?;
+    tracing::info!(
+        deployment = %record.deployment,
+        command_id = %record.command_id,
+        original = %original.command_id,
+        %host_id,
+        "rollback repeated for a host that was away past the deadline"
+    );
+    Ok(record)
 }
 
 /// A command id that is unique across restarts: time plus randomness.

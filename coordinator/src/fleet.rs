@@ -514,7 +514,13 @@ impl Fleet {
                     continue;
                 }
                 let Some(conn) = &entry.conn else { continue };
-                changed |= state.add_target(entry.identity.host_id.as_str());
+                if state.record.closed {
+                    if !state.target_set.contains(entry.identity.host_id.as_str()) {
+                        continue;
+                    }
+                } else {
+                    changed |= state.add_target(entry.identity.host_id.as_str());
+                }
                 senders.push(conn.tx.wire.clone());
             }
             let updated = changed.then(|| state.record.clone());
@@ -525,6 +531,20 @@ impl Fleet {
             send_command(wire, &message);
         }
         updated
+    }
+
+    /// Returns command `command_id` if `host_id` is one of its targets and no
+    /// decision for its deployment came after it (catch-ups, being closed,
+    /// are not decisions): the command a catch-up repeats.
+    pub fn newest_command_for(&self, host_id: &HostId, command_id: &str) -> Option<CommandRecord> {
+        let inner = self.lock();
+        let state = inner.commands.get(command_id)?;
+        let newer = inner.commands.values().any(|other| {
+            !other.record.closed
+                && other.record.deployment == state.record.deployment
+                && other.record.issued_at_unix_ms > state.record.issued_at_unix_ms
+        });
+        (!newer && state.target_set.contains(host_id.as_str())).then(|| state.record.clone())
     }
 
     /// Returns a command with one result per target.
@@ -705,7 +725,7 @@ fn pending_for(
         // A target without a final result gets the command again even after
         // not_after: the agent answers from its journal or rejects it as
         // expired, so the result is never left open. Others join only live commands.
-        if !is_target && state.record.not_after_unix_ms < now_ms {
+        if !is_target && (state.record.closed || state.record.not_after_unix_ms < now_ms) {
             continue;
         }
         if !is_target {

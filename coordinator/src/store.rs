@@ -66,6 +66,9 @@ pub struct CommandRecord {
     pub targets: Vec<String>,
     /// W3C trace context of the decision.
     pub trace_context: Vec<(String, String)>,
+    /// Only `targets` get it; no host joins late (a catch-up for one host).
+    #[serde(default)]
+    pub closed: bool,
 }
 
 /// The latest state of one command on one host.

@@ -59,6 +59,7 @@ fn result_counts_follow_targets_and_results() {
         not_after_unix_ms: u64::MAX,
         targets: vec!["h1".to_owned(), "h2".to_owned(), "h3".to_owned()],
         trace_context: Vec::new(),
+        closed: false,
     };
     let fleet = Fleet::from_snapshot(Snapshot {
         commands: vec![command],

@@ -10,8 +10,8 @@ use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
-use rollguard_common::ids::validate_name;
-use rollguard_common::{CommandStatus, DeploymentName, HostId, HostSample};
+use rollguard_common::ids::{validate_name, REASON_EXPIRED};
+use rollguard_common::{Cohort, CommandStatus, DeploymentName, HostId, HostSample};
 use rollguard_proto::compact::Expander;
 use rollguard_proto::v1 as pb;
 use rollguard_proto::{duration_from_pb, time_from_pb, WireError};
@@ -312,11 +312,18 @@ async fn handle(
                         "exit_code": stored.exit_code,
                         "reason": stored.reason,
                     }));
+                    let expired =
+                        stored.status == CommandStatus::Rejected && stored.reason == REASON_EXPIRED;
+                    let command_id = stored.command_id.clone();
                     shared
                         .store
                         .queue(Write::Result(stored))
                         .await
-                        .map_err(Status::from)
+                        .map_err(Status::from)?;
+                    if expired {
+                        catch_up_if_in_force(shared, identity, &command_id).await;
+                    }
+                    Ok(())
                 }
                 Ok(None) => Ok(()),
                 Err(err) => {
@@ -327,6 +334,24 @@ async fn handle(
                 }
             }
         }
+    }
+}
+
+/// The host rejected `command_id` as expired, so it never ran it: it was
+/// away past the deadline. If that is its deployment's newest command and
+/// the policy still holds the deployment disarmed (no `rearm` since), the
+/// decision is still in force and the host gets a catch-up of its own.
+async fn catch_up_if_in_force(shared: &Shared, identity: &HostIdentity, command_id: &str) {
+    let host_id = &identity.host_id;
+    if identity.cohort != Cohort::Beta || shared.judge.state(&identity.deployment).armed {
+        return;
+    }
+    let Some(original) = shared.fleet.newest_command_for(host_id, command_id) else {
+        return;
+    };
+    if let Err(err) = crate::broadcast::catch_up(shared, &original, host_id.as_str()).await {
+        // The store refused it; an operator's rollback still reaches the host.
+        tracing::error!(%host_id, command_id, error = %err, "cannot issue the catch-up rollback");
     }
 }
 

@@ -39,6 +39,7 @@ async fn writes_survive_a_reopen_and_audit_keeps_order() {
                 not_after_unix_ms: 2,
                 targets: vec!["h1".to_owned()],
                 trace_context: Vec::new(),
+                closed: false,
             })])
             .await
             .expect("commit");

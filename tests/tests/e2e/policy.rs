@@ -387,3 +387,107 @@ fn dry_run_records_would_roll_back_and_runs_nothing() {
         .all(|e| e["action"] != "rollback"));
     assert_eq!(beta.evidence_lines(), 0, "dry run runs nothing");
 }
+
+#[test]
+fn a_host_away_past_the_deadline_gets_a_catch_up_while_the_deployment_stays_disarmed() {
+    let root = test_dir("catchup");
+    let config = format!(
+        "command_ttl = \"3s\"\n{}",
+        coordinator_toml(
+            "late",
+            "",
+            "[[deployments.late.rules]]\nmetric = \"error_rate\"\nmax = 0.05\n",
+        )
+    );
+    let coordinator = Coordinator::start(&root.join("data"), Some(&config)).expect("coordinator");
+    let beta_app = DemoApp::start(&root.join("beta-app"), BETA_VERSION, "4s").expect("beta app");
+    let away_app = DemoApp::start(&root.join("away-app"), BETA_VERSION, "1h").expect("app");
+    let beta = host(&root, &coordinator.url, "beta-1", "late", "beta", &beta_app);
+    let mut away = host(&root, &coordinator.url, "beta-2", "late", "beta", &away_app);
+    wait_connected(&coordinator, &["beta-1", "beta-2"]);
+    away.proc
+        .terminate(Duration::from_secs(10))
+        .expect("beta-2 stops");
+
+    let decision = wait_until(
+        "an automatic rollback in the history",
+        Duration::from_secs(90),
+        Duration::from_millis(200),
+        || {
+            history(&coordinator)
+                .into_iter()
+                .find(|e| e["action"] == "rollback" && e["actor"] == "rollguard policy")
+        },
+    )
+    .expect("the policy rolls back");
+    // The command's 3 s deadline counts from its decision, which came before
+    // this moment: past this instant it has surely expired.
+    let expired_at = std::time::Instant::now() + Duration::from_millis(3_100);
+    let original = decision["command_id"].as_str().expect("id").to_owned();
+    wait_until(
+        "the action on beta-1",
+        Duration::from_secs(30),
+        Duration::from_millis(50),
+        || (beta.evidence_lines() > 0).then_some(()),
+    )
+    .expect("beta-1 rolled back");
+
+    // beta-2 stays away until the command's deadline has passed.
+    wait_until(
+        "the original command's deadline to pass",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || (std::time::Instant::now() > expired_at).then_some(()),
+    )
+    .expect("deadline passes");
+
+    // It returns, rejects the original as expired (it never ran it), and
+    // gets a catch-up of its own, which it runs once.
+    let away = host(&root, &coordinator.url, "beta-2", "late", "beta", &away_app);
+    let catch_up = wait_until(
+        "a catch-up for beta-2 in the history",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || {
+            history(&coordinator).into_iter().find(|e| {
+                e["action"] == "rollback"
+                    && e["detail"].as_str().is_some_and(|d| d.contains("catch-up"))
+            })
+        },
+    )
+    .expect("catch-up issued");
+    assert_ne!(catch_up["command_id"], original.as_str(), "{catch_up}");
+    let detail = catch_up["detail"].as_str().expect("detail");
+    assert!(
+        detail.contains("beta-2") && detail.contains(&original),
+        "{detail}"
+    );
+    wait_until(
+        "the action on beta-2",
+        Duration::from_secs(30),
+        Duration::from_millis(50),
+        || (away.evidence_lines() > 0).then_some(()),
+    )
+    .expect("beta-2 rolled back by the catch-up");
+    let journal =
+        std::fs::read_to_string(away.state_dir.join("commands.journal")).expect("beta-2 journal");
+    assert!(
+        journal
+            .lines()
+            .any(|l| l.contains(&original) && l.contains("expired")),
+        "beta-2 rejected the original as expired: {journal}"
+    );
+
+    // The catch-up was closed to beta-2: beta-1 ran the rollback once, and
+    // a restart of beta-2 runs nothing again.
+    drop(away);
+    let away = host(&root, &coordinator.url, "beta-2", "late", "beta", &away_app);
+    wait_connected(&coordinator, &["beta-1", "beta-2"]);
+    let catch_ups = history(&coordinator)
+        .iter()
+        .filter(|e| e["detail"].as_str().is_some_and(|d| d.contains("catch-up")))
+        .count();
+    assert_eq!(catch_ups, 1, "one catch-up");
+    assert_eq!(away.evidence_lines(), 1, "beta-2 ran it exactly once");
+    assert_eq!(beta.evidence_lines(), 1, "beta-1 ran it exactly once");
+}
