@@ -57,6 +57,32 @@ fn rounds(coordinator: &Coordinator, deployment: &str) -> Vec<Value> {
         .unwrap_or_else(|| panic!("why failed: {out:?}"))
 }
 
+/// Waits for the policy's automatic rollback in the history; returns its entry.
+fn policy_rollback(coordinator: &Coordinator) -> Value {
+    wait_until(
+        "an automatic rollback in the history",
+        Duration::from_secs(90),
+        Duration::from_millis(200),
+        || {
+            history(coordinator)
+                .into_iter()
+                .find(|e| e["action"] == "rollback" && e["actor"] == "rollguard policy")
+        },
+    )
+    .expect("the policy rolls back")
+}
+
+/// Waits until `host` has run its rollback action.
+fn wait_ran(host: &Agent, what: &str) {
+    wait_until(
+        what,
+        Duration::from_secs(30),
+        Duration::from_millis(50),
+        || (host.evidence_lines() > 0).then_some(()),
+    )
+    .unwrap_or_else(|err| panic!("{what}: {err}"));
+}
+
 fn wait_connected(coordinator: &Coordinator, hosts: &[&str]) {
     coordinator
         .wait_for_agents("agents connected", |agents| {
@@ -107,17 +133,7 @@ fn a_failing_beta_is_rolled_back_after_exactly_the_configured_rounds_on_beta_hos
         .terminate(Duration::from_secs(10))
         .expect("beta-2 stops");
 
-    let decision = wait_until(
-        "an automatic rollback in the history",
-        Duration::from_secs(90),
-        Duration::from_millis(200),
-        || {
-            history(&coordinator)
-                .into_iter()
-                .find(|e| e["action"] == "rollback" && e["actor"] == "rollguard policy")
-        },
-    )
-    .expect("the policy rolls back");
+    let decision = policy_rollback(&coordinator);
     let command_id = decision["command_id"]
         .as_str()
         .expect("command id")
@@ -149,13 +165,7 @@ fn a_failing_beta_is_rolled_back_after_exactly_the_configured_rounds_on_beta_hos
     assert_eq!(rule["metric"], "error_rate");
     assert!(rule["value"].as_f64().is_some_and(|v| v > 0.05), "{rule}");
 
-    wait_until(
-        "the action on beta-1",
-        Duration::from_secs(30),
-        Duration::from_millis(50),
-        || (beta.evidence_lines() > 0).then_some(()),
-    )
-    .expect("beta-1 rolled back");
+    wait_ran(&beta, "the action on beta-1");
 
     // beta-2 returns and runs it once.
     let offline = host(
@@ -166,13 +176,7 @@ fn a_failing_beta_is_rolled_back_after_exactly_the_configured_rounds_on_beta_hos
         "beta",
         &offline_app,
     );
-    wait_until(
-        "the action on beta-2 after reconnect",
-        Duration::from_secs(30),
-        Duration::from_millis(50),
-        || (offline.evidence_lines() > 0).then_some(()),
-    )
-    .expect("beta-2 rolled back on return");
+    wait_ran(&offline, "the action on beta-2 after reconnect");
 
     // The rolled-back beta reports the stable version, and the deployment,
     // now disarmed, decides nothing more while rounds go on.
@@ -409,28 +413,12 @@ fn a_host_away_past_the_deadline_gets_a_catch_up_while_the_deployment_stays_disa
         .terminate(Duration::from_secs(10))
         .expect("beta-2 stops");
 
-    let decision = wait_until(
-        "an automatic rollback in the history",
-        Duration::from_secs(90),
-        Duration::from_millis(200),
-        || {
-            history(&coordinator)
-                .into_iter()
-                .find(|e| e["action"] == "rollback" && e["actor"] == "rollguard policy")
-        },
-    )
-    .expect("the policy rolls back");
+    let decision = policy_rollback(&coordinator);
     // The command's 3 s deadline counts from its decision, which came before
     // this moment: past this instant it has surely expired.
     let expired_at = std::time::Instant::now() + Duration::from_millis(3_100);
     let original = decision["command_id"].as_str().expect("id").to_owned();
-    wait_until(
-        "the action on beta-1",
-        Duration::from_secs(30),
-        Duration::from_millis(50),
-        || (beta.evidence_lines() > 0).then_some(()),
-    )
-    .expect("beta-1 rolled back");
+    wait_ran(&beta, "the action on beta-1");
 
     // beta-2 stays away until the command's deadline has passed.
     wait_until(
@@ -462,13 +450,7 @@ fn a_host_away_past_the_deadline_gets_a_catch_up_while_the_deployment_stays_disa
         detail.contains("beta-2") && detail.contains(&original),
         "{detail}"
     );
-    wait_until(
-        "the action on beta-2",
-        Duration::from_secs(30),
-        Duration::from_millis(50),
-        || (away.evidence_lines() > 0).then_some(()),
-    )
-    .expect("beta-2 rolled back by the catch-up");
+    wait_ran(&away, "the action on beta-2");
     let journal =
         std::fs::read_to_string(away.state_dir.join("commands.journal")).expect("beta-2 journal");
     assert!(
