@@ -312,7 +312,8 @@ async fn open_session(
     session_id: u64,
 ) -> anyhow::Result<Session> {
     let channel = endpoint.connect().await?;
-    // Samples are gzip-compressed: about half the bytes on the wire per agent.
+    // Messages are gzip-compressed: with compact samples, 481 rather than 523
+    // bytes per agent per second on the socket (README, Figures).
     let mut client = AgentServiceClient::new(channel)
         .send_compressed(tonic::codec::CompressionEncoding::Gzip)
         .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
