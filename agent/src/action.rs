@@ -2,6 +2,7 @@
 //! its combined output.
 
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rollguard_common::CommandStatus;
@@ -12,6 +13,8 @@ use crate::config::Action;
 
 /// Bytes of output kept (the end of it).
 pub const OUTPUT_TAIL_BYTES: usize = 4096;
+/// How long output is still read after the action ended.
+const OUTPUT_GRACE: Duration = Duration::from_secs(1);
 
 /// How an action ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,58 +50,64 @@ pub async fn run(action: &Action, default_dir: &std::path::Path) -> RunResult {
             }
         }
     };
-    let stdout = child.stdout.take();
-    let stderr = child.stderr.take();
-    let output = async {
-        let (a, b) = tokio::join!(read_all(stdout), read_all(stderr));
-        let mut combined = a;
-        combined.extend_from_slice(&b);
-        combined
-    };
-    let waited = tokio::time::timeout(action.timeout, async {
-        let (status, output) = tokio::join!(child.wait(), output);
-        (status, output)
+    // The pipes are drained into shared buffers while the action runs (a
+    // full pipe would block it), so that what was read is kept whatever ends it.
+    let (out_buf, err_buf) = (Arc::default(), Arc::default());
+    let mut readers = [
+        tokio::spawn(read_into(child.stdout.take(), Arc::clone(&out_buf))),
+        tokio::spawn(read_into(child.stderr.take(), Arc::clone(&err_buf))),
+    ];
+    let waited = tokio::time::timeout(action.timeout, child.wait()).await;
+    if waited.is_err() {
+        let _ = child.kill().await;
+    }
+    // The pipes close when the action exits, unless it left a background
+    // process holding them (a restarted daemon): the action is over all the
+    // same, so its output is what came within a short grace.
+    let _ = tokio::time::timeout(OUTPUT_GRACE, async {
+        for reader in &mut readers {
+            let _ = reader.await;
+        }
     })
     .await;
-    match waited {
-        Ok((Ok(status), output)) => {
+    for reader in &readers {
+        reader.abort();
+    }
+    let output_tail = {
+        let mut combined = take(&out_buf);
+        combined.extend_from_slice(&take(&err_buf));
+        tail(&combined)
+    };
+    let (status, exit_code, reason) = match waited {
+        Ok(Ok(status)) => {
             let exit_code = status.code();
-            let (status_kind, reason) = if status.success() {
-                (CommandStatus::Succeeded, String::new())
+            if status.success() {
+                (CommandStatus::Succeeded, exit_code, String::new())
             } else {
-                match exit_code {
-                    Some(code) => (CommandStatus::Failed, format!("exited with status {code}")),
-                    None => (
-                        CommandStatus::Failed,
-                        format!("ended by a signal ({status})"),
-                    ),
-                }
-            };
-            RunResult {
-                status: status_kind,
-                exit_code,
-                reason,
-                output_tail: tail(&output),
-                duration: started.elapsed(),
+                let reason = match exit_code {
+                    Some(code) => format!("exited with status {code}"),
+                    None => format!("ended by a signal ({status})"),
+                };
+                (CommandStatus::Failed, exit_code, reason)
             }
         }
-        Ok((Err(err), output)) => RunResult {
-            status: CommandStatus::Failed,
-            exit_code: None,
-            reason: format!("cannot wait for the action: {err}"),
-            output_tail: tail(&output),
-            duration: started.elapsed(),
-        },
-        Err(_) => {
-            let _ = child.kill().await;
-            RunResult {
-                status: CommandStatus::Failed,
-                exit_code: None,
-                reason: format!("timed out after {}", humantime_secs(action.timeout)),
-                output_tail: String::new(),
-                duration: started.elapsed(),
-            }
-        }
+        Ok(Err(err)) => (
+            CommandStatus::Failed,
+            None,
+            format!("cannot wait for the action: {err}"),
+        ),
+        Err(_) => (
+            CommandStatus::Failed,
+            None,
+            format!("timed out after {}", humantime_secs(action.timeout)),
+        ),
+    };
+    RunResult {
+        status,
+        exit_code,
+        reason,
+        output_tail,
+        duration: started.elapsed(),
     }
 }
 
@@ -106,25 +115,35 @@ fn humantime_secs(d: Duration) -> String {
     format!("{:.1}s", d.as_secs_f64())
 }
 
-/// Reads a pipe to its end, keeping only the last [`OUTPUT_TAIL_BYTES`].
-async fn read_all(pipe: Option<impl AsyncRead + Unpin>) -> Vec<u8> {
+/// Reads a pipe to its end into `kept`, keeping only the last [`OUTPUT_TAIL_BYTES`].
+async fn read_into(pipe: Option<impl AsyncRead + Unpin>, kept: Arc<Mutex<Vec<u8>>>) {
     let Some(mut pipe) = pipe else {
-        return Vec::new();
+        return;
     };
-    let mut kept = Vec::new();
     let mut buf = [0u8; 4096];
     loop {
         match pipe.read(&mut buf).await {
             Ok(0) | Err(_) => break,
             Ok(n) => {
+                let mut kept = kept
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
                 kept.extend_from_slice(&buf[..n]);
                 if kept.len() > 2 * OUTPUT_TAIL_BYTES {
-                    kept.drain(..kept.len() - OUTPUT_TAIL_BYTES);
+                    let cut = kept.len() - OUTPUT_TAIL_BYTES;
+                    kept.drain(..cut);
                 }
             }
         }
     }
-    kept
+}
+
+fn take(buf: &Mutex<Vec<u8>>) -> Vec<u8> {
+    std::mem::take(
+        &mut *buf
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    )
 }
 
 fn tail(output: &[u8]) -> String {

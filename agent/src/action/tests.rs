@@ -56,6 +56,32 @@ async fn outcomes_of_real_processes() {
         None,
         "timed out",
     );
+    // Output read before a timeout is kept.
+    check(
+        run(
+            &action(
+                &["/bin/sh", "-c", "echo before-the-hang; exec sleep 30"],
+                500,
+            ),
+            &dir,
+        )
+        .await,
+        CommandStatus::Failed,
+        None,
+        "before-the-hang",
+    );
+}
+
+#[tokio::test]
+async fn a_background_process_holding_the_output_does_not_hold_the_result() {
+    // The action starts a daemon-like child that keeps stdout open for 3 s
+    // and exits 0 at once: it succeeded, well within its 2 s timeout.
+    let result = run(
+        &action(&["/bin/sh", "-c", "echo restarted; sleep 3 &"], 2_000),
+        &std::env::temp_dir(),
+    )
+    .await;
+    check(result, CommandStatus::Succeeded, Some(0), "restarted");
 }
 
 #[tokio::test]
