@@ -272,8 +272,8 @@ fn app_to_pb(app: &AppHealth) -> pb::AppHealth {
     }
 }
 
-fn app_from_pb(app: pb::AppHealth) -> AppHealth {
-    let mut gauges: Vec<(String, f64)> = app.gauges.into_iter().collect();
+fn app_from_pb(app: &pb::AppHealth) -> AppHealth {
+    let mut gauges: Vec<(String, f64)> = app.gauges.iter().map(|(k, v)| (k.clone(), *v)).collect();
     gauges.sort_by(|a, b| a.0.cmp(&b.0));
     AppHealth {
         requests: app.requests,
@@ -285,11 +285,11 @@ fn app_from_pb(app: pb::AppHealth) -> AppHealth {
         scrape_enabled: app.scrape_enabled,
         scrapes: app.scrapes,
         scrape_errors: app.scrape_errors,
-        scrape_error: app.scrape_error,
+        scrape_error: app.scrape_error.clone(),
         probe_enabled: app.probe_enabled,
         probes: app.probes,
         probe_errors: app.probe_errors,
-        probe_error: app.probe_error,
+        probe_error: app.probe_error.clone(),
         probe_latency_buckets: buckets_from_pb(&app.probe_latency_buckets),
     }
 }
@@ -313,15 +313,6 @@ impl TryFrom<&pb::HostSample> for HostSample {
     type Error = WireError;
 
     fn try_from(s: &pb::HostSample) -> Result<Self, WireError> {
-        HostSample::try_from(s.clone())
-    }
-}
-
-/// By value: names and lists move into the domain sample, nothing is copied.
-impl TryFrom<pb::HostSample> for HostSample {
-    type Error = WireError;
-
-    fn try_from(s: pb::HostSample) -> Result<Self, WireError> {
         // A compact sample means nothing without its stream: `compact::Expander` first.
         let compact_app = s.app.as_ref().is_some_and(|a| {
             !(a.latency_counts.is_empty()
@@ -348,7 +339,7 @@ impl TryFrom<pb::HostSample> for HostSample {
             collected_at,
             interval,
             cpu_percent: s.cpu_percent,
-            cpu_core_percent: s.cpu_core_percent,
+            cpu_core_percent: s.cpu_core_percent.clone(),
             load1: s.load1,
             load5: s.load5,
             load15: s.load15,
@@ -358,20 +349,20 @@ impl TryFrom<pb::HostSample> for HostSample {
             swap_used_bytes: s.swap_used_bytes,
             filesystems: s
                 .filesystems
-                .into_iter()
+                .iter()
                 .map(|f| FilesystemUsage {
-                    mount_point: f.mount_point,
-                    device: f.device,
-                    fs_type: f.fs_type,
+                    mount_point: f.mount_point.clone(),
+                    device: f.device.clone(),
+                    fs_type: f.fs_type.clone(),
                     used_bytes: f.used_bytes,
                     total_bytes: f.total_bytes,
                 })
                 .collect(),
             disks: s
                 .disks
-                .into_iter()
+                .iter()
                 .map(|d| DiskIo {
-                    device: d.device,
+                    device: d.device.clone(),
                     read_bytes_per_sec: d.read_bytes_per_sec,
                     write_bytes_per_sec: d.write_bytes_per_sec,
                     read_ops_per_sec: d.read_ops_per_sec,
@@ -384,9 +375,9 @@ impl TryFrom<pb::HostSample> for HostSample {
             disk_write_ops_per_sec: s.disk_write_ops_per_sec,
             interfaces: s
                 .interfaces
-                .into_iter()
+                .iter()
                 .map(|n| NetIo {
-                    interface: n.interface,
+                    interface: n.interface.clone(),
                     rx_bytes_per_sec: n.rx_bytes_per_sec,
                     tx_bytes_per_sec: n.tx_bytes_per_sec,
                     rx_packets_per_sec: n.rx_packets_per_sec,
@@ -404,7 +395,7 @@ impl TryFrom<pb::HostSample> for HostSample {
                 memory_some_avg10: p.memory_some_avg10,
                 io_some_avg10: p.io_some_avg10,
             }),
-            app: s.app.map(app_from_pb),
+            app: s.app.as_ref().map(app_from_pb),
         };
         sample
             .validate()
