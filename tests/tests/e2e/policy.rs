@@ -325,13 +325,14 @@ fn a_fleet_wide_incident_with_only_relative_rules_does_not_roll_back() {
     }
     // The latency histograms came through the agents' compact samples (bounds
     // sent once per stream): at a 400 ms mean the apps answer 9 % of requests
-    // in 800 ms, so both sides' p99 is in the 0.5-1 s bucket.
+    // in 800 ms and 1 % in 2 s, so the 99th percentile sits on the 1 s bound
+    // and, with the rounding of a round's counts, lands in 0.5-2.5 s.
     let last = &judged[judged.len() - 1]["rules"][1];
     for side in ["value", "baseline"] {
         assert!(
             last[side]
                 .as_f64()
-                .is_some_and(|v| v > 500.0 && v <= 1000.0),
+                .is_some_and(|v| v > 500.0 && v <= 2500.0),
             "latency p99 {side}: {last}"
         );
     }
