@@ -35,15 +35,17 @@ impl Origin {
 /// evaluation round, or the control call that carries the CLI's trace); its
 /// W3C context travels in the command so each agent's action joins the trace.
 ///
-/// `with` are writes committed in the same transaction as the decision (the
-/// policy's disarmed state, so that a crash cannot re-arm and decide twice).
+/// `with` gives writes committed in the same transaction as the decision,
+/// from the command about to be stored: the policy's disarmed state, so that
+/// a crash cannot re-arm and decide twice, and the round that decided, so
+/// that whoever sees the decision also sees why.
 pub(crate) async fn decide(
     shared: &Shared,
     deployment: &DeploymentName,
     reason: &str,
     actor: &str,
     origin: Origin,
-    with: Vec<Write>,
+    with: impl FnOnce(&CommandRecord) -> Vec<Write>,
 ) -> Result<CommandRecord> {
     let span = tracing::info_span!(
         "rollback.broadcast",
@@ -63,7 +65,7 @@ async fn decide_in(
     reason: &str,
     actor: &str,
     origin: Origin,
-    with: Vec<Write>,
+    with: impl FnOnce(&CommandRecord) -> Vec<Write>,
     span: &tracing::Span,
 ) -> Result<CommandRecord> {
     let now = SystemTime::now();
@@ -102,6 +104,7 @@ async fn decide_in(
             targets.len()
         ),
     };
+    let with = with(&record);
     issue(shared, record.clone(), audit, with).await?;
     tracing::info!(
         %deployment,

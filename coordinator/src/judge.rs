@@ -207,23 +207,35 @@ async fn round(shared: &Shared, deployment: &DeploymentName, round_len: Duration
         "policy: {} failing round(s) in a row: {}",
         state.consecutive, record.evaluation.reason
     );
+    let mut round_stored = false;
     match decision {
         Decision::None => {}
         Decision::RollBack => {
-            // The disarmed state is committed with the decision itself.
-            let disarmed = Write::Judge(deployment.to_string(), state);
+            // The disarmed state and this round are committed with the
+            // decision itself: a crash cannot re-arm, and whoever sees the
+            // rollback in the history also finds the round that decided it.
             let decided = broadcast::decide(
                 shared,
                 deployment,
                 &reason,
                 "rollguard policy",
                 Origin::Policy,
-                vec![disarmed],
+                |command| {
+                    let mut deciding = record.clone();
+                    deciding.command_id = command.command_id.clone();
+                    vec![
+                        Write::Judge(deployment.to_string(), state),
+                        Write::Round(Box::new(deciding)),
+                    ]
+                },
             )
             .instrument(span.clone())
             .await;
             match decided {
-                Ok(command) => record.command_id = command.command_id,
+                Ok(command) => {
+                    record.command_id = command.command_id;
+                    round_stored = true;
+                }
                 Err(err) => {
                     // Not decided: stay armed so the next failing round tries again.
                     tracing::error!(%deployment, error = %err, "cannot store the rollback decision; staying armed");
@@ -245,8 +257,13 @@ async fn round(shared: &Shared, deployment: &DeploymentName, round_len: Duration
                 actor: "rollguard policy".to_owned(),
                 detail: "dry run: nothing was sent".to_owned(),
             };
-            if let Err(err) = shared.store.commit(vec![Write::Audit(audit)]).await {
-                tracing::error!(%deployment, error = %err, "cannot store the dry-run decision");
+            // The round is committed with its entry, as for a real decision.
+            let writes = vec![Write::Audit(audit), Write::Round(Box::new(record.clone()))];
+            match shared.store.commit(writes).await {
+                Ok(()) => round_stored = true,
+                Err(err) => {
+                    tracing::error!(%deployment, error = %err, "cannot store the dry-run decision")
+                }
             }
             shared.notifier.send(json!({
                 "event": "would_roll_back",
@@ -273,10 +290,10 @@ async fn round(shared: &Shared, deployment: &DeploymentName, round_len: Duration
     }
     // The state is read again now: a rearm may have run since this round began.
     let current = shared.judge.state(deployment);
-    let mut writes = vec![
-        Write::Judge(deployment.to_string(), current),
-        Write::Round(Box::new(record.clone())),
-    ];
+    let mut writes = vec![Write::Judge(deployment.to_string(), current)];
+    if !round_stored {
+        writes.push(Write::Round(Box::new(record.clone())));
+    }
     if seq > ROUNDS_KEPT && seq % 1000 == 0 {
         writes.push(Write::PruneRounds(
             deployment.to_string(),

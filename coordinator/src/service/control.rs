@@ -156,7 +156,7 @@ impl pb::control_service_server::ControlService for Control {
             reason,
             &actor,
             Origin::Manual,
-            Vec::new(),
+            |_| Vec::new(),
         )
         .instrument(span)
         .await?;
