@@ -184,7 +184,9 @@ impl Coordinator {
     pub fn start(data_dir: &Path, config_toml: Option<&str>) -> anyhow::Result<Coordinator> {
         std::fs::create_dir_all(data_dir)?;
         let addr_file = data_dir.join("coordinator.addr");
+        // A restart on the same data dir must not read the last run's addresses.
         let _ = std::fs::remove_file(&addr_file);
+        let _ = std::fs::remove_file(data_dir.join("http.addr"));
         let mut command = Command::new(&binaries().coordinator);
         command
             .args(["--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"])
@@ -224,7 +226,17 @@ impl Coordinator {
 
     /// Returns the `http://ip:port` of its /metrics listener.
     pub fn http_url(&self) -> anyhow::Result<String> {
-        let addr = std::fs::read_to_string(self.data_dir.join("http.addr"))?;
+        let path = self.data_dir.join("http.addr");
+        let addr = wait_until(
+            "the coordinator's HTTP address file",
+            Duration::from_secs(30),
+            Duration::from_millis(20),
+            || {
+                std::fs::read_to_string(&path)
+                    .ok()
+                    .filter(|s| s.ends_with('\n'))
+            },
+        )?;
         Ok(format!("http://{}", addr.trim()))
     }
 

@@ -106,6 +106,9 @@ fn manual_rollback_runs_once_on_beta_hosts_only_and_survives_a_restart() {
         .terminate(Duration::from_secs(10))
         .expect("coordinator exits within 10s of SIGTERM");
     assert!(status.success(), "clean exit: {status}");
+    // The agents would keep dialling the old port, which another test's
+    // server may be given: stop them before anything else binds.
+    drop((beta, baseline, no_action));
     let coordinator = Coordinator::start(&root.join("data"), None).expect("restart");
     let history = coordinator
         .ctl(&["history", "-o", "json"])
@@ -127,7 +130,6 @@ fn manual_rollback_runs_once_on_beta_hosts_only_and_survives_a_restart() {
 
     // The agents come back to the new coordinator (it listens on a new port,
     // so start fresh agents on the same state dirs) and nothing runs twice.
-    drop(beta);
     let beta = Agent::start(
         &root,
         &coordinator.url,
@@ -148,7 +150,6 @@ fn manual_rollback_runs_once_on_beta_hosts_only_and_survives_a_restart() {
         "hosts seen before the restart are still listed: {agents}"
     );
     assert_eq!(beta.evidence_lines(), 1, "no second run after restarts");
-    drop(no_action);
 }
 
 #[test]
