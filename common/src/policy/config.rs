@@ -60,7 +60,7 @@ pub struct RawRule {
     pub min: Option<f64>,
     /// Broken when beta > ratio × max(baseline, min_baseline).
     pub max_ratio_to_baseline: Option<f64>,
-    /// Floor of the baseline in relative rules.
+    /// Floor of the baseline in relative rules; required with `max_ratio_to_baseline`.
     pub min_baseline: Option<f64>,
 }
 
@@ -294,18 +294,37 @@ impl RawPolicy {
                     "must be greater than 0",
                 ));
             }
-            if raw.min_baseline.is_some() && raw.max_ratio_to_baseline.is_none() {
-                return Err(ConfigError::invalid(
-                    format!("{rule_key}.min_baseline"),
-                    "only applies with max_ratio_to_baseline",
-                ));
+            match (raw.max_ratio_to_baseline, raw.min_baseline) {
+                (None, Some(_)) => {
+                    return Err(ConfigError::invalid(
+                        format!("{rule_key}.min_baseline"),
+                        "only applies with max_ratio_to_baseline",
+                    ))
+                }
+                // A ratio to a baseline near zero turns noise into a breach
+                // (5 x 0 errors is 0): the floor is asked for, not guessed.
+                (Some(_), None) => {
+                    return Err(ConfigError::invalid(
+                        format!("{rule_key}.min_baseline"),
+                        "is required with max_ratio_to_baseline: the floor the baseline \
+                         counts as when it is lower (e.g. 0.01 for error_rate, 10 for a \
+                         latency in ms; 0 for none)",
+                    ))
+                }
+                (_, Some(floor)) if floor < 0.0 => {
+                    return Err(ConfigError::invalid(
+                        format!("{rule_key}.min_baseline"),
+                        "must not be negative",
+                    ))
+                }
+                _ => {}
             }
             rules.push(Rule {
                 metric,
                 max: raw.max,
                 min: raw.min,
                 max_ratio_to_baseline: raw.max_ratio_to_baseline,
-                min_baseline: raw.min_baseline.unwrap_or(0.0).max(0.0),
+                min_baseline: raw.min_baseline.unwrap_or(0.0),
             });
         }
         Ok(Policy {

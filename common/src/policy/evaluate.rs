@@ -527,6 +527,10 @@ pub enum Decision {
 
 /// Applies a round's verdict to the count and returns the decision.
 pub fn advance(policy: &Policy, state: &mut JudgeState, evaluation: &Evaluation) -> Decision {
+    if policy.dry_run && state.consecutive >= policy.consecutive_failures {
+        // The previous round recorded "would roll back": count afresh.
+        state.consecutive = 0;
+    }
     let counts = match evaluation.verdict {
         Verdict::Pass => {
             state.consecutive = 0;
@@ -545,15 +549,17 @@ pub fn advance(policy: &Policy, state: &mut JudgeState, evaluation: &Evaluation)
     if counts {
         state.consecutive = state.consecutive.saturating_add(1);
     }
-    if counts && state.armed && state.consecutive >= policy.consecutive_failures {
-        state.armed = false;
-        return if policy.dry_run {
-            Decision::WouldRollBack
-        } else {
-            Decision::RollBack
-        };
+    if !(counts && state.armed && state.consecutive >= policy.consecutive_failures) {
+        return Decision::None;
     }
-    Decision::None
+    if policy.dry_run {
+        // A dry run acts on nothing, so nothing disarms it: the next round
+        // starts a new count, and an armed deployment is handed over when
+        // the operator turns dry_run off.
+        return Decision::WouldRollBack;
+    }
+    state.armed = false;
+    Decision::RollBack
 }
 
 /// JSON has no +Inf: the last bucket bound is stored as the string "+Inf".

@@ -575,10 +575,17 @@ fn verdict_actions_can_count_inconclusive_but_never_blindness() {
 }
 
 #[test]
-fn dry_run_records_would_roll_back() {
+fn dry_run_records_would_roll_back_every_streak_and_stays_armed() {
     let mut p = policy(vec![]);
     p.dry_run = true;
-    check_rounds(p, "F F F F", ". . W .");
+    check_rounds(p.clone(), "F F F F F F F", ". . W . . W .");
+    check_rounds(p.clone(), "F F F P F F F", ". . W . . . W");
+    let policy = p.validate("d").expect("valid");
+    let (_, state) = run_rounds(&policy, "F F F");
+    assert!(state.armed, "a dry run never disarms: {state:?}");
+    assert_eq!(state.consecutive, 3, "the deciding round shows its streak");
+    let (_, state) = run_rounds(&policy, "F F F F");
+    assert_eq!(state.consecutive, 1, "then a new count: {state:?}");
 }
 
 #[test]
@@ -627,6 +634,17 @@ fn bad_policy_config_names_the_key() {
     check_config_error(
         policy(vec![max("cpu_percent", f64::NAN)]),
         "deployments.web.rules[0].max",
+    );
+    check_config_error(
+        policy(vec![RawRule {
+            min_baseline: None,
+            ..ratio("error_rate", 5.0, 0.0)
+        }]),
+        "deployments.web.rules[0].min_baseline",
+    );
+    check_config_error(
+        policy(vec![ratio("error_rate", 5.0, -0.1)]),
+        "deployments.web.rules[0].min_baseline",
     );
     check_config_error(
         RawPolicy {
