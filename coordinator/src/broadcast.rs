@@ -149,15 +149,26 @@ async fn issue(
     Ok(())
 }
 
-/// Repeats `original` for one host that rejected it as expired: the host was
-/// away past `not_after` and never ran it, and its deployment is still
-/// disarmed by that decision. The repeat is a new command (new id, new
-/// deadline) closed to that host alone, stored and audited like any
-/// rollback, in a `rollback.catch_up` span under the original decision's trace.
+/// Why a host gets a catch-up of a decision it never ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Missed {
+    /// It was a target, away past `not_after`, and rejected it as expired.
+    Expired,
+    /// It was not a target (away longer than the target window, or new) and
+    /// connected after `not_after`.
+    NotTargeted,
+}
+
+/// Repeats `original` for one host that never ran it (see [`Missed`]) while
+/// its deployment is still disarmed by that decision. The repeat is a new
+/// command (new id, new deadline) closed to that host alone, stored and
+/// audited like any rollback, in a `rollback.catch_up` span under the
+/// original decision's trace.
 pub(crate) async fn catch_up(
     shared: &Shared,
     original: &CommandRecord,
     host_id: &str,
+    missed: Missed,
 ) -> Result<CommandRecord> {
     let span = tracing::info_span!(
         "rollback.catch_up",
@@ -172,8 +183,13 @@ pub(crate) async fn catch_up(
         deployment: original.deployment.clone(),
         action: original.action.clone(),
         reason: format!(
-            "catch-up of {}: the host was away past its deadline ({})",
-            original.command_id, original.reason
+            "catch-up of {}: the host {} ({})",
+            original.command_id,
+            match missed {
+                Missed::Expired => "was away past its deadline",
+                Missed::NotTargeted => "was not a target and came after its deadline",
+            },
+            original.reason
         ),
         actor: "rollguard".to_owned(),
         issued_at_unix_ms: unix_ms(now),
@@ -190,8 +206,13 @@ pub(crate) async fn catch_up(
         command_id: record.command_id.clone(),
         actor: "rollguard".to_owned(),
         detail: format!(
-            "catch-up; action `{}` to {host_id}, which rejected {} as expired",
-            record.action, original.command_id
+            "catch-up; action `{}` to {host_id}, which {} {}",
+            record.action,
+            match missed {
+                Missed::Expired => "rejected as expired",
+                Missed::NotTargeted => "connected after the deadline of",
+            },
+            original.command_id
         ),
     };
     issue(shared, record.clone(), audit, Vec::new())
@@ -202,7 +223,8 @@ pub(crate) async fn catch_up(
         command_id = %record.command_id,
         original = %original.command_id,
         %host_id,
-        "rollback repeated for a host that was away past the deadline"
+        ?missed,
+        "rollback repeated for a host that never ran it"
     );
     Ok(record)
 }

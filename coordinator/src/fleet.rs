@@ -547,6 +547,38 @@ impl Fleet {
         (!newer && state.target_set.contains(host_id.as_str())).then(|| state.record.clone())
     }
 
+    /// Returns the decision a beta host must still catch up with on connect:
+    /// the newest decision of its deployment, if its deadline has passed,
+    /// the host was never one of its targets (it was away longer than
+    /// [`TARGET_WINDOW`] when it was decided, or is new), and no catch-up of
+    /// it was issued to the host yet. Hosts that were targets get the
+    /// command itself on connect and answer it (or reject it as expired).
+    pub fn missed_decision(&self, host_id: &HostId, now: SystemTime) -> Option<CommandRecord> {
+        let inner = self.lock();
+        let entry = inner.hosts.get(host_id)?;
+        if entry.identity.cohort != Cohort::Beta {
+            return None;
+        }
+        let deployment = entry.identity.deployment.as_str();
+        let newest = inner
+            .commands
+            .values()
+            .filter(|c| !c.record.closed && c.record.deployment == deployment)
+            .max_by_key(|c| c.record.issued_at_unix_ms)?;
+        if newest.record.not_after_unix_ms >= unix_ms(now)
+            || newest.target_set.contains(host_id.as_str())
+        {
+            return None;
+        }
+        let caught_up = inner.commands.values().any(|c| {
+            c.record.closed
+                && c.record.deployment == deployment
+                && c.record.issued_at_unix_ms >= newest.record.issued_at_unix_ms
+                && c.target_set.contains(host_id.as_str())
+        });
+        (!caught_up).then(|| newest.record.clone())
+    }
+
     /// Returns a command with one result per target.
     pub fn command(&self, command_id: &str) -> Option<CommandView> {
         let inner = self.lock();

@@ -74,6 +74,7 @@ pub async fn run(
         metrics: Arc::clone(&metrics),
         streams_shutdown: streams_shutdown.clone(),
         tracker: tracker.clone(),
+        missed_catch_ups: Arc::default(),
     };
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();

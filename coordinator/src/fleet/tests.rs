@@ -96,3 +96,78 @@ fn result_counts_follow_targets_and_results() {
     assert_eq!(counts(&fleet), [("accepted", 1), ("succeeded", 2)]);
     assert_eq!(counts(&fleet), recount(&fleet));
 }
+
+fn agent_record(host: &str, cohort: Cohort) -> AgentRecord {
+    AgentRecord {
+        host_id: host.to_owned(),
+        deployment: "shop".to_owned(),
+        cohort,
+        app_version: "1".to_owned(),
+        agent_version: "1".to_owned(),
+        action_names: vec!["rollback".to_owned()],
+        last_seen_unix_ms: 1,
+    }
+}
+
+fn decision(
+    id: &str,
+    issued: u64,
+    not_after: u64,
+    targets: &[&str],
+    closed: bool,
+) -> CommandRecord {
+    CommandRecord {
+        command_id: id.to_owned(),
+        deployment: "shop".to_owned(),
+        action: "rollback".to_owned(),
+        reason: "test".to_owned(),
+        actor: "test".to_owned(),
+        issued_at_unix_ms: issued,
+        not_after_unix_ms: not_after,
+        targets: targets.iter().map(|t| (*t).to_owned()).collect(),
+        trace_context: Vec::new(),
+        closed,
+    }
+}
+
+#[test]
+fn only_a_beta_host_that_was_never_sent_the_newest_decision_missed_it() {
+    let fleet_with = |commands: Vec<CommandRecord>| {
+        Fleet::from_snapshot(Snapshot {
+            agents: vec![
+                agent_record("beta-1", Cohort::Beta),
+                agent_record("beta-2", Cohort::Beta),
+                agent_record("base-1", Cohort::Baseline),
+            ],
+            commands,
+            ..Snapshot::default()
+        })
+    };
+    let at = |ms: u64| SystemTime::UNIX_EPOCH + Duration::from_millis(ms);
+    let missed = |fleet: &Fleet, host: &str, ms: u64| {
+        fleet
+            .missed_decision(&HostId::new(host.to_owned()), at(ms))
+            .map(|c| c.command_id)
+    };
+    let original = decision("cmd-1", 1_000, 2_000, &["beta-1"], false);
+
+    let fleet = fleet_with(vec![original.clone()]);
+    assert_eq!(missed(&fleet, "beta-2", 3_000).as_deref(), Some("cmd-1"));
+    // Before the deadline it joins the command itself as a late target.
+    assert_eq!(missed(&fleet, "beta-2", 1_500), None);
+    // A target gets the command on connect and answers it.
+    assert_eq!(missed(&fleet, "beta-1", 3_000), None);
+    assert_eq!(missed(&fleet, "base-1", 3_000), None);
+    assert_eq!(missed(&fleet, "stranger", 3_000), None);
+
+    // Once caught up, never twice.
+    let caught_up = decision("cmd-2", 3_000, 4_000, &["beta-2"], true);
+    let fleet = fleet_with(vec![original.clone(), caught_up]);
+    assert_eq!(missed(&fleet, "beta-2", 5_000), None);
+
+    // Only the newest decision counts: beta-2 was a target of a later one.
+    let later = decision("cmd-3", 2_500, 2_800, &["beta-1", "beta-2"], false);
+    let fleet = fleet_with(vec![original, later]);
+    assert_eq!(missed(&fleet, "beta-2", 5_000), None);
+    assert_eq!(missed(&fleet, "beta-1", 5_000), None);
+}

@@ -20,6 +20,7 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::Shared;
+use crate::broadcast::Missed;
 use crate::fleet::{HostIdentity, Outbound};
 use crate::store::{unix_ms, ResultRecord, Write};
 
@@ -121,6 +122,13 @@ impl pb::agent_service_server::AgentService for AgentLink {
 
         for record in &pending {
             crate::fleet::send_command(&wire_tx, &crate::fleet::command_message(record));
+        }
+        if identity.cohort == Cohort::Beta && !self.shared.judge.state(&identity.deployment).armed {
+            let shared = self.shared.clone();
+            let host_id = identity.host_id.clone();
+            self.shared.tracker.spawn(async move {
+                catch_up_missed(&shared, &host_id, now).await;
+            });
         }
 
         let shared = self.shared.clone();
@@ -349,9 +357,26 @@ async fn catch_up_if_in_force(shared: &Shared, identity: &HostIdentity, command_
     let Some(original) = shared.fleet.newest_command_for(host_id, command_id) else {
         return;
     };
-    if let Err(err) = crate::broadcast::catch_up(shared, &original, host_id.as_str()).await {
+    if let Err(err) =
+        crate::broadcast::catch_up(shared, &original, host_id.as_str(), Missed::Expired).await
+    {
         // The store refused it; an operator's rollback still reaches the host.
         tracing::error!(%host_id, command_id, error = %err, "cannot issue the catch-up rollback");
+    }
+}
+
+/// A beta host connected to a deployment the policy holds disarmed: if it
+/// was never sent the decision and its deadline has passed, the decision
+/// is still in force for it and it gets a catch-up of its own.
+async fn catch_up_missed(shared: &Shared, host_id: &HostId, now: SystemTime) {
+    let _one_at_a_time = shared.missed_catch_ups.lock().await;
+    let Some(original) = shared.fleet.missed_decision(host_id, now) else {
+        return;
+    };
+    if let Err(err) =
+        crate::broadcast::catch_up(shared, &original, host_id.as_str(), Missed::NotTargeted).await
+    {
+        tracing::error!(%host_id, command_id = %original.command_id, error = %err, "cannot issue the catch-up rollback");
     }
 }
 

@@ -26,4 +26,7 @@ pub(crate) struct Shared {
     /// Cancelled first at shutdown: every agent and watch stream ends on it.
     pub(crate) streams_shutdown: CancellationToken,
     pub(crate) tracker: TaskTracker,
+    /// Held from looking for a missed decision until its catch-up is in the
+    /// fleet, so that two quick connects of one host cannot both issue one.
+    pub(crate) missed_catch_ups: Arc<tokio::sync::Mutex<()>>,
 }

@@ -530,4 +530,40 @@ fn a_host_away_past_the_deadline_gets_a_catch_up_while_the_deployment_stays_disa
     assert_eq!(catch_ups, 1, "one catch-up");
     assert_eq!(away.evidence_lines(), 1, "beta-2 ran it exactly once");
     assert_eq!(beta.evidence_lines(), 1, "beta-1 ran it exactly once");
+
+    // A beta host that was never a target (new, or away longer than the
+    // target window) and comes while the deployment is disarmed gets a
+    // catch-up too, once.
+    let new_app = DemoApp::start(&root.join("new-app"), BETA_VERSION, "1h").expect("app");
+    let newcomer = host(&root, &coordinator.url, "beta-3", "late", "beta", &new_app);
+    let catch_up = wait_until(
+        "a catch-up for beta-3 in the history",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || {
+            history(&coordinator).into_iter().find(|e| {
+                e["detail"]
+                    .as_str()
+                    .is_some_and(|d| d.contains("catch-up") && d.contains("beta-3"))
+            })
+        },
+    )
+    .expect("catch-up issued");
+    let detail = catch_up["detail"].as_str().expect("detail");
+    assert!(
+        detail.contains("connected after the deadline of") && detail.contains(&original),
+        "{detail}"
+    );
+    wait_ran(&newcomer, "the action on beta-3");
+    let catch_ups = history(&coordinator)
+        .iter()
+        .filter(|e| e["detail"].as_str().is_some_and(|d| d.contains("catch-up")))
+        .count();
+    assert_eq!(
+        catch_ups, 2,
+        "one catch-up per host that missed the decision"
+    );
+    assert_eq!(newcomer.evidence_lines(), 1, "beta-3 ran it exactly once");
+    assert_eq!(away.evidence_lines(), 1);
+    assert_eq!(beta.evidence_lines(), 1);
 }
