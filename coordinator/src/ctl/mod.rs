@@ -248,10 +248,23 @@ pub(crate) fn print_status(response: &pb::GetFleetStatusResponse, format: Format
                 "NET RX/TX".to_owned(),
                 "VERSIONS".to_owned(),
             ]];
+            let width = rows[0].len();
             for deployment in &response.deployments {
+                // An unconfigured name is most often a typo in an agent's config.
+                let name = if deployment.configured {
+                    deployment.deployment.clone()
+                } else {
+                    format!("{} (no policy)", deployment.deployment)
+                };
+                if deployment.cohorts.is_empty() {
+                    let mut row = vec![name.clone(), "-".to_owned()];
+                    row.extend(["0", "0", "0"].map(str::to_owned));
+                    row.resize(width, "-".to_owned());
+                    rows.push(row);
+                }
                 for cohort in &deployment.cohorts {
                     rows.push(vec![
-                        deployment.deployment.clone(),
+                        name.clone(),
                         cohort_name(cohort.cohort).to_owned(),
                         cohort.hosts_connected.to_string(),
                         cohort.hosts_stale.to_string(),
@@ -328,6 +341,7 @@ fn status_json(response: &pb::GetFleetStatusResponse) -> Value {
             json!({
                 "deployment": d.deployment,
                 "rollback_action": d.rollback_action,
+                "configured": d.configured,
                 "cohorts": cohorts,
                 "judgement": d.judgement.as_ref().map(judge::judgement_json),
             })

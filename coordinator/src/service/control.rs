@@ -39,7 +39,22 @@ impl Control {
 
     fn status(&self, deployment: &str) -> Result<pb::GetFleetStatusResponse, Status> {
         let filter = optional_deployment(deployment)?;
-        let views = self.shared.fleet.status(filter.as_ref());
+        let mut views = self.shared.fleet.status(filter.as_ref());
+        // Configured deployments no host has joined are shown too: that is
+        // where an operator sees a fleet the monitor is blind to.
+        let configured = self.shared.config.deployments.keys();
+        let missing: Vec<DeploymentName> = configured
+            .filter(|name| filter.as_ref().is_none_or(|f| f == *name))
+            .filter(|name| !views.iter().any(|v| &v.deployment == *name))
+            .cloned()
+            .collect();
+        if !missing.is_empty() {
+            views.extend(missing.into_iter().map(|deployment| DeploymentView {
+                deployment,
+                cohorts: Vec::new(),
+            }));
+            views.sort_by(|a, b| a.deployment.cmp(&b.deployment));
+        }
         Ok(pb::GetFleetStatusResponse {
             generated_at: Some(time_to_pb(SystemTime::now())),
             deployments: views.iter().map(|v| self.deployment_to_wire(v)).collect(),
@@ -67,6 +82,11 @@ impl Control {
                 .deployment(&view.deployment)
                 .rollback_action,
             judgement,
+            configured: self
+                .shared
+                .config
+                .deployments
+                .contains_key(&view.deployment),
         }
     }
 }

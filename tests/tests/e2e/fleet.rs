@@ -55,6 +55,13 @@ fn manual_rollback_runs_once_on_beta_hosts_only_and_survives_a_restart() {
             connected_with_figures(agents, &["beta-1", "base-1", "beta-noaction"])
         })
         .expect("agents appear");
+    // No policy names `cache`: it is listed as such, not judged by rules.
+    let status = coordinator
+        .ctl(&["status", "-o", "json"])
+        .json()
+        .expect("status");
+    assert_eq!(status["deployments"][0]["deployment"], "cache", "{status}");
+    assert_eq!(status["deployments"][0]["configured"], false, "{status}");
 
     let out = coordinator.ctl(&[
         "rollback",

@@ -14,10 +14,17 @@ fn value(text: &str, selector: &str) -> Option<f64> {
     exposition::gauge(&exposition, &selector)
 }
 
+fn deployment<'a>(status: &'a serde_json::Value, name: &str) -> Option<&'a serde_json::Value> {
+    status["deployments"]
+        .as_array()?
+        .iter()
+        .find(|d| d["deployment"] == name)
+}
+
 /// Where the exposition's connected-host gauges differ from the status's
 /// cohorts (or a connected cohort has no CPU series), if anywhere.
 fn disagreement(text: &str, status: &serde_json::Value) -> Option<String> {
-    let cohorts = status["deployments"][0]["cohorts"].as_array()?;
+    let cohorts = deployment(status, "metered")?["cohorts"].as_array()?;
     if cohorts.len() != 2 {
         return Some(format!("{} cohorts in the status", cohorts.len()));
     }
@@ -47,7 +54,8 @@ fn metrics_carry_the_fleet_state_and_pass_the_linter() {
         &root.join("data"),
         Some(
             "[metrics]\nper_host = true\n[deployments.metered]\ncheck_interval = \"1s\"\n\
-             [[deployments.metered.rules]]\nmetric = \"cpu_percent\"\nmax = 100\n",
+             [[deployments.metered.rules]]\nmetric = \"cpu_percent\"\nmax = 100\n\
+             [deployments.idle]\n[[deployments.idle.rules]]\nmetric = \"error_rate\"\nmax = 0.05\n",
         ),
     )
     .expect("coordinator");
@@ -110,7 +118,12 @@ fn metrics_carry_the_fleet_state_and_pass_the_linter() {
         },
     )
     .unwrap_or_else(|err| panic!("{err}; last disagreement: {mismatch}"));
-    let deployment = &status["deployments"][0];
+    let deployment = deployment(&status, "metered").expect("metered in the status");
+    assert_eq!(deployment["configured"], true, "{status}");
+    // A configured deployment no host has joined is listed, with no cohorts.
+    let idle = self::deployment(&status, "idle").expect("idle in the status");
+    assert_eq!(idle["configured"], true, "{status}");
+    assert_eq!(idle["cohorts"], serde_json::json!([]), "{status}");
     for cohort in deployment["cohorts"].as_array().expect("cohorts") {
         let name = cohort["cohort"].as_str().expect("cohort");
         let cpu = value(
