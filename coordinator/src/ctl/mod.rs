@@ -87,6 +87,18 @@ pub enum Command {
         #[arg(long, default_value = "2m", value_parser = humantime::parse_duration)]
         timeout: Duration,
     },
+    /// Each target host's result of a rollback (its id is in `history` and
+    /// `why`); exits non-zero unless every host succeeded.
+    Results {
+        /// The rollback's command id.
+        command_id: String,
+        /// Wait until every host has a final result (or --timeout passes).
+        #[arg(long)]
+        wait: bool,
+        /// How long --wait waits.
+        #[arg(long, default_value = "2m", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+    },
     /// The audit history of changes (rollbacks and the like).
     History {
         /// Only this deployment.
@@ -159,6 +171,11 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             wait,
             timeout,
         } => rollback(&mut client, format, deployment, reason, wait, timeout).await,
+        Command::Results {
+            command_id,
+            wait,
+            timeout,
+        } => results(&mut client, format, &command_id, wait, timeout).await,
         Command::History { deployment, limit } => {
             history(&mut client, format, deployment.unwrap_or_default(), limit).await
         }
@@ -538,12 +555,28 @@ async fn rollback(
         return Ok(0);
     }
     let command = wait_for_results(client, &response.command_id, timeout).await?;
-    let all_succeeded = command
+    print_results(&command, format);
+    Ok(if all_succeeded(&command) { 0 } else { 1 })
+}
+
+async fn results(
+    client: &mut ControlServiceClient<Channel>,
+    format: Format,
+    command_id: &str,
+    wait: bool,
+    timeout: Duration,
+) -> anyhow::Result<u8> {
+    let timeout = if wait { timeout } else { Duration::ZERO };
+    let command = wait_for_results(client, command_id, timeout).await?;
+    print_results(&command, format);
+    Ok(if all_succeeded(&command) { 0 } else { 1 })
+}
+
+fn all_succeeded(command: &pb::GetCommandResponse) -> bool {
+    command
         .results
         .iter()
-        .all(|r| r.checked_status().ok() == Some(rollguard_common::CommandStatus::Succeeded));
-    print_results(&command, format);
-    Ok(if all_succeeded { 0 } else { 1 })
+        .all(|r| r.checked_status().ok() == Some(rollguard_common::CommandStatus::Succeeded))
 }
 
 /// Polls the command until every target has a final result or `timeout` passes.

@@ -222,6 +222,35 @@ fn a_failing_beta_is_rolled_back_after_exactly_the_configured_rounds_on_beta_hos
         &offline_app,
     );
     wait_ran(&offline, "the action on beta-2 after reconnect");
+    // Each host's result of the automatic rollback, as an operator asks for it.
+    let out = coordinator.ctl(&[
+        "results",
+        &command_id,
+        "--wait",
+        "--timeout",
+        "30s",
+        "-o",
+        "json",
+    ]);
+    assert!(out.status.success(), "every beta host succeeded: {out:?}");
+    let results = out.json().expect("results json");
+    let mut hosts: Vec<(&str, &str)> = results["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .map(|r| {
+            (
+                r["host_id"].as_str().unwrap_or(""),
+                r["status"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    hosts.sort();
+    assert_eq!(
+        hosts,
+        [("beta-1", "succeeded"), ("beta-2", "succeeded")],
+        "{results}"
+    );
 
     // The rolled-back beta reports the stable version, and the deployment,
     // now disarmed, decides nothing more while rounds go on.
