@@ -44,6 +44,17 @@ pub struct OutboundTx {
     pub wire: WireTx,
 }
 
+/// What [`Fleet::record_samples`] did with a batch.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Applied {
+    /// New samples: each became the host's latest in turn.
+    pub applied: usize,
+    /// Of those, samples too old for the current round (a resent backlog).
+    pub late: usize,
+    /// Samples already applied before (resent after a reconnect), skipped.
+    pub duplicates: usize,
+}
+
 /// What an agent said in its Hello, checked.
 #[derive(Debug, Clone)]
 pub struct HostIdentity {
@@ -322,19 +333,25 @@ impl Fleet {
 
     /// Applies a batch of samples (sequence numbers from `first_seq`) in
     /// order: each one past the session's highest applied sequence number
-    /// adds to the current round and becomes the latest; the others (resent
-    /// after a reconnect) are skipped. Sequence numbers, not agent clocks,
-    /// decide, so a host with a wrong clock is never silenced. Returns
-    /// (applied, duplicates), or `None` if `conn_id` is no longer the host's
-    /// connection.
+    /// becomes the latest; the others (resent after a reconnect) are skipped.
+    /// Sequence numbers, not agent clocks, decide, so a host with a wrong
+    /// clock is never silenced.
+    ///
+    /// An applied sample adds to the current round unless it is older than
+    /// the batch's newest by more than `round_window` (by the agent's own
+    /// clock, so skew between hosts does not matter): the backlog an agent
+    /// resends after being cut off belongs to rounds already judged, and
+    /// would make this one compare the beta's last minutes with the
+    /// baseline's last seconds.
     pub fn record_samples(
         &self,
         host_id: &HostId,
         conn_id: u64,
         first_seq: u64,
         samples: Vec<HostSample>,
+        round_window: Duration,
         now: SystemTime,
-    ) -> Option<(usize, usize)> {
+    ) -> Option<Applied> {
         let mut inner = self.lock();
         let entry = inner.hosts.get_mut(host_id)?;
         if entry.conn.as_ref().map(|c| c.id) != Some(conn_id) {
@@ -342,23 +359,33 @@ impl Fleet {
         }
         entry.last_seen = now;
         entry.last_seen_at = Some(Instant::now());
-        let (mut applied, mut duplicates) = (0, 0);
+        let newest = samples.iter().map(|s| s.collected_at).max();
+        let mut applied = Applied::default();
         for (idx, sample) in samples.into_iter().enumerate() {
             let seq = first_seq.saturating_add(idx as u64);
             if entry.last_seq.is_some_and(|last| seq <= last) {
-                duplicates += 1;
+                applied.duplicates += 1;
                 continue;
             }
             entry.last_seq = Some(seq);
-            let identity = &entry.identity;
-            entry
-                .round
-                .get_or_insert_with(|| HostRound::new(identity.host_id.clone(), identity.cohort))
-                .add(&sample);
+            applied.applied += 1;
+            let late = newest
+                .and_then(|n| n.duration_since(sample.collected_at).ok())
+                .is_some_and(|age| age > round_window);
+            if late {
+                applied.late += 1;
+            } else {
+                let identity = &entry.identity;
+                entry
+                    .round
+                    .get_or_insert_with(|| {
+                        HostRound::new(identity.host_id.clone(), identity.cohort)
+                    })
+                    .add(&sample);
+            }
             entry.latest = Some(sample);
-            applied += 1;
         }
-        Some((applied, duplicates))
+        Some(applied)
     }
 
     /// Ends the current round of `deployment`: takes every host's samples

@@ -3,7 +3,8 @@
 //! figures it used, and acted on.
 //!
 //! Rounds are windowed by the coordinator's receive time: a round holds what
-//! arrived since the previous round of that deployment. Configured
+//! arrived since the previous round of that deployment (less a resent
+//! backlog's older part, see `Fleet::record_samples`). Configured
 //! deployments are judged always (hearing from no host is a blind round,
 //! never a rollback); others only while they have connected hosts, with no
 //! rules.

@@ -42,6 +42,7 @@ pub struct Metrics {
     pub(crate) samples_ingested: AtomicU64,
     pub(crate) samples_rejected: AtomicU64,
     pub(crate) samples_deduplicated: AtomicU64,
+    pub(crate) samples_late: AtomicU64,
     commit_buckets: [AtomicU64; COMMIT_BOUNDS.len()],
     commit_count: AtomicU64,
     commit_sum_nanos: AtomicU64,
@@ -458,6 +459,11 @@ pub(crate) fn render(shared: &Shared) -> String {
             "rollguard_samples_rejected_total",
             "Samples refused as malformed (the stream ended with INVALID_ARGUMENT).",
             &shared.metrics.samples_rejected,
+        ),
+        (
+            "rollguard_samples_late_total",
+            "Samples applied to fleet state but left out of rounds: a backlog resent after a reconnect, older than the round window.",
+            &shared.metrics.samples_late,
         ),
         (
             "rollguard_samples_deduplicated_total",

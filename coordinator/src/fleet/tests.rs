@@ -171,3 +171,57 @@ fn only_a_beta_host_that_was_never_sent_the_newest_decision_missed_it() {
     assert_eq!(missed(&fleet, "beta-2", 5_000), None);
     assert_eq!(missed(&fleet, "beta-1", 5_000), None);
 }
+
+#[test]
+fn a_resent_backlog_is_applied_but_only_its_last_round_window_is_judged() {
+    let fleet = Fleet::from_snapshot(Snapshot::default());
+    let (control, _control_rx) = mpsc::channel(4);
+    let (wire, _wire_rx) = mpsc::channel(4);
+    let host = HostId::new("beta-1".to_owned());
+    let identity = HostIdentity {
+        host_id: host.clone(),
+        deployment: DeploymentName::new("shop".to_owned()),
+        cohort: Cohort::Beta,
+        app_version: "2".to_owned(),
+        agent_version: "1".to_owned(),
+        action_names: Vec::new(),
+        interval: Duration::from_secs(1),
+        session_id: 7,
+    };
+    let now = SystemTime::now();
+    let (conn, ..) = fleet.connect(identity, OutboundTx { control, wire }, now);
+    // A minute cut off: 60 samples a second apart, the newest just taken
+    // (by the agent's clock, which here runs an hour behind).
+    let agent_now = now - Duration::from_secs(3600);
+    let backlog: Vec<HostSample> = (0..60u64)
+        .rev()
+        .map(|age| HostSample::empty(agent_now - Duration::from_secs(age), Duration::from_secs(1)))
+        .collect();
+    let window = Duration::from_secs(5);
+    let applied = fleet
+        .record_samples(&host, conn, 1, backlog, window, now)
+        .expect("connected");
+    assert_eq!(
+        applied,
+        Applied {
+            applied: 60,
+            late: 54,
+            duplicates: 0
+        }
+    );
+    // The next live sample counts as usual, whatever the clock.
+    let live = vec![HostSample::empty(
+        agent_now + Duration::from_secs(1),
+        Duration::from_secs(1),
+    )];
+    let applied = fleet
+        .record_samples(&host, conn, 61, live, window, now)
+        .expect("connected");
+    assert_eq!((applied.applied, applied.late), (1, 0));
+    let (rounds, ..) = fleet.take_round(&DeploymentName::new("shop".to_owned()), now);
+    assert_eq!(rounds.len(), 1);
+    assert_eq!(
+        rounds[0].samples, 7,
+        "ages 0-5 s of the backlog, and the live one"
+    );
+}

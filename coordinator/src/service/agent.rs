@@ -153,6 +153,11 @@ async fn run_stream(
     let host_id = identity.host_id.clone();
     // The stream's sample layout, for its compact samples.
     let mut expander = Expander::new();
+    // How far back a sample may go and still count to the current round.
+    let round_window = shared
+        .config
+        .deployment(&identity.deployment)
+        .check_interval;
     let end: Option<Status> = loop {
         tokio::select! {
                         () = shared.streams_shutdown.cancelled() => {
@@ -180,7 +185,7 @@ async fn run_stream(
                         break None;
                     }
                     Some(Ok(message)) => {
-                        if let Err(status) = handle(&shared, &identity, conn_id, &mut expander, message, &wire_tx).await {
+                        if let Err(status) = handle(&shared, &identity, conn_id, &mut expander, round_window, message, &wire_tx).await {
                             tracing::warn!(%host_id, error = %status.message(), "agent stream ended on a protocol error");
                             break Some(status);
                         }
@@ -207,6 +212,7 @@ async fn handle(
     identity: &HostIdentity,
     conn_id: u64,
     expander: &mut Expander,
+    round_window: Duration,
     message: pb::AgentMessage,
     wire_tx: &mpsc::Sender<Result<pb::CoordinatorMessage, Status>>,
 ) -> Result<(), Status> {
@@ -248,23 +254,25 @@ async fn handle(
                         .fetch_add(n_samples as u64, Ordering::Relaxed);
                     wire_status(err)
                 })?;
-            if let Some((applied, duplicates)) = shared.fleet.record_samples(
+            if let Some(applied) = shared.fleet.record_samples(
                 host_id,
                 conn_id,
                 batch.first_seq,
                 samples,
+                round_window,
                 SystemTime::now(),
             ) {
-                shared
-                    .metrics
-                    .samples_ingested
-                    .fetch_add(applied as u64, Ordering::Relaxed);
-                shared
-                    .metrics
-                    .samples_deduplicated
-                    .fetch_add(duplicates as u64, Ordering::Relaxed);
-                if duplicates > 0 {
-                    tracing::debug!(%host_id, duplicates, "resent samples skipped");
+                let metrics = &shared.metrics;
+                let count = |counter: &std::sync::atomic::AtomicU64, n: usize| {
+                    if n > 0 {
+                        counter.fetch_add(n as u64, Ordering::Relaxed);
+                    }
+                };
+                count(&metrics.samples_ingested, applied.applied);
+                count(&metrics.samples_late, applied.late);
+                count(&metrics.samples_deduplicated, applied.duplicates);
+                if applied.duplicates > 0 || applied.late > 0 {
+                    tracing::debug!(%host_id, duplicates = applied.duplicates, late = applied.late, "resent samples");
                 }
                 let ack = pb::CoordinatorMessage {
                     kind: Some(pb::coordinator_message::Kind::SampleAck(pb::SampleAck {
