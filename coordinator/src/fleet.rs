@@ -667,6 +667,18 @@ impl Fleet {
         agents
     }
 
+    /// Returns, per deployment any host announced, its hosts ever seen and connected now.
+    pub fn host_counts(&self) -> BTreeMap<DeploymentName, (u32, u32)> {
+        let inner = self.lock();
+        let mut counts: BTreeMap<DeploymentName, (u32, u32)> = BTreeMap::new();
+        for entry in inner.hosts.values() {
+            let (seen, connected) = counts.entry(entry.identity.deployment.clone()).or_default();
+            *seen += 1;
+            *connected += u32::from(entry.conn.is_some());
+        }
+        counts
+    }
+
     /// Returns per-deployment, per-cohort status; aggregates cover connected, fresh hosts.
     pub fn status(&self, deployment: Option<&DeploymentName>) -> Vec<DeploymentView> {
         let now = Instant::now();

@@ -48,6 +48,16 @@ pub enum VerdictAction {
     Fail,
 }
 
+impl VerdictAction {
+    /// The name as configured.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VerdictAction::Hold => "hold",
+            VerdictAction::Fail => "fail",
+        }
+    }
+}
+
 /// One `[[deployments.NAME.rules]]` entry as written.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

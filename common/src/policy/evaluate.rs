@@ -372,7 +372,7 @@ fn judge_rule(
         value,
         baseline: baseline_value,
         limit: None,
-        limit_text: limit_text(rule),
+        limit_text: rule.limit_text(),
         verdict: Verdict::Pass,
         note: String::new(),
     };
@@ -461,26 +461,29 @@ fn judge_rule(
     outcome
 }
 
-fn limit_text(rule: &Rule) -> String {
-    let mut parts = Vec::new();
-    if let Some(max) = rule.max {
-        parts.push(format!("max {}", format_value(max)));
-    }
-    if let Some(min) = rule.min {
-        parts.push(format!("min {}", format_value(min)));
-    }
-    if let Some(ratio) = rule.max_ratio_to_baseline {
-        if rule.min_baseline > 0.0 {
-            parts.push(format!(
-                "{} × baseline (floor {})",
-                format_value(ratio),
-                format_value(rule.min_baseline)
-            ));
-        } else {
-            parts.push(format!("{} × baseline", format_value(ratio)));
+impl Rule {
+    /// How the limit reads, e.g. "max 0.05" or "2 × baseline (floor 10)".
+    pub fn limit_text(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(max) = self.max {
+            parts.push(format!("max {}", format_value(max)));
         }
+        if let Some(min) = self.min {
+            parts.push(format!("min {}", format_value(min)));
+        }
+        if let Some(ratio) = self.max_ratio_to_baseline {
+            if self.min_baseline > 0.0 {
+                parts.push(format!(
+                    "{} × baseline (floor {})",
+                    format_value(ratio),
+                    format_value(self.min_baseline)
+                ));
+            } else {
+                parts.push(format!("{} × baseline", format_value(ratio)));
+            }
+        }
+        parts.join(", ")
     }
-    parts.join(", ")
 }
 
 /// Formats a figure with up to four significant decimals.

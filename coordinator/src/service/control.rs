@@ -7,6 +7,7 @@ use std::pin::Pin;
 use std::time::{Duration, SystemTime};
 
 use rollguard_common::ids::validate_name;
+use rollguard_common::policy::Policy;
 use rollguard_common::DeploymentName;
 use rollguard_proto::time_to_pb;
 use rollguard_proto::v1 as pb;
@@ -323,6 +324,75 @@ impl pb::control_service_server::ControlService for Control {
             from,
             now,
         )))
+    }
+
+    async fn list_deployments(
+        &self,
+        _request: Request<pb::ListDeploymentsRequest>,
+    ) -> Result<Response<pb::ListDeploymentsResponse>, Status> {
+        let counts = self.shared.fleet.host_counts();
+        let names: std::collections::BTreeSet<&DeploymentName> = self
+            .shared
+            .config
+            .deployments
+            .keys()
+            .chain(counts.keys())
+            .collect();
+        let deployments = names
+            .into_iter()
+            .map(|name| {
+                let (hosts_seen, hosts_connected) = counts.get(name).copied().unwrap_or_default();
+                let state = self.shared.judge.state(name);
+                pb::DeploymentInfo {
+                    hosts_seen,
+                    hosts_connected,
+                    armed: state.armed,
+                    consecutive: state.consecutive,
+                    ..deployment_to_wire(
+                        name,
+                        self.shared.config.deployments.contains_key(name),
+                        &self.shared.config.deployment(name),
+                    )
+                }
+            })
+            .collect();
+        Ok(Response::new(pb::ListDeploymentsResponse { deployments }))
+    }
+}
+
+fn deployment_to_wire(
+    name: &DeploymentName,
+    configured: bool,
+    policy: &Policy,
+) -> pb::DeploymentInfo {
+    pb::DeploymentInfo {
+        deployment: name.to_string(),
+        configured,
+        rollback_action: policy.rollback_action.clone(),
+        check_interval: Some(rollguard_proto::duration_to_pb(policy.check_interval)),
+        consecutive_failures: policy.consecutive_failures,
+        min_hosts: policy.min_hosts,
+        min_requests: policy.min_requests,
+        dry_run: policy.dry_run,
+        max_beta_share: policy.max_beta_share,
+        on_inconclusive: policy.on_inconclusive.as_str().to_owned(),
+        on_error: policy.on_error.as_str().to_owned(),
+        rules: policy
+            .rules
+            .iter()
+            .map(|rule| pb::RuleSpec {
+                metric: rule.metric.name.clone(),
+                max: rule.max,
+                min: rule.min,
+                max_ratio_to_baseline: rule.max_ratio_to_baseline,
+                min_baseline: rule.min_baseline,
+                limit_text: rule.limit_text(),
+            })
+            .collect(),
+        armed: true,
+        consecutive: 0,
+        hosts_seen: 0,
+        hosts_connected: 0,
     }
 }
 

@@ -124,6 +124,29 @@ fn metrics_carry_the_fleet_state_and_pass_the_linter() {
     let idle = self::deployment(&status, "idle").expect("idle in the status");
     assert_eq!(idle["configured"], true, "{status}");
     assert_eq!(idle["cohorts"], serde_json::json!([]), "{status}");
+    // The deployments and their policies, as the operator reads them.
+    let listed = coordinator
+        .ctl(&["deployments", "-o", "json"])
+        .json()
+        .expect("deployments");
+    let named = |name: &str| {
+        listed
+            .as_array()
+            .and_then(|all| all.iter().find(|d| d["deployment"] == name))
+            .unwrap_or_else(|| panic!("no {name}: {listed}"))
+    };
+    let idle = named("idle");
+    assert_eq!(idle["configured"], true, "{idle}");
+    assert_eq!(idle["hosts_seen"], 0, "{idle}");
+    assert_eq!(idle["rules"][0]["metric"], "error_rate", "{idle}");
+    assert_eq!(idle["rules"][0]["max"], 0.05, "{idle}");
+    assert_eq!(idle["rules"][0]["limit_text"], "max 0.05", "{idle}");
+    assert_eq!(idle["check_interval_secs"], 5.0, "the default: {idle}");
+    let metered = named("metered");
+    assert_eq!(metered["hosts_seen"], 2, "{metered}");
+    assert_eq!(metered["check_interval_secs"], 1.0, "{metered}");
+    assert_eq!(metered["armed"], true, "{metered}");
+    assert_eq!(listed.as_array().map(Vec::len), Some(2), "{listed}");
     for cohort in deployment["cohorts"].as_array().expect("cohorts") {
         let name = cohort["cohort"].as_str().expect("cohort");
         let cpu = value(
