@@ -33,6 +33,10 @@ pub struct RawConfig {
     pub command_ttl: String,
     /// How long shutdown may take per stage.
     pub shutdown_grace: String,
+    /// How long a disconnected host is remembered (listed, counted in the
+    /// blast radius) before it is forgotten; at least 24h, the rollback
+    /// target window.
+    pub host_retention: String,
     /// Per-deployment policy; deployments not listed get the defaults and no rules.
     pub deployments: BTreeMap<String, RawPolicy>,
     /// Where verdict changes and rollbacks are announced.
@@ -69,6 +73,7 @@ impl Default for RawConfig {
             data_dir: PathBuf::from("./rollguard-data"),
             command_ttl: "1h".to_owned(),
             shutdown_grace: "5s".to_owned(),
+            host_retention: "7d".to_owned(),
             deployments: BTreeMap::new(),
             notify: RawNotify::default(),
             telemetry: RawTelemetry::default(),
@@ -94,6 +99,8 @@ pub struct Config {
     pub command_ttl: Duration,
     /// Time allowed for each shutdown stage.
     pub shutdown_grace: Duration,
+    /// How long a disconnected host is remembered.
+    pub host_retention: Duration,
     /// Per-deployment policy.
     pub deployments: BTreeMap<DeploymentName, Policy>,
     /// Webhook URL for notifications, if any.
@@ -173,6 +180,14 @@ impl RawConfig {
         let command_ttl = config::parse_positive_duration("command_ttl", &self.command_ttl)?;
         let shutdown_grace =
             config::parse_positive_duration("shutdown_grace", &self.shutdown_grace)?;
+        let host_retention =
+            config::parse_positive_duration("host_retention", &self.host_retention)?;
+        if host_retention < crate::fleet::TARGET_WINDOW {
+            return Err(ConfigError::invalid(
+                "host_retention",
+                "must be at least 24h: a host away less long is still a rollback target",
+            ));
+        }
         let mut deployments = BTreeMap::new();
         for (name, raw) in self.deployments {
             let key = format!("deployments.{name}");
@@ -197,6 +212,7 @@ impl RawConfig {
             data_dir: self.data_dir,
             command_ttl,
             shutdown_grace,
+            host_retention,
             deployments,
             webhook_url,
             otlp_endpoint: self.telemetry.endpoint().map(str::to_owned),

@@ -667,6 +667,31 @@ impl Fleet {
         agents
     }
 
+    /// Forgets every host disconnected for longer than `retention`, calling
+    /// `forget` for each under the fleet lock, so that a host connecting
+    /// meanwhile is never the one forgotten. Returns how many went. Commands
+    /// keep their targets: a forgotten target that returns still gets them.
+    pub fn forget_gone(
+        &self,
+        now: SystemTime,
+        retention: Duration,
+        mut forget: impl FnMut(&HostId),
+    ) -> usize {
+        let mut inner = self.lock();
+        let before = inner.hosts.len();
+        inner.hosts.retain(|host_id, entry| {
+            let gone = entry.conn.is_none()
+                && now
+                    .duration_since(entry.last_seen)
+                    .is_ok_and(|away| away > retention);
+            if gone {
+                forget(host_id);
+            }
+            !gone
+        });
+        before - inner.hosts.len()
+    }
+
     /// Returns, per deployment any host announced, its hosts ever seen and connected now.
     pub fn host_counts(&self) -> BTreeMap<DeploymentName, (u32, u32)> {
         let inner = self.lock();

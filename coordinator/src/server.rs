@@ -3,7 +3,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use rollguard_proto::v1 as pb;
 use tokio::net::TcpListener;
@@ -14,7 +14,7 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::fleet::Fleet;
 use crate::service::{agent::AgentLink, control::Control, Shared};
-use crate::store::Store;
+use crate::store::{Store, Write};
 
 /// Name of the file in the data dir that holds the bound gRPC address, so
 /// that scripts (and the demo) can find a coordinator started on port 0.
@@ -111,6 +111,7 @@ pub async fn run(
         );
     let mut server = tokio::spawn(server);
     tracker.spawn(crate::judge::run(shared.clone(), streams_shutdown.clone()));
+    tracker.spawn(forget_gone_hosts(shared.clone(), streams_shutdown.clone()));
     tracker.spawn(crate::metrics::serve(
         http_listener,
         shared.clone(),
@@ -173,6 +174,31 @@ pub async fn run(
     }
     tracing::info!("coordinator stopped");
     Ok(())
+}
+
+/// Every ten minutes (and at start), forgets hosts disconnected for longer
+/// than `host_retention`, in memory and in the store.
+async fn forget_gone_hosts(shared: Shared, shutdown: CancellationToken) {
+    let mut every = tokio::time::interval(Duration::from_secs(600));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        let retention = shared.config.host_retention;
+        let forgotten = shared
+            .fleet
+            .forget_gone(SystemTime::now(), retention, |host_id| {
+                // Lossy: a record left behind is forgotten again after a restart.
+                shared
+                    .store
+                    .queue_lossy(Write::ForgetAgent(host_id.to_string()));
+            });
+        if forgotten > 0 {
+            tracing::info!(forgotten, retention = ?retention, "forgot hosts gone past the retention");
+        }
+    }
 }
 
 async fn write_addr_file(data_dir: &std::path::Path, name: &str, addr: std::net::SocketAddr) {

@@ -127,6 +127,8 @@ pub struct Snapshot {
 #[derive(Debug)]
 pub enum Write {
     Agent(AgentRecord),
+    /// Deletes a host's record (gone past the retention).
+    ForgetAgent(String),
     Command(CommandRecord),
     Result(ResultRecord),
     Audit(AuditRecord),
@@ -408,6 +410,9 @@ fn apply_in(db: &Database, batches: &[Batch], audit_seq: &mut u64) -> Result<()>
                         record.host_id.as_str(),
                         serde_json::to_vec(record)?.as_slice(),
                     )?;
+                }
+                Write::ForgetAgent(host_id) => {
+                    agents.remove(host_id.as_str())?;
                 }
                 Write::Command(record) => {
                     commands.insert(

@@ -84,3 +84,16 @@ fn deployment_policy_errors_name_the_key() {
         None,
     );
 }
+
+#[test]
+fn host_retention_is_at_least_the_target_window() {
+    check(&[("ROLLGUARD_COORDINATOR__HOST_RETENTION", "30d")], None);
+    check(
+        &[("ROLLGUARD_COORDINATOR__HOST_RETENTION", "12h")],
+        Some("host_retention"),
+    );
+    check(
+        &[("ROLLGUARD_COORDINATOR__HOST_RETENTION", "soon")],
+        Some("host_retention"),
+    );
+}

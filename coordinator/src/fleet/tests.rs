@@ -225,3 +225,44 @@ fn a_resent_backlog_is_applied_but_only_its_last_round_window_is_judged() {
         "ages 0-5 s of the backlog, and the live one"
     );
 }
+
+#[test]
+fn hosts_gone_past_the_retention_are_forgotten_and_connected_ones_never() {
+    let at = |ms: u64| SystemTime::UNIX_EPOCH + Duration::from_millis(ms);
+    let mut old = agent_record("old", Cohort::Beta);
+    old.last_seen_unix_ms = 1_000;
+    let mut recent = agent_record("recent", Cohort::Baseline);
+    recent.last_seen_unix_ms = 9_000;
+    let mut back = agent_record("back", Cohort::Beta);
+    back.last_seen_unix_ms = 1_000;
+    let fleet = Fleet::from_snapshot(Snapshot {
+        agents: vec![old, recent, back.clone()],
+        ..Snapshot::default()
+    });
+    // "back" was away as long as "old", but is connected again.
+    let (control, _control_rx) = mpsc::channel(4);
+    let (wire, _wire_rx) = mpsc::channel(4);
+    let identity = HostIdentity {
+        host_id: HostId::new("back".to_owned()),
+        deployment: DeploymentName::new(back.deployment),
+        cohort: Cohort::Beta,
+        app_version: "1".to_owned(),
+        agent_version: "1".to_owned(),
+        action_names: Vec::new(),
+        interval: Duration::from_secs(1),
+        session_id: 1,
+    };
+    fleet.connect(identity, OutboundTx { control, wire }, at(1_000));
+
+    let mut forgotten = Vec::new();
+    let n = fleet.forget_gone(at(10_000), Duration::from_secs(5), |h| {
+        forgotten.push(h.to_string())
+    });
+    assert_eq!((n, forgotten), (1, vec!["old".to_owned()]));
+    let left: Vec<String> = fleet
+        .agents(None)
+        .into_iter()
+        .map(|a| a.identity.host_id.to_string())
+        .collect();
+    assert_eq!(left, ["back", "recent"]);
+}

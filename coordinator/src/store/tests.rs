@@ -66,3 +66,42 @@ async fn writes_survive_a_reopen_and_audit_keeps_order() {
     assert_eq!(snapshot.commands[0].targets, ["h1"]);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn a_forgotten_host_is_gone_after_a_reopen() {
+    let dir = temp_dir("forget");
+    let agent = |host: &str| {
+        Write::Agent(AgentRecord {
+            host_id: host.to_owned(),
+            deployment: "a".to_owned(),
+            cohort: rollguard_common::Cohort::Beta,
+            app_version: "1".to_owned(),
+            agent_version: "1".to_owned(),
+            action_names: Vec::new(),
+            last_seen_unix_ms: 1,
+        })
+    };
+    {
+        let (store, writer) = Store::open(&dir, Arc::default()).expect("open");
+        store
+            .commit(vec![agent("h1"), agent("h2")])
+            .await
+            .expect("commit");
+        store
+            .commit(vec![Write::ForgetAgent("h1".to_owned())])
+            .await
+            .expect("commit");
+        drop(store);
+        writer.join().expect("writer exits");
+    }
+    let (store, _writer) = Store::open(&dir, Arc::default()).expect("reopen");
+    let hosts: Vec<String> = store
+        .load()
+        .expect("load")
+        .agents
+        .into_iter()
+        .map(|a| a.host_id)
+        .collect();
+    assert_eq!(hosts, ["h2"]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
