@@ -627,6 +627,8 @@ impl Fleet {
                         reason: String::new(),
                         output_tail: String::new(),
                         updated_at_unix_ms: 0,
+                        started_at_unix_ms: None,
+                        duration_ms: None,
                     })
             })
             .collect();

@@ -81,6 +81,11 @@ pub struct ResultRecord {
     pub reason: String,
     pub output_tail: String,
     pub updated_at_unix_ms: u64,
+    /// When the agent started the action, and how long it ran (agent clock).
+    #[serde(default)]
+    pub started_at_unix_ms: Option<u64>,
+    #[serde(default)]
+    pub duration_ms: Option<u64>,
 }
 
 /// One audit entry: a call that changed something.

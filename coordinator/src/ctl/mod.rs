@@ -720,6 +720,8 @@ pub(crate) fn print_results(command: &pb::GetCommandResponse, format: Format) {
                         "exit_code": r.exit_code,
                         "reason": r.reason,
                         "output_tail": r.output_tail,
+                        "started_at": r.started_at.as_ref().map(fmt_time),
+                        "duration_ms": duration_ms(r),
                     })
                 })
                 .collect();
@@ -738,9 +740,11 @@ pub(crate) fn print_results(command: &pb::GetCommandResponse, format: Format) {
                 "rollback {} of {}: action `{}`",
                 command.command_id, command.deployment, command.action
             );
-            let mut rows = vec![["HOST", "STATUS", "EXIT", "REASON", "OUTPUT (tail)"]
-                .map(str::to_owned)
-                .to_vec()];
+            let mut rows = vec![
+                ["HOST", "STATUS", "EXIT", "TOOK", "REASON", "OUTPUT (tail)"]
+                    .map(str::to_owned)
+                    .to_vec(),
+            ];
             for r in &command.results {
                 rows.push(vec![
                     r.host_id.clone(),
@@ -748,6 +752,7 @@ pub(crate) fn print_results(command: &pb::GetCommandResponse, format: Format) {
                     r.exit_code
                         .map(|c| c.to_string())
                         .unwrap_or_else(|| "-".to_owned()),
+                    duration_ms(r).map_or_else(|| "-".to_owned(), |ms| format!("{ms} ms")),
                     r.reason.clone(),
                     r.output_tail.lines().last().unwrap_or("").to_owned(),
                 ]);
@@ -755,6 +760,15 @@ pub(crate) fn print_results(command: &pb::GetCommandResponse, format: Format) {
             print!("{}", table(&rows));
         }
     }
+}
+
+/// How long the host's action ran, once it finished.
+fn duration_ms(result: &pb::HostResult) -> Option<u64> {
+    let finished = result
+        .checked_status()
+        .is_ok_and(|s| s.is_final() && s != rollguard_common::CommandStatus::Rejected);
+    let took = rollguard_proto::duration_from_pb("duration", result.duration.as_ref()?).ok()?;
+    finished.then(|| u64::try_from(took.as_millis()).unwrap_or(u64::MAX))
 }
 
 pub(crate) fn actor() -> String {

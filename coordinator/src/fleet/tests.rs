@@ -9,6 +9,8 @@ fn result(command_id: &str, host: &str, status: CommandStatus) -> ResultRecord {
         reason: String::new(),
         output_tail: String::new(),
         updated_at_unix_ms: 1,
+        started_at_unix_ms: None,
+        duration_ms: None,
     }
 }
 

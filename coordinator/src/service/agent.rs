@@ -470,9 +470,16 @@ fn check_update(update: &pb::CommandUpdate) -> Result<ResultRecord, WireError> {
         }
         output_tail.drain(..cut);
     }
-    if let Some(started) = &update.started_at {
-        time_from_pb("started_at", started)?;
-    }
+    let started_at = update
+        .started_at
+        .as_ref()
+        .map(|t| time_from_pb("started_at", t))
+        .transpose()?;
+    let duration = update
+        .duration
+        .as_ref()
+        .map(|d| duration_from_pb("duration", d))
+        .transpose()?;
     let mut reason = update.reason.clone();
     reason.truncate(reason.floor_char_boundary(1024));
     Ok(ResultRecord {
@@ -483,5 +490,7 @@ fn check_update(update: &pb::CommandUpdate) -> Result<ResultRecord, WireError> {
         reason,
         output_tail,
         updated_at_unix_ms: unix_ms(SystemTime::now()),
+        started_at_unix_ms: started_at.map(unix_ms),
+        duration_ms: duration.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
     })
 }

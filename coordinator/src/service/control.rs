@@ -577,5 +577,11 @@ fn result_to_wire(result: &ResultRecord) -> pb::HostResult {
         output_tail: result.output_tail.clone(),
         updated_at: (result.updated_at_unix_ms > 0)
             .then(|| time_to_pb(from_unix_ms(result.updated_at_unix_ms))),
+        started_at: result
+            .started_at_unix_ms
+            .map(|ms| time_to_pb(from_unix_ms(ms))),
+        duration: result
+            .duration_ms
+            .map(|ms| rollguard_proto::duration_to_pb(Duration::from_millis(ms))),
     }
 }

@@ -92,6 +92,10 @@ fn manual_rollback_runs_once_on_beta_hosts_only_and_survives_a_restart() {
     };
     assert_eq!(by_host("beta-1")["status"], "succeeded", "{json}");
     assert_eq!(by_host("beta-1")["exit_code"], 0, "{json}");
+    // The agent's timings come through: when it started, how long it ran.
+    assert!(by_host("beta-1")["started_at"].is_string(), "{json}");
+    assert!(by_host("beta-1")["duration_ms"].is_u64(), "{json}");
+    assert!(by_host("beta-noaction")["duration_ms"].is_null(), "{json}");
     assert_eq!(by_host("beta-noaction")["status"], "rejected", "{json}");
     assert!(
         by_host("beta-noaction")["reason"]
