@@ -67,6 +67,8 @@ pub struct HostIdentity {
     pub interval: Duration,
     /// Random per agent process (0: unknown).
     pub session_id: u64,
+    /// Free-form labels from the agent's config (region, rack, ...).
+    pub labels: BTreeMap<String, String>,
 }
 
 #[derive(Debug)]
@@ -226,6 +228,7 @@ impl Fleet {
                         action_names: agent.action_names,
                         interval: Duration::from_secs(1),
                         session_id: 0,
+                        labels: agent.labels,
                     },
                     conn: None,
                     last_seen: crate::store::from_unix_ms(agent.last_seen_unix_ms),
@@ -784,6 +787,7 @@ fn agent_record(identity: &HostIdentity, now: SystemTime) -> AgentRecord {
         agent_version: identity.agent_version.clone(),
         action_names: identity.action_names.clone(),
         last_seen_unix_ms: unix_ms(now),
+        labels: identity.labels.clone(),
     }
 }
 

@@ -11,6 +11,7 @@
 //!
 //! Values are JSON: the records are small and readable with generic tools.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -50,6 +51,8 @@ pub struct AgentRecord {
     pub agent_version: String,
     pub action_names: Vec<String>,
     pub last_seen_unix_ms: u64,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
 }
 
 /// A command decision, as stored before it is sent.

@@ -580,6 +580,7 @@ fn agent_json(agent: &pb::AgentInfo) -> Value {
         "stale": agent.stale,
         "last_seen": agent.last_seen.as_ref().map(fmt_time),
         "actions": agent.action_names,
+        "labels": agent.labels,
         "cpu_percent": s.map(|s| s.cpu_percent),
         "cpu_core_percent": s.map(|s| s.cpu_core_percent.clone()),
         "memory_used_bytes": s.map(|s| s.memory_used_bytes),

@@ -108,6 +108,7 @@ fn agent_record(host: &str, cohort: Cohort) -> AgentRecord {
         agent_version: "1".to_owned(),
         action_names: vec!["rollback".to_owned()],
         last_seen_unix_ms: 1,
+        labels: BTreeMap::new(),
     }
 }
 
@@ -189,6 +190,7 @@ fn a_resent_backlog_is_applied_but_only_its_last_round_window_is_judged() {
         action_names: Vec::new(),
         interval: Duration::from_secs(1),
         session_id: 7,
+        labels: BTreeMap::new(),
     };
     let now = SystemTime::now();
     let (conn, ..) = fleet.connect(identity, OutboundTx { control, wire }, now);
@@ -253,6 +255,7 @@ fn hosts_gone_past_the_retention_are_forgotten_and_connected_ones_never() {
         action_names: Vec::new(),
         interval: Duration::from_secs(1),
         session_id: 1,
+        labels: BTreeMap::new(),
     };
     fleet.connect(identity, OutboundTx { control, wire }, at(1_000));
 

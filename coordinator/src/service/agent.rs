@@ -34,6 +34,8 @@ pub(crate) const MAX_BATCH_SAMPLES: u32 = 256;
 const MAX_ACTIONS: usize = 64;
 /// Longest app version string.
 const MAX_VERSION_LEN: usize = 256;
+/// The most labels a Hello may carry.
+const MAX_LABELS: usize = 32;
 /// Longest output tail kept per result.
 const MAX_OUTPUT_TAIL: usize = 8192;
 
@@ -434,6 +436,24 @@ fn check_hello(hello: &pb::Hello) -> Result<HostIdentity, WireError> {
             message: "too long".to_owned(),
         });
     }
+    if hello.labels.len() > MAX_LABELS {
+        return Err(WireError::Invalid {
+            field: "labels",
+            message: format!("at most {MAX_LABELS} labels"),
+        });
+    }
+    for (key, value) in &hello.labels {
+        validate_name("label name", key).map_err(|m| WireError::Invalid {
+            field: "labels",
+            message: m,
+        })?;
+        if value.len() > MAX_VERSION_LEN {
+            return Err(WireError::Invalid {
+                field: "labels",
+                message: format!("the value of `{key}` is longer than {MAX_VERSION_LEN} bytes"),
+            });
+        }
+    }
     let interval = match &hello.interval {
         Some(d) => duration_from_pb("interval", d)?,
         None => Duration::from_secs(1),
@@ -453,6 +473,11 @@ fn check_hello(hello: &pb::Hello) -> Result<HostIdentity, WireError> {
         action_names: hello.action_names.clone(),
         interval,
         session_id: hello.session_id,
+        labels: hello
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
     })
 }
 

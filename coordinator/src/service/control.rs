@@ -565,6 +565,12 @@ fn agent_to_wire(view: &AgentView) -> pb::AgentInfo {
         last_seen: Some(time_to_pb(view.last_seen)),
         action_names: view.identity.action_names.clone(),
         latest: view.latest.as_ref().map(pb::HostSample::from),
+        labels: view
+            .identity
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
     }
 }
 

@@ -79,6 +79,7 @@ async fn a_forgotten_host_is_gone_after_a_reopen() {
             agent_version: "1".to_owned(),
             action_names: Vec::new(),
             last_seen_unix_ms: 1,
+            labels: Default::default(),
         })
     };
     {

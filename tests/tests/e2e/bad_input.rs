@@ -170,6 +170,23 @@ fn protocol_violations_get_a_grpc_error_and_others_keep_being_served() {
             tonic::Code::InvalidArgument
         );
 
+        // Hellos with hostile labels: too many, or a name that is not one.
+        for labels in [
+            (0..100)
+                .map(|i| (format!("k{i}"), "v".to_owned()))
+                .collect(),
+            std::collections::HashMap::from([("bad name".to_owned(), "v".to_owned())]),
+        ] {
+            let mut bad_hello = hello("bad-labels");
+            if let Some(pb::agent_message::Kind::Hello(h)) = bad_hello.kind.as_mut() {
+                h.labels = labels;
+            }
+            let (_tx, response) = open_stream(&coordinator.url, bad_hello).await;
+            let status = response.expect_err("bad labels");
+            assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+            assert!(status.message().contains("labels"), "{status:?}");
+        }
+
         // A second Hello on an accepted stream.
         let (tx, response) = open_stream(&coordinator.url, hello("twice")).await;
         let mut inbound = response.expect("the first Hello is accepted");

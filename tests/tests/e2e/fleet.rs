@@ -45,7 +45,7 @@ fn manual_rollback_runs_once_on_beta_hosts_only_and_survives_a_restart() {
             host_id: "beta-noaction".to_owned(),
             deployment: "cache".to_owned(),
             cohort: "beta".to_owned(),
-            extra_toml: String::new(),
+            extra_toml: "[labels]\nrack = \"r7\"\nzone = \"eu-1b\"\n".to_owned(),
         },
     )
     .expect("agent without the action");
@@ -62,6 +62,17 @@ fn manual_rollback_runs_once_on_beta_hosts_only_and_survives_a_restart() {
         .expect("status");
     assert_eq!(status["deployments"][0]["deployment"], "cache", "{status}");
     assert_eq!(status["deployments"][0]["configured"], false, "{status}");
+    // The agent's labels reach the operator.
+    let agents = coordinator
+        .ctl(&["agents", "-o", "json"])
+        .json()
+        .expect("agents");
+    let labelled = agent(agents.as_array().expect("array"), "beta-noaction").expect("listed");
+    assert_eq!(
+        labelled["labels"],
+        serde_json::json!({"rack": "r7", "zone": "eu-1b"}),
+        "{labelled}"
+    );
 
     let out = coordinator.ctl(&[
         "rollback",
