@@ -340,12 +340,14 @@ impl Fleet {
     /// Sequence numbers, not agent clocks, decide, so a host with a wrong
     /// clock is never silenced.
     ///
-    /// An applied sample adds to the current round unless it is older than
-    /// the batch's newest by more than `round_window` (by the agent's own
-    /// clock, so skew between hosts does not matter): the backlog an agent
-    /// resends after being cut off belongs to rounds already judged, and
-    /// would make this one compare the beta's last minutes with the
-    /// baseline's last seconds.
+    /// An applied sample adds to the current round unless the interval it
+    /// covers started more than `round_window` before the batch's newest
+    /// sample (by the agent's own clock, so skew between hosts does not
+    /// matter): the backlog an agent resends after being cut off belongs to
+    /// rounds already judged, and would make this one compare the beta's
+    /// last minutes with the baseline's last seconds. (The round still gets
+    /// the host's live samples until it ends, so after a reconnect it may
+    /// hold up to two windows of that host.)
     pub fn record_samples(
         &self,
         host_id: &HostId,
@@ -372,9 +374,11 @@ impl Fleet {
             }
             entry.last_seq = Some(seq);
             applied.applied += 1;
+            // Kept when the interval it covers ends within the window of
+            // the newest sample (which is always kept).
             let late = newest
                 .and_then(|n| n.duration_since(sample.collected_at).ok())
-                .is_some_and(|age| age > round_window);
+                .is_some_and(|age| age + sample.interval > round_window.max(sample.interval));
             if late {
                 applied.late += 1;
             } else {
@@ -695,6 +699,22 @@ impl Fleet {
             !gone
         });
         before - inner.hosts.len()
+    }
+
+    /// Marks every connected host seen at `now` and returns their records,
+    /// so that the store's `last_seen` stays fresh for hosts whose stream
+    /// outlives a crash (a disconnect is not always written).
+    pub fn touch_connected(&self, now: SystemTime) -> Vec<AgentRecord> {
+        let mut inner = self.lock();
+        inner
+            .hosts
+            .values_mut()
+            .filter(|h| h.conn.is_some())
+            .map(|h| {
+                h.last_seen = now;
+                agent_record(&h.identity, now)
+            })
+            .collect()
     }
 
     /// Returns, per deployment any host announced, its hosts ever seen and connected now.

@@ -171,7 +171,10 @@ async fn round(shared: &Shared, deployment: &DeploymentName, round_len: Duration
         }
         span
     };
-    let (decision, state, seq, previous) = {
+    // From the count until a decision's command is in the fleet: no catch-up
+    // may look at the arming or the newest decision in between.
+    let decisions = shared.decisions.lock().await;
+    let (decision, mut state, seq, previous) = {
         let mut map = shared.judge.lock();
         let entry = map.entry(deployment.clone()).or_default();
         let decision = advance(&policy, &mut entry.state, &evaluation);
@@ -184,6 +187,11 @@ async fn round(shared: &Shared, deployment: &DeploymentName, round_len: Duration
             entry.latest.as_ref().map(|r| r.evaluation.verdict),
         )
     };
+    if decision == Decision::WouldRollBack {
+        // A dry run's count starts afresh once recorded; its round shows the
+        // streak it used up.
+        state.consecutive = policy.consecutive_failures;
+    }
     span.record("consecutive", state.consecutive);
     span.record(
         "decision",
@@ -273,6 +281,7 @@ async fn round(shared: &Shared, deployment: &DeploymentName, round_len: Duration
             }));
         }
     }
+    drop(decisions);
     let verdict = record.evaluation.verdict;
     shared
         .metrics

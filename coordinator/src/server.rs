@@ -74,7 +74,7 @@ pub async fn run(
         metrics: Arc::clone(&metrics),
         streams_shutdown: streams_shutdown.clone(),
         tracker: tracker.clone(),
-        missed_catch_ups: Arc::default(),
+        decisions: Arc::default(),
     };
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
@@ -176,15 +176,26 @@ pub async fn run(
     Ok(())
 }
 
-/// Every ten minutes (and at start), forgets hosts disconnected for longer
-/// than `host_retention`, in memory and in the store.
+/// Every ten minutes, stores that connected hosts were seen, and forgets
+/// hosts disconnected for longer than `host_retention`, in memory and in
+/// the store. The first sweep comes ten minutes after start: hosts that were
+/// connected when the last run stopped have had time to come back.
 async fn forget_gone_hosts(shared: Shared, shutdown: CancellationToken) {
-    let mut every = tokio::time::interval(Duration::from_secs(600));
+    const EVERY: Duration = Duration::from_secs(600);
+    let mut every = tokio::time::interval_at(tokio::time::Instant::now() + EVERY, EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
             _ = every.tick() => {}
+        }
+        let seen = shared.fleet.touch_connected(SystemTime::now());
+        for chunk in seen.chunks(1000) {
+            let writes = chunk.iter().cloned().map(Write::Agent).collect();
+            if let Err(err) = shared.store.commit(writes).await {
+                tracing::warn!(error = %err, "cannot store when hosts were last seen");
+                break;
+            }
         }
         let retention = shared.config.host_retention;
         let forgotten = shared

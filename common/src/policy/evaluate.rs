@@ -530,10 +530,6 @@ pub enum Decision {
 
 /// Applies a round's verdict to the count and returns the decision.
 pub fn advance(policy: &Policy, state: &mut JudgeState, evaluation: &Evaluation) -> Decision {
-    if policy.dry_run && state.consecutive >= policy.consecutive_failures {
-        // The previous round recorded "would roll back": count afresh.
-        state.consecutive = 0;
-    }
     let counts = match evaluation.verdict {
         Verdict::Pass => {
             state.consecutive = 0;
@@ -556,9 +552,10 @@ pub fn advance(policy: &Policy, state: &mut JudgeState, evaluation: &Evaluation)
         return Decision::None;
     }
     if policy.dry_run {
-        // A dry run acts on nothing, so nothing disarms it: the next round
-        // starts a new count, and an armed deployment is handed over when
-        // the operator turns dry_run off.
+        // A dry run acts on nothing, so nothing disarms it, and its streak
+        // is used up: the count starts afresh, and turning dry_run off hands
+        // over an armed deployment with nothing counted.
+        state.consecutive = 0;
         return Decision::WouldRollBack;
     }
     state.armed = false;

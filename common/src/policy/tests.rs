@@ -583,7 +583,7 @@ fn dry_run_records_would_roll_back_every_streak_and_stays_armed() {
     let policy = p.validate("d").expect("valid");
     let (_, state) = run_rounds(&policy, "F F F");
     assert!(state.armed, "a dry run never disarms: {state:?}");
-    assert_eq!(state.consecutive, 3, "the deciding round shows its streak");
+    assert_eq!(state.consecutive, 0, "its streak is used up: {state:?}");
     let (_, state) = run_rounds(&policy, "F F F F");
     assert_eq!(state.consecutive, 1, "then a new count: {state:?}");
 }

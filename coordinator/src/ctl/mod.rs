@@ -272,7 +272,7 @@ pub(crate) fn print_status(response: &pb::GetFleetStatusResponse, format: Format
             let width = rows[0].len();
             for deployment in &response.deployments {
                 // An unconfigured name is most often a typo in an agent's config.
-                let name = if deployment.configured {
+                let name = if !deployment.unconfigured {
                     deployment.deployment.clone()
                 } else {
                     format!("{} (no policy)", deployment.deployment)
@@ -362,7 +362,7 @@ fn status_json(response: &pb::GetFleetStatusResponse) -> Value {
             json!({
                 "deployment": d.deployment,
                 "rollback_action": d.rollback_action,
-                "configured": d.configured,
+                "configured": !d.unconfigured,
                 "cohorts": cohorts,
                 "judgement": d.judgement.as_ref().map(judge::judgement_json),
             })
@@ -673,11 +673,13 @@ async fn results(
     Ok(if all_succeeded(&command) { 0 } else { 1 })
 }
 
+/// True when the command reached at least one host and every host succeeded.
 fn all_succeeded(command: &pb::GetCommandResponse) -> bool {
-    command
-        .results
-        .iter()
-        .all(|r| r.checked_status().ok() == Some(rollguard_common::CommandStatus::Succeeded))
+    !command.results.is_empty()
+        && command
+            .results
+            .iter()
+            .all(|r| r.checked_status().ok() == Some(rollguard_common::CommandStatus::Succeeded))
 }
 
 /// Polls the command until every target has a final result or `timeout` passes.

@@ -127,9 +127,9 @@ impl pb::agent_service_server::AgentService for AgentLink {
         }
         if identity.cohort == Cohort::Beta && !self.shared.judge.state(&identity.deployment).armed {
             let shared = self.shared.clone();
-            let host_id = identity.host_id.clone();
+            let identity = identity.clone();
             self.shared.tracker.spawn(async move {
-                catch_up_missed(&shared, &host_id, now).await;
+                catch_up_missed(&shared, &identity, now).await;
             });
         }
 
@@ -361,6 +361,7 @@ async fn handle(
 /// decision is still in force and the host gets a catch-up of its own.
 async fn catch_up_if_in_force(shared: &Shared, identity: &HostIdentity, command_id: &str) {
     let host_id = &identity.host_id;
+    let _decisions = shared.decisions.lock().await;
     if identity.cohort != Cohort::Beta || shared.judge.state(&identity.deployment).armed {
         return;
     }
@@ -378,8 +379,13 @@ async fn catch_up_if_in_force(shared: &Shared, identity: &HostIdentity, command_
 /// A beta host connected to a deployment the policy holds disarmed: if it
 /// was never sent the decision and its deadline has passed, the decision
 /// is still in force for it and it gets a catch-up of its own.
-async fn catch_up_missed(shared: &Shared, host_id: &HostId, now: SystemTime) {
-    let _one_at_a_time = shared.missed_catch_ups.lock().await;
+async fn catch_up_missed(shared: &Shared, identity: &HostIdentity, now: SystemTime) {
+    let _decisions = shared.decisions.lock().await;
+    let host_id = &identity.host_id;
+    // Read again under the lock: a rearm may have come first.
+    if shared.judge.state(&identity.deployment).armed {
+        return;
+    }
     let Some(original) = shared.fleet.missed_decision(host_id, now) else {
         return;
     };

@@ -83,7 +83,7 @@ impl Control {
                 .deployment(&view.deployment)
                 .rollback_action,
             judgement,
-            configured: self
+            unconfigured: !self
                 .shared
                 .config
                 .deployments
@@ -171,6 +171,7 @@ impl pb::control_service_server::ControlService for Control {
         let span =
             tracing::info_span!("control.rollback", deployment = %deployment, actor = %actor);
         rollguard_proto::otel::set_parent(&span, &trace_context);
+        let decisions = self.shared.decisions.lock().instrument(span.clone()).await;
         let record = broadcast::decide(
             &self.shared,
             &deployment,
@@ -180,7 +181,9 @@ impl pb::control_service_server::ControlService for Control {
             |_| Vec::new(),
         )
         .instrument(span)
-        .await?;
+        .await;
+        drop(decisions);
+        let record = record?;
         Ok(Response::new(pb::RollbackResponse {
             command_id: record.command_id.clone(),
             target_host_ids: record.targets.clone(),

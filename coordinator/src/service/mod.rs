@@ -26,7 +26,10 @@ pub(crate) struct Shared {
     /// Cancelled first at shutdown: every agent and watch stream ends on it.
     pub(crate) streams_shutdown: CancellationToken,
     pub(crate) tracker: TaskTracker,
-    /// Held from looking for a missed decision until its catch-up is in the
-    /// fleet, so that two quick connects of one host cannot both issue one.
-    pub(crate) missed_catch_ups: Arc<tokio::sync::Mutex<()>>,
+    /// Serializes rollback decisions and catch-ups, each held from reading
+    /// the state it acts on until its command is in the fleet: a catch-up
+    /// never repeats a decision that a newer one, still being stored, is
+    /// about to replace, and two quick connects of one host cannot both
+    /// issue one. Never held by the ingest path.
+    pub(crate) decisions: Arc<tokio::sync::Mutex<()>>,
 }
