@@ -14,7 +14,8 @@ mod evaluate;
 mod round;
 
 pub use config::{
-    Metric, MetricKind, Policy, RawPolicy, RawRule, Rule, VerdictAction, APP_METRICS, HOST_METRICS,
+    HostPattern, Metric, MetricKind, Policy, RawPolicy, RawRule, Rule, VerdictAction, APP_METRICS,
+    HOST_METRICS,
 };
 pub use evaluate::{
     advance, evaluate, format_value, CohortFigures, Decision, Evaluation, JudgeState, RoundInput,

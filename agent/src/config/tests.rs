@@ -259,3 +259,12 @@ fn bad_app_values_name_their_key() {
         check_error(Some(&format!("[app]\n{table}\n")), REQUIRED, needle);
     }
 }
+
+#[test]
+fn the_example_config_is_valid() {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/agent.example.toml");
+    let text = std::fs::read_to_string(&path).expect("the example");
+    let config = load(Some(&text), &[]).unwrap_or_else(|err| panic!("{}: {err}", path.display()));
+    assert!(config.actions.contains_key("rollback"), "{config:?}");
+}

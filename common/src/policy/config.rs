@@ -92,6 +92,9 @@ pub struct RawPolicy {
     pub dry_run: bool,
     /// Largest share of the deployment's hosts (seen in 24 h) that may be beta.
     pub max_beta_share: f64,
+    /// Host id patterns (`*` matches any run of characters) of the hosts
+    /// that may be beta; empty means any host.
+    pub beta_hosts: Vec<String>,
     /// What `inconclusive` does to the count.
     pub on_inconclusive: VerdictAction,
     /// What `error` does to the count.
@@ -110,6 +113,7 @@ impl Default for RawPolicy {
             min_requests: 100.0,
             dry_run: false,
             max_beta_share: 1.0,
+            beta_hosts: Vec::new(),
             on_inconclusive: VerdictAction::Hold,
             on_error: VerdictAction::Hold,
             rules: Vec::new(),
@@ -224,9 +228,62 @@ pub struct Policy {
     pub min_requests: f64,
     pub dry_run: bool,
     pub max_beta_share: f64,
+    /// Hosts that may be beta; empty means any.
+    pub beta_hosts: Vec<HostPattern>,
     pub on_inconclusive: VerdictAction,
     pub on_error: VerdictAction,
     pub rules: Vec<Rule>,
+}
+
+impl Policy {
+    /// Returns true when `host_id` may be a beta host of this deployment.
+    pub fn allows_beta(&self, host_id: &str) -> bool {
+        self.beta_hosts.is_empty() || self.beta_hosts.iter().any(|p| p.matches(host_id))
+    }
+}
+
+/// A host id pattern: `*` matches any run of characters, everything else
+/// itself (`web-1*`, `canary-*-eu`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPattern(String);
+
+impl HostPattern {
+    /// Checks a pattern as written.
+    pub fn parse(pattern: &str) -> Result<HostPattern, String> {
+        validate_name("a host pattern", pattern)?;
+        Ok(HostPattern(pattern.to_owned()))
+    }
+
+    /// The pattern as written.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Returns true when the whole of `host_id` matches.
+    pub fn matches(&self, host_id: &str) -> bool {
+        let mut parts = self.0.split('*');
+        let first = parts.next().unwrap_or_default();
+        let Some(mut rest) = host_id.strip_prefix(first) else {
+            return false;
+        };
+        let mut middle: Vec<&str> = parts.collect();
+        let Some(last) = middle.pop() else {
+            // No `*`: the whole id.
+            return rest.is_empty();
+        };
+        let Some(inner) = rest.strip_suffix(last) else {
+            return false;
+        };
+        rest = inner;
+        // Leftmost matches of the middle parts, in order, are enough.
+        for part in middle {
+            match rest.find(part) {
+                Some(at) => rest = &rest[at + part.len()..],
+                None => return false,
+            }
+        }
+        true
+    }
 }
 
 impl Default for Policy {
@@ -250,6 +307,15 @@ impl RawPolicy {
                 "must be at least 100ms",
             ));
         }
+        let beta_hosts = self
+            .beta_hosts
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                HostPattern::parse(p)
+                    .map_err(|m| ConfigError::invalid(format!("{key}.beta_hosts[{i}]"), m))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         if self.consecutive_failures == 0 {
             return Err(ConfigError::invalid(
                 format!("{key}.consecutive_failures"),
@@ -345,6 +411,7 @@ impl RawPolicy {
             min_requests: self.min_requests,
             dry_run: self.dry_run,
             max_beta_share: self.max_beta_share,
+            beta_hosts,
             on_inconclusive: self.on_inconclusive,
             on_error: self.on_error,
             rules,

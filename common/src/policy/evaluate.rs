@@ -129,7 +129,12 @@ pub fn evaluate(policy: &Policy, input: &RoundInput<'_>) -> Evaluation {
     } else {
         f64::from(input.beta_seen) / f64::from(input.hosts_seen)
     };
-    if share > policy.max_beta_share {
+    let outside: Vec<&str> = beta
+        .iter()
+        .map(|h| h.host_id.as_str())
+        .filter(|h| !policy.allows_beta(h))
+        .collect();
+    if share > policy.max_beta_share || !outside.is_empty() {
         // Every host stays watched: the rules are judged as usual, and a
         // broken rule is named (and still counts, see `advance`), because an
         // over-wide beta must not become harder to roll back.
@@ -141,11 +146,16 @@ pub fn evaluate(policy: &Policy, input: &RoundInput<'_>) -> Evaluation {
             .filter(|r| r.verdict == Verdict::Fail)
             .map(|r| r.note.as_str())
             .collect();
+        let over = if outside.is_empty() {
+            format!(
+                "{} of {} beta > max_beta_share {}",
+                input.beta_seen, input.hosts_seen, policy.max_beta_share
+            )
+        } else {
+            format!("beta on host(s) outside beta_hosts: {}", outside.join(", "))
+        };
         evaluation.reason = format!(
-            "blast radius exceeded ({} of {} beta > max_beta_share {}){}",
-            input.beta_seen,
-            input.hosts_seen,
-            policy.max_beta_share,
+            "blast radius exceeded ({over}){}",
             if broken.is_empty() {
                 String::new()
             } else {

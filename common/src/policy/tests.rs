@@ -505,6 +505,44 @@ fn blast_radius_is_an_error_naming_the_share() {
     assert!(evaluation.blast_radius_exceeded);
 }
 
+#[test]
+fn a_beta_host_outside_beta_hosts_is_over_the_blast_radius() {
+    let mut p = policy(vec![max("cpu_percent", 50.0)]);
+    p.beta_hosts = vec!["beta-0".to_owned(), "canary-*".to_owned()];
+    let hosts = "beta cpu=1\nbeta cpu=1\nbaseline cpu=1";
+    let evaluation = check(
+        p.clone(),
+        hosts,
+        Verdict::Error,
+        "blast radius exceeded (beta on host(s) outside beta_hosts: beta-1)",
+    );
+    assert!(evaluation.blast_radius_exceeded);
+    p.beta_hosts = vec!["beta-*".to_owned()];
+    check(p, hosts, Verdict::Pass, "every rule holds");
+}
+
+#[test]
+fn host_patterns_match_whole_ids() {
+    for (pattern, host, expected) in [
+        ("web-1", "web-1", true),
+        ("web-1", "web-10", false),
+        ("web-*", "web-10", true),
+        ("web-*", "web-", true),
+        ("web-*", "db-1", false),
+        ("*-eu", "web-eu", true),
+        ("*-eu", "web-eu-2", false),
+        ("w*b*-1", "web-1", true),
+        ("ab*ba", "aba", false),
+        ("ab*ba", "abba", true),
+        ("a*b*c", "acb", false),
+        ("a**c", "ac", true),
+        ("*", "anything", true),
+    ] {
+        let matched = HostPattern::parse(pattern).expect("pattern").matches(host);
+        assert_eq!(matched, expected, "{pattern} against {host}");
+    }
+}
+
 // === counting rounds ===
 
 fn run_rounds(policy: &Policy, verdicts: &str) -> (Vec<Decision>, JudgeState) {
@@ -634,6 +672,13 @@ fn bad_policy_config_names_the_key() {
     check_config_error(
         policy(vec![max("cpu_percent", f64::NAN)]),
         "deployments.web.rules[0].max",
+    );
+    check_config_error(
+        RawPolicy {
+            beta_hosts: vec!["web-*".to_owned(), "bad name".to_owned()],
+            ..RawPolicy::default()
+        },
+        "deployments.web.beta_hosts[1]",
     );
     check_config_error(
         policy(vec![RawRule {

@@ -97,3 +97,22 @@ fn host_retention_is_at_least_the_target_window() {
         Some("host_retention"),
     );
 }
+
+#[test]
+fn the_example_config_is_valid() {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/coordinator.example.toml");
+    let config = RawConfig::load(Sources {
+        file: Some(&path),
+        env_prefix: ENV_PREFIX,
+        env: Some(HashMap::new()),
+        overrides: Vec::new(),
+    })
+    .and_then(RawConfig::validate)
+    .unwrap_or_else(|err| panic!("{}: {err}", path.display()));
+    let policy = config
+        .deployments
+        .get(&DeploymentName::new("cache-service".to_owned()))
+        .expect("the example deployment");
+    assert_eq!(policy.rules.len(), 3);
+}

@@ -484,6 +484,7 @@ fn deployment_json(d: &pb::DeploymentInfo) -> Value {
         "min_requests": d.min_requests,
         "dry_run": d.dry_run,
         "max_beta_share": d.max_beta_share,
+        "beta_hosts": d.beta_hosts,
         "on_inconclusive": d.on_inconclusive,
         "on_error": d.on_error,
         "rules": rules,

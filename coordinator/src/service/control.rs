@@ -378,6 +378,11 @@ fn deployment_to_wire(
         min_requests: policy.min_requests,
         dry_run: policy.dry_run,
         max_beta_share: policy.max_beta_share,
+        beta_hosts: policy
+            .beta_hosts
+            .iter()
+            .map(|p| p.as_str().to_owned())
+            .collect(),
         on_inconclusive: policy.on_inconclusive.as_str().to_owned(),
         on_error: policy.on_error.as_str().to_owned(),
         rules: policy

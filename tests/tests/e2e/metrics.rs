@@ -55,7 +55,7 @@ fn metrics_carry_the_fleet_state_and_pass_the_linter() {
         Some(
             "[metrics]\nper_host = true\n[deployments.metered]\ncheck_interval = \"1s\"\n\
              [[deployments.metered.rules]]\nmetric = \"cpu_percent\"\nmax = 100\n\
-             [deployments.idle]\n[[deployments.idle.rules]]\nmetric = \"error_rate\"\nmax = 0.05\n",
+             [deployments.idle]\nbeta_hosts = [\"canary-*\"]\n[[deployments.idle.rules]]\nmetric = \"error_rate\"\nmax = 0.05\n",
         ),
     )
     .expect("coordinator");
@@ -142,6 +142,11 @@ fn metrics_carry_the_fleet_state_and_pass_the_linter() {
     assert_eq!(idle["rules"][0]["max"], 0.05, "{idle}");
     assert_eq!(idle["rules"][0]["limit_text"], "max 0.05", "{idle}");
     assert_eq!(idle["check_interval_secs"], 5.0, "the default: {idle}");
+    assert_eq!(
+        idle["beta_hosts"],
+        serde_json::json!(["canary-*"]),
+        "{idle}"
+    );
     let metered = named("metered");
     assert_eq!(metered["hosts_seen"], 2, "{metered}");
     assert_eq!(metered["check_interval_secs"], 1.0, "{metered}");
