@@ -464,7 +464,13 @@ fn report(
     pb::ReportResponse {
         deployment: deployment.to_owned(),
         rounds: u32::try_from(rounds.len()).unwrap_or(u32::MAX),
-        from: Some(time_to_pb(from)),
+        // What the rounds cover: the store keeps the newest 20,000 rounds of
+        // a deployment, so a long window may start later than asked.
+        from: Some(time_to_pb(
+            rounds
+                .first()
+                .map_or(from, |r| from_unix_ms(r.at_unix_ms).max(from)),
+        )),
         to: Some(time_to_pb(to)),
         rows: vec![
             row("error_rate", rate(&beta), rate(&baseline)),
