@@ -83,7 +83,7 @@ fn main() -> ExitCode {
         let telemetry = rollguard_proto::otel::init("rollguard-agent", "info", endpoint.as_deref());
         let signal_token = shutdown.clone();
         tokio::spawn(async move {
-            shutdown_signal().await;
+            rollguard_proto::process::shutdown_signal().await;
             signal_token.cancel();
         });
         tracing::info!(
@@ -104,21 +104,5 @@ fn main() -> ExitCode {
             eprintln!("rollguard-agent: {err:#}");
             ExitCode::FAILURE
         }
-    }
-}
-
-/// Waits for SIGTERM or SIGINT and logs which one arrived.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers; stopping");
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!(signal = "SIGTERM", "shutdown signal received"),
-        _ = int.recv() => tracing::info!(signal = "SIGINT", "shutdown signal received"),
     }
 }

@@ -93,24 +93,13 @@ async fn serve_inner(config: rollguard_coordinator::config::Config) -> anyhow::R
         let http_listener = tokio::net::TcpListener::bind(config.http_listen)
             .await
             .with_context(|| format!("binding {}", config.http_listen))?;
-        rollguard_coordinator::run(config, listener, http_listener, shutdown_signal())
-            .await
-            .context("running the coordinator")
-    }
-}
-
-/// Waits for SIGTERM or SIGINT and logs which one arrived.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers; stopping");
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!(signal = "SIGTERM", "shutdown signal received"),
-        _ = int.recv() => tracing::info!(signal = "SIGINT", "shutdown signal received"),
+        rollguard_coordinator::run(
+            config,
+            listener,
+            http_listener,
+            rollguard_proto::process::shutdown_signal(),
+        )
+        .await
+        .context("running the coordinator")
     }
 }

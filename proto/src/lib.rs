@@ -10,6 +10,7 @@ pub mod compact;
 mod convert;
 mod error;
 pub mod otel;
+pub mod process;
 
 pub use convert::{duration_from_pb, duration_to_pb, time_from_pb, time_to_pb};
 pub use error::WireError;
