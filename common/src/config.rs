@@ -89,7 +89,8 @@ pub fn load<T: DeserializeOwned>(sources: Sources<'_>) -> Result<T, ConfigError>
     let env = config::Environment::with_prefix(sources.env_prefix)
         .prefix_separator("__")
         .separator("__")
-        .try_parsing(true)
+        // Values stay strings until a field asks for a number or a bool:
+        // parsing up front turned APP_VERSION=1.10 into "1.1".
         .source(sources.env);
     builder = builder.add_source(env);
     for (key, value) in sources.overrides {

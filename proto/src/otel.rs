@@ -144,6 +144,12 @@ impl TelemetryGuard {
     /// this runs on a plain thread while the caller's runtime keeps driving
     /// the exporter's connection.
     pub async fn shutdown(self) {
+        self.shutdown_within(FLUSH_TIMEOUT).await;
+    }
+
+    /// [`TelemetryGuard::shutdown`] with a bound of the caller's: a CLI call
+    /// must not wait seconds on a dead collector.
+    pub async fn shutdown_within(self, limit: Duration) {
         let Some(provider) = self.provider else {
             return;
         };
@@ -151,13 +157,13 @@ impl TelemetryGuard {
         let spawned = std::thread::Builder::new()
             .name("otel-shutdown".to_owned())
             .spawn(move || {
-                let result = provider.shutdown_with_timeout(FLUSH_TIMEOUT);
+                let result = provider.shutdown_with_timeout(limit);
                 let _ = done_tx.send(result);
             });
         if spawned.is_err() {
             return;
         }
-        match tokio::time::timeout(FLUSH_TIMEOUT + Duration::from_secs(1), done_rx).await {
+        match tokio::time::timeout(limit + Duration::from_millis(500), done_rx).await {
             Ok(Ok(Ok(()))) => {}
             Ok(Ok(Err(err))) => eprintln!("trace export shutdown: {err}"),
             _ => eprintln!("trace export shutdown timed out; some spans may be lost"),

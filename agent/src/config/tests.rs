@@ -268,3 +268,23 @@ fn the_example_config_is_valid() {
     let config = load(Some(&text), &[]).unwrap_or_else(|err| panic!("{}: {err}", path.display()));
     assert!(config.actions.contains_key("rollback"), "{config:?}");
 }
+
+#[test]
+fn env_values_stay_strings_unless_a_field_wants_a_number() {
+    let config = load(
+        None,
+        &[
+            REQUIRED[0],
+            REQUIRED[1],
+            ("ROLLGUARD_AGENT__APP_VERSION", "1.10"),
+            ("ROLLGUARD_AGENT__HOST_ID", "007"),
+        ],
+    )
+    .expect("valid");
+    assert!(
+        matches!(&config.version, VersionSource::Fixed(v) if v == "1.10"),
+        "{:?}",
+        config.version
+    );
+    assert_eq!(config.host_id.as_str(), "007");
+}

@@ -116,3 +116,19 @@ fn the_example_config_is_valid() {
         .expect("the example deployment");
     assert_eq!(policy.rules.len(), 3);
 }
+
+#[test]
+fn env_numbers_and_bools_are_parsed_where_fields_want_them() {
+    check(
+        &[
+            ("ROLLGUARD_COORDINATOR__LISTEN", "0.0.0.0:7600"),
+            ("ROLLGUARD_COORDINATOR__INSECURE_LISTEN", "true"),
+            ("ROLLGUARD_COORDINATOR__CONFIG_VERSION", "1"),
+        ],
+        None,
+    );
+    check(
+        &[("ROLLGUARD_COORDINATOR__INSECURE_LISTEN", "maybe")],
+        Some("insecure_listen"),
+    );
+}

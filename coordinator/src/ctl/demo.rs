@@ -124,7 +124,13 @@ async fn script(
     let config = dir.join("coordinator.toml");
     std::fs::write(&config, COORDINATOR_CONFIG)?;
     let coordinator = Command::new(coordinator_bin)
-        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
         .arg(&data_dir)
         .arg("--config")
         .arg(&config)

@@ -140,6 +140,22 @@ pub enum Command {
     Demo(demo::DemoArgs),
 }
 
+/// Returns true when the arguments ask for `-o json` (for errors found
+/// before they parse).
+pub fn wants_json(args: impl IntoIterator<Item = String>) -> bool {
+    let mut previous_was_flag = false;
+    for arg in args {
+        if previous_was_flag && arg == "json" {
+            return true;
+        }
+        if matches!(arg.as_str(), "-ojson" | "--output=json") {
+            return true;
+        }
+        previous_was_flag = matches!(arg.as_str(), "-o" | "--output");
+    }
+    false
+}
+
 /// Runs the parsed command; returns the process exit code.
 pub async fn run(cli: Cli) -> u8 {
     let format = cli.output;

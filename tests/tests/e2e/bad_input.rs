@@ -251,3 +251,28 @@ fn protocol_violations_get_a_grpc_error_and_others_keep_being_served() {
     assert!(agent(&agents, "good-1").is_some());
     drop(good);
 }
+
+#[test]
+fn a_ctl_usage_error_with_o_json_is_still_one_json_document() {
+    // No server is needed: the arguments are refused before any call.
+    for args in [
+        &["-o", "json", "rollback", "shop"][..],
+        &["rollback", "shop", "--output=json"][..],
+        &["-o", "json", "no-such-command"][..],
+    ] {
+        let out = rollguard_tests::ctl("http://127.0.0.1:9", args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
+        let json = out.json().unwrap_or_else(|err| panic!("{args:?}: {err}"));
+        assert!(
+            json["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{args:?}: {json}"
+        );
+    }
+    // Without -o json, stdout stays empty and the usage goes to stderr.
+    let out = rollguard_tests::ctl("http://127.0.0.1:9", &["rollback", "shop"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        out.stdout.is_empty() && out.stderr.contains("--reason"),
+        "{out:?}"
+    );
+}
