@@ -268,10 +268,11 @@ num() { jq -r --arg k "$2" '.[$k] | if . == null then "-" elif type == "number" 
   echo
   echo "### Coordinator (simulated agents at 1 s, rollback to all of them)"
   echo
-  echo "| agents | connected | acked samples/s | ingest lag p99 ms | coordinator CPU % | RSS MiB median (max) | fan-out p50 / p99 / max ms | all acked ms | acked_all | loadgen / other CPU % |"
-  echo "|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|"
+  echo "| agents | connected | acked samples/s | ingest lag p99 ms | coordinator CPU % | RSS MiB median (max) | RSS KiB per agent | wire B/agent/s | fan-out p50 / p99 / max ms | all acked ms | acked_all | loadgen / other CPU % |"
+  echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|"
   for j in "${coord_json[@]}"; do
-    echo "| $(num "$j" agents) | $(num "$j" connected) | $(num "$j" samples_per_sec) | $(num "$j" ingest_lag_p99_ms) | $(num "$j" coordinator_cpu_percent) | $(num "$j" coordinator_rss_mib) ($(num "$j" coordinator_rss_max_mib)) | $(num "$j" fanout_p50_ms) / $(num "$j" fanout_p99_ms) / $(num "$j" fanout_max_ms) | $(num "$j" all_acked_ms) | $(num "$j" acked_all) | $(num "$j" loadgen_cpu_percent) / $(num "$j" other_cpu_percent) |"
+    per_agent=$(awk -v r="$(num "$j" coordinator_rss_mib)" -v n="$(num "$j" connected)" 'BEGIN { if (n > 0 && r != "-") printf "%.1f", r * 1024 / n; else print "-" }')
+    echo "| $(num "$j" agents) | $(num "$j" connected) | $(num "$j" samples_per_sec) | $(num "$j" ingest_lag_p99_ms) | $(num "$j" coordinator_cpu_percent) | $(num "$j" coordinator_rss_mib) ($(num "$j" coordinator_rss_max_mib)) | $per_agent | $(num "$j" wire_bytes_per_agent_per_sec) | $(num "$j" fanout_p50_ms) / $(num "$j" fanout_p99_ms) / $(num "$j" fanout_max_ms) | $(num "$j" all_acked_ms) | $(num "$j" acked_all) | $(num "$j" loadgen_cpu_percent) / $(num "$j" other_cpu_percent) |"
   done
   echo
   echo "### Wire, per agent per second (steady state, one sample per second)"
@@ -280,9 +281,9 @@ num() { jq -r --arg k "$2" '.[$k] | if . == null then "-" elif type == "number" 
   echo "|---|---:|"
   if [ ${#coord_json[@]} -gt 0 ]; then
     j=${coord_json[0]}
-    echo "| simulated agent upstream: protobuf \`encoded_len\` + 5 B gRPC framing per message | $(num "$j" wire_bytes_per_agent_per_sec) |"
+    echo "| simulated agent upstream: protobuf \`encoded_len\` + 5 B gRPC framing per message | $(num "$j" payload_bytes_per_agent_per_sec) |"
     echo "| simulated agent upstream: bytes written to its socket (HTTP/2 frames included) | $(num "$j" socket_bytes_up_per_agent_per_sec) |"
-    echo "| simulated agent downstream (acks): protobuf + framing | $(num "$j" wire_bytes_down_per_agent_per_sec) |"
+    echo "| simulated agent downstream (acks): protobuf + framing | $(num "$j" payload_bytes_down_per_agent_per_sec) |"
   fi
     if [ -f "$gzip_json" ]; then
     echo "| simulated agent upstream with gzip (as the agent sends): bytes written to its socket | $(num "$gzip_json" socket_bytes_up_per_agent_per_sec) |"

@@ -49,10 +49,14 @@ pub(crate) struct StepReport {
     /// processes, the kernel outside these two), in percent of one core: a
     /// benchmark is only as good as a quiet machine.
     pub(crate) other_cpu_percent: Option<f64>,
-    /// Upstream protobuf bytes (encoded_len) + 5 bytes gRPC framing per message, per agent per second.
+    /// Bytes on the wire upstream per agent per second: what this process
+    /// wrote to its sockets (`socket_bytes_up_per_agent_per_sec`), or the
+    /// payload figure where /proc has no I/O counts.
     pub(crate) wire_bytes_per_agent_per_sec: f64,
+    /// Upstream protobuf bytes (encoded_len) + 5 bytes gRPC framing per message, per agent per second.
+    pub(crate) payload_bytes_per_agent_per_sec: f64,
     /// Downstream (acks), counted the same way.
-    pub(crate) wire_bytes_down_per_agent_per_sec: f64,
+    pub(crate) payload_bytes_down_per_agent_per_sec: f64,
     /// Bytes this process wrote to its sockets (HTTP/2 frames, TCP payload), per agent per second.
     pub(crate) socket_bytes_up_per_agent_per_sec: Option<f64>,
     pub(crate) socket_bytes_down_per_agent_per_sec: Option<f64>,

@@ -310,7 +310,9 @@ async fn one_step(
     }
     if let (Some((w0, r0)), Some((w1, r1))) = (before.io, after.io) {
         let per = (connected.max(1) as f64) * window.as_secs_f64();
-        step.socket_bytes_up_per_agent_per_sec = Some(w1.saturating_sub(w0) as f64 / per);
+        let up = w1.saturating_sub(w0) as f64 / per;
+        step.socket_bytes_up_per_agent_per_sec = Some(up);
+        step.wire_bytes_per_agent_per_sec = up;
         step.socket_bytes_down_per_agent_per_sec = Some(r1.saturating_sub(r0) as f64 / per);
     }
     {
@@ -442,7 +444,8 @@ fn gather(
         unacked_samples: unacked,
         queue_full_samples: full,
         wire_bytes_per_agent_per_sec: up as f64 / agent_secs,
-        wire_bytes_down_per_agent_per_sec: down as f64 / agent_secs,
+        payload_bytes_per_agent_per_sec: up as f64 / agent_secs,
+        payload_bytes_down_per_agent_per_sec: down as f64 / agent_secs,
         batch_bytes: (sent > 0).then(|| up as f64 / sent as f64),
         rollback: config.rollback,
         beta_agents: outcomes
