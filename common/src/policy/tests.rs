@@ -803,3 +803,33 @@ fn a_broken_rule_over_the_blast_radius_is_named_and_still_counts() {
     }
     assert_eq!(state.consecutive, 0);
 }
+
+#[test]
+fn unreadable_or_missing_data_is_never_a_pass() {
+    // A figure that is not a number is missing (the coordinator refuses
+    // non-finite samples at the wire; the engine does not trust that).
+    check(
+        policy(vec![max("cpu_percent", 50.0)]),
+        "beta cpu=NaN\nbaseline cpu=1",
+        Verdict::Error,
+        "cpu_percent: no beta host reports it",
+    );
+    // A round with no host at all: blind, never a failure of the beta.
+    let evaluation = check(
+        policy(vec![max("cpu_percent", 50.0)]),
+        "",
+        Verdict::Inconclusive,
+        "no data from any host",
+    );
+    assert!(evaluation.blind);
+    // Stale hosts send nothing, so they are not in the round: the beta
+    // side is then short of min_hosts.
+    let mut p = policy(vec![max("cpu_percent", 50.0)]);
+    p.min_hosts = 2;
+    check(
+        p,
+        "beta cpu=10\nbaseline cpu=1\nbaseline cpu=1",
+        Verdict::Inconclusive,
+        "1 beta host(s) reporting < min_hosts 2",
+    );
+}
