@@ -1,12 +1,17 @@
-//! Per-disk IO rates from /proc/diskstats, over whole disks only.
+//! Per-device IO rates from /proc/diskstats, and host-wide sums over whole
+//! disks only.
+//!
+//! Every storage block device is listed: whole disks, partitions,
+//! device-mapper and md volumes, nbd. Devices that are not storage of the
+//! host ([`NOT_LISTED_PREFIXES`]: loop, ram, zram, optical, floppy) are not.
 //!
 //! A device is a whole disk when `<sys_root>/block/<name>` exists (that
 //! directory lists whole disks only, never partitions) and its name does not
 //! start with one of [`NOT_WHOLE_DISK_PREFIXES`]: device-mapper, md RAID,
 //! loop, ram, zram, nbd, optical and floppy devices either stack on another
-//! disk (their IO would be counted twice) or are not disks. The decision is
-//! made once per device name and cached. Does not report partitions, queue
-//! depth or IO latency.
+//! disk (their IO would be counted twice) or are not disks. Only whole disks
+//! add to the sums. Both decisions are made once per device name and
+//! cached. Does not report queue depth or IO latency.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -26,6 +31,10 @@ const SECTOR_BYTES: f64 = 512.0;
 /// Name prefixes of block devices that never count as whole disks.
 pub(super) const NOT_WHOLE_DISK_PREFIXES: &[&str] =
     &["dm-", "md", "loop", "ram", "zram", "nbd", "sr", "fd"];
+
+/// Name prefixes of block devices that are not listed at all: file- or
+/// memory-backed, or removable media.
+pub(super) const NOT_LISTED_PREFIXES: &[&str] = &["loop", "ram", "zram", "sr", "fd"];
 
 /// Returns whether a block device counts as a whole disk, given whether
 /// `/sys/block/<name>` exists.
@@ -86,6 +95,8 @@ fn parse_line(line: &str) -> Result<(&str, DiskCounters), String> {
 struct DiskEntry {
     /// Decided once, when the name is first seen.
     whole: bool,
+    /// Listed in the sample (storage of the host); decided with `whole`.
+    listed: bool,
     counters: DiskCounters,
     /// `DiskState::generation` of the last reading that listed the device.
     seen: u64,
@@ -138,27 +149,29 @@ impl DiskState {
                 }
             };
             n_seen += 1;
-            let prev = if let Some(entry) = self.entries.get_mut(name) {
+            let (prev, whole) = if let Some(entry) = self.entries.get_mut(name) {
                 let prev = entry.counters;
                 entry.counters = cur;
                 entry.seen = generation;
-                if !entry.whole {
+                if !entry.listed {
                     continue;
                 }
-                prev
+                (prev, entry.whole)
             } else {
-                let whole = is_whole_disk(name, in_sys_block(name));
+                let listed = !NOT_LISTED_PREFIXES.iter().any(|p| name.starts_with(p));
+                let whole = listed && is_whole_disk(name, in_sys_block(name));
                 let entry = DiskEntry {
                     whole,
+                    listed,
                     counters: cur,
                     seen: generation,
                 };
                 self.entries.insert(name.to_owned(), entry);
-                if !whole {
+                if !listed {
                     continue;
                 }
                 // No previous reading: every delta is 0.
-                cur
+                (cur, whole)
             };
             let io = DiskIo {
                 device: name.to_owned(),
@@ -169,10 +182,12 @@ impl DiskState {
                 read_ops_per_sec: per_sec(prev.reads, cur.reads, secs),
                 write_ops_per_sec: per_sec(prev.writes, cur.writes, secs),
             };
-            sample.disk_read_bytes_per_sec += io.read_bytes_per_sec;
-            sample.disk_write_bytes_per_sec += io.write_bytes_per_sec;
-            sample.disk_read_ops_per_sec += io.read_ops_per_sec;
-            sample.disk_write_ops_per_sec += io.write_ops_per_sec;
+            if whole {
+                sample.disk_read_bytes_per_sec += io.read_bytes_per_sec;
+                sample.disk_write_bytes_per_sec += io.write_bytes_per_sec;
+                sample.disk_read_ops_per_sec += io.read_ops_per_sec;
+                sample.disk_write_ops_per_sec += io.write_ops_per_sec;
+            }
             sample.disks.push(io);
         }
         if self.entries.len() > n_seen {

@@ -115,9 +115,10 @@ fn old_kernel_line_with_eleven_fields() {
 }
 
 #[test]
-fn rates_over_whole_disks_only() {
+fn partitions_are_listed_and_only_whole_disks_are_summed() {
     // vda: +2 reads, +16 sectors read, +4 writes, +64 sectors written over 2s.
-    // vda1 (partition) and loop1 (in /sys/block, but a loop device) move too and are ignored.
+    // vda1 (partition) moves as much: listed, not summed again. loop1 (in
+    // /sys/block, but a loop device) moves too and is not listed.
     let after = "\
    7       0 loop0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0
    7       1 loop1 112 0 4040 3 0 0 0 0 0 8 3 0 0 0 0 0 0
@@ -132,20 +133,24 @@ fn rates_over_whole_disks_only() {
         &["loop0", "loop1", "vda", "zram0"],
         "
 vda 4096 16384 1 2
+vda1 4096 16384 1 2
 sum 4096 16384 1 2",
     );
 }
 
 #[test]
-fn sums_cover_every_whole_disk() {
+fn sums_cover_every_whole_disk_and_nothing_stacked_on_one() {
+    // dm-0 (in /sys/block) stacks on nvme0n1p1: listed, never summed.
     check(
-        "8 0 sda 0 0 0 0 0 0 0\n259 0 nvme0n1 0 0 0 0 0 0 0\n259 1 nvme0n1p1 0 0 0 0 0 0 0\n",
-        "8 0 sda 1 0 2 0 3 0 4\n259 0 nvme0n1 10 0 20 0 30 0 40\n259 1 nvme0n1p1 10 0 20 0 30 0 40\n",
+        "8 0 sda 0 0 0 0 0 0 0\n259 0 nvme0n1 0 0 0 0 0 0 0\n259 1 nvme0n1p1 0 0 0 0 0 0 0\n253 0 dm-0 0 0 0 0 0 0 0\n",
+        "8 0 sda 1 0 2 0 3 0 4\n259 0 nvme0n1 10 0 20 0 30 0 40\n259 1 nvme0n1p1 10 0 20 0 30 0 40\n253 0 dm-0 10 0 20 0 30 0 40\n",
         1.0,
-        &["sda", "nvme0n1"],
+        &["sda", "nvme0n1", "dm-0"],
         "
 sda 1024 2048 1 3
 nvme0n1 10240 20480 10 30
+nvme0n1p1 10240 20480 10 30
+dm-0 10240 20480 10 30
 sum 11264 22528 11 33",
     );
 }
@@ -204,7 +209,9 @@ fn whole_disk_decision_is_cached_per_name() {
             .update(BEFORE, 1.0, in_sys_block, &mut empty_sample())
             .expect("parses");
     }
-    assert_eq!(calls.borrow().len(), 5, "{:?}", calls.borrow());
+    // Asked once per storage device (vda, vda1), never again; loop and
+    // zram devices are not asked about at all.
+    assert_eq!(*calls.borrow(), ["vda", "vda1"]);
 }
 
 #[test]
