@@ -587,6 +587,8 @@ pub(crate) fn print_agents(response: &pb::ListAgentsResponse, format: Format) {
 
 fn agent_json(agent: &pb::AgentInfo) -> Value {
     let s = agent.latest.as_ref();
+    // The checked domain form, for the lists and the app's percentiles.
+    let latest = s.and_then(|s| rollguard_common::HostSample::try_from(s).ok());
     json!({
         "host_id": agent.host_id,
         "deployment": agent.deployment,
@@ -622,6 +624,33 @@ fn agent_json(agent: &pb::AgentInfo) -> Value {
             "mount_point": f.mount_point, "device": f.device, "fs_type": f.fs_type,
             "used_bytes": f.used_bytes, "total_bytes": f.total_bytes,
         })).collect::<Vec<_>>()),
+        "disks": latest.as_ref().map(|s| &s.disks),
+        "interfaces": latest.as_ref().map(|s| &s.interfaces),
+        "app": latest.as_ref().and_then(|s| s.app.as_ref()).map(app_json),
+    })
+}
+
+/// One host's application health over its latest interval, with the
+/// percentiles of that interval's histogram deltas.
+fn app_json(app: &rollguard_common::sample::AppHealth) -> Value {
+    use rollguard_common::policy::quantile_ms;
+    let latency = |q: f64| quantile_ms(q, &app.latency_buckets);
+    json!({
+        "requests": app.requests,
+        "errors": app.errors,
+        "error_rate": (app.requests > 0.0).then(|| app.errors / app.requests),
+        "latency_p50_ms": latency(0.5),
+        "latency_p95_ms": latency(0.95),
+        "latency_p99_ms": latency(0.99),
+        "latency_p999_ms": latency(0.999),
+        "gauges": app.gauges.iter().cloned().collect::<std::collections::BTreeMap<String, f64>>(),
+        "scrapes": app.scrapes,
+        "scrape_errors": app.scrape_errors,
+        "scrape_error": app.scrape_error,
+        "probes": app.probes,
+        "probe_errors": app.probe_errors,
+        "probe_error": app.probe_error,
+        "probe_latency_p99_ms": quantile_ms(0.99, &app.probe_latency_buckets),
     })
 }
 

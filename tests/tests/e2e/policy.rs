@@ -373,6 +373,23 @@ fn a_fleet_wide_incident_with_only_relative_rules_does_not_roll_back() {
         &base_app,
     );
     wait_connected(&coordinator, &["beta-1", "base-1"]);
+    // Each host's own app figures, from its latest interval, once the app
+    // has taken up the incident's 30 % errors.
+    let agents = coordinator
+        .wait_for_agents("beta-1's app figures with the incident", |agents| {
+            agent(agents, "beta-1").is_some_and(|a| a["app"]["error_rate"].as_f64() > Some(0.05))
+        })
+        .expect("app figures");
+    let app = &agent(&agents, "beta-1").expect("beta-1")["app"];
+    assert!(
+        app["error_rate"].as_f64().is_some_and(|r| r <= 0.6),
+        "about 30 % errors: {app}"
+    );
+    assert!(
+        app["latency_p99_ms"].as_f64().is_some_and(|v| v > 0.0),
+        "{app}"
+    );
+    assert_eq!(app["scrape_errors"], 0, "{app}");
 
     // Wait for five judged rounds that saw the incident on both sides.
     let judged = wait_until(
