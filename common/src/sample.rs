@@ -14,7 +14,8 @@ pub struct FilesystemUsage {
     pub total_bytes: u64,
 }
 
-/// Per-second rates of one whole block device.
+/// Per-second rates of one block device (whole disk, partition or stacked
+/// device; only whole disks add to the host-wide sums).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct DiskIo {
     pub device: String,

@@ -171,9 +171,10 @@ async fn round(shared: &Shared, deployment: &DeploymentName, round_len: Duration
         }
         span
     };
-    // From the count until a decision's command is in the fleet: no catch-up
-    // may look at the arming or the newest decision in between.
-    let decisions = shared.decisions.lock().await;
+    // From the count until this round's state is queued: no catch-up may
+    // look at the arming or the newest decision in between, and a rearm's
+    // write of the state comes wholly before or after this round's.
+    let _decisions = shared.decisions.lock().await;
     let (decision, mut state, seq, previous) = {
         let mut map = shared.judge.lock();
         let entry = map.entry(deployment.clone()).or_default();
@@ -281,7 +282,6 @@ async fn round(shared: &Shared, deployment: &DeploymentName, round_len: Duration
             }));
         }
     }
-    drop(decisions);
     let verdict = record.evaluation.verdict;
     shared
         .metrics

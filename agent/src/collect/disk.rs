@@ -16,7 +16,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use rollguard_common::sample::DiskIo;
+use rollguard_common::sample::{DiskIo, MAX_DEVICES};
 use rollguard_common::HostSample;
 
 use super::{parse_error, per_sec, read_text, CollectError};
@@ -108,6 +108,9 @@ struct DiskEntry {
 pub(super) struct DiskState {
     entries: HashMap<String, DiskEntry>,
     generation: u64,
+    /// Partitions and stacked devices of the reading, listed after the
+    /// whole disks (kept to reuse the allocation).
+    others: Vec<DiskIo>,
 }
 
 impl DiskState {
@@ -187,8 +190,22 @@ impl DiskState {
                 sample.disk_write_bytes_per_sec += io.write_bytes_per_sec;
                 sample.disk_read_ops_per_sec += io.read_ops_per_sec;
                 sample.disk_write_ops_per_sec += io.write_ops_per_sec;
+                sample.disks.push(io);
+            } else {
+                self.others.push(io);
             }
-            sample.disks.push(io);
+        }
+        // Whole disks first, then the rest, within what the coordinator takes
+        // (a sample over it is refused whole, and the host would go unseen).
+        sample.disks.truncate(MAX_DEVICES);
+        let room = MAX_DEVICES - sample.disks.len();
+        let others = self.others.len();
+        sample.disks.extend(self.others.drain(..).take(room));
+        if others > room {
+            first_error.get_or_insert(format!(
+                "{} partitions or stacked devices left out: at most {MAX_DEVICES} devices are listed",
+                others - room
+            ));
         }
         if self.entries.len() > n_seen {
             self.entries.retain(|_, entry| entry.seen == generation);

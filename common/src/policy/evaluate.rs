@@ -152,7 +152,19 @@ pub fn evaluate(policy: &Policy, input: &RoundInput<'_>) -> Evaluation {
                 input.beta_seen, input.hosts_seen, policy.max_beta_share
             )
         } else {
-            format!("beta on host(s) outside beta_hosts: {}", outside.join(", "))
+            // Named, but a bounded few: the reason is stored with every round.
+            const NAMED: usize = 5;
+            let more = outside.len().saturating_sub(NAMED);
+            format!(
+                "beta on {} host(s) outside beta_hosts: {}{}",
+                outside.len(),
+                outside[..outside.len().min(NAMED)].join(", "),
+                if more > 0 {
+                    format!(" and {more} more")
+                } else {
+                    String::new()
+                }
+            )
         };
         evaluation.reason = format!(
             "blast radius exceeded ({over}){}",

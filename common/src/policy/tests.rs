@@ -514,9 +514,17 @@ fn a_beta_host_outside_beta_hosts_is_over_the_blast_radius() {
         p.clone(),
         hosts,
         Verdict::Error,
-        "blast radius exceeded (beta on host(s) outside beta_hosts: beta-1)",
+        "blast radius exceeded (beta on 1 host(s) outside beta_hosts: beta-1)",
     );
     assert!(evaluation.blast_radius_exceeded);
+    // Many outside: a few are named, the rest counted.
+    let many: String = (0..8).map(|_| "beta cpu=1\n").collect();
+    check(
+        p.clone(),
+        &many,
+        Verdict::Error,
+        "beta on 7 host(s) outside beta_hosts: beta-1, beta-2, beta-3, beta-4, beta-5 and 2 more)",
+    );
     p.beta_hosts = vec!["beta-*".to_owned()];
     check(p, hosts, Verdict::Pass, "every rule holds");
 }

@@ -148,7 +148,7 @@ pub fn wants_json(args: impl IntoIterator<Item = String>) -> bool {
         if previous_was_flag && arg == "json" {
             return true;
         }
-        if matches!(arg.as_str(), "-ojson" | "--output=json") {
+        if matches!(arg.as_str(), "-ojson" | "-o=json" | "--output=json") {
             return true;
         }
         previous_was_flag = matches!(arg.as_str(), "-o" | "--output");

@@ -272,6 +272,9 @@ impl pb::control_service_server::ControlService for Control {
         let request = request.into_inner();
         validate_name("deployment", &request.deployment).map_err(Status::invalid_argument)?;
         let deployment = DeploymentName::new(request.deployment.clone());
+        // Held until the state is stored: a round's own write of the state
+        // cannot land after this one with the arming it read before.
+        let _decisions = self.shared.decisions.lock().await;
         let (was_armed, state) = self.shared.judge.rearm(&deployment);
         let now = SystemTime::now();
         let actor = if request.actor.is_empty() {

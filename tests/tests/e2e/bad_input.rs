@@ -258,6 +258,7 @@ fn a_ctl_usage_error_with_o_json_is_still_one_json_document() {
     for args in [
         &["-o", "json", "rollback", "shop"][..],
         &["rollback", "shop", "--output=json"][..],
+        &["-o=json", "rollback", "shop"][..],
         &["-o", "json", "no-such-command"][..],
     ] {
         let out = rollguard_tests::ctl("http://127.0.0.1:9", args);

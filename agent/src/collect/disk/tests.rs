@@ -230,3 +230,33 @@ fn malformed_line_is_reported_and_others_still_filled() {
     assert_eq!(sample.disks.len(), 1);
     assert_eq!(sample.disks[0].device, "sda");
 }
+
+#[test]
+fn the_list_stops_at_the_coordinators_limit_whole_disks_first() {
+    let mut text = String::new();
+    // Partitions first in the file, as the kernel may list them.
+    for j in 0..10 {
+        text.push_str(&format!("8 {j} part{j} 0 0 0 0 0 0 0\n"));
+    }
+    for i in 0..1020 {
+        text.push_str(&format!("8 {i} disk{i} 0 0 0 0 0 0 0\n"));
+    }
+    let mut state = DiskState::default();
+    let in_sys_block = |name: &str| name.starts_with("disk");
+    let mut sample = empty_sample();
+    let err = state
+        .update(&text, 1.0, in_sys_block, &mut sample)
+        .expect_err("the overflow is reported");
+    assert!(
+        err.contains("6 partitions or stacked devices left out"),
+        "{err}"
+    );
+    assert_eq!(sample.disks.len(), MAX_DEVICES);
+    assert!(sample.disks[..1020]
+        .iter()
+        .all(|d| d.device.starts_with("disk")));
+    assert!(sample.disks[1020..]
+        .iter()
+        .all(|d| d.device.starts_with("part")));
+    assert!(sample.validate().is_ok(), "the coordinator takes it");
+}
