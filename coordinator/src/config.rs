@@ -37,6 +37,10 @@ pub struct RawConfig {
     /// blast radius) before it is forgotten; at least 24h, the rollback
     /// target window.
     pub host_retention: String,
+    /// How long a command and its per-host results are kept (the audit
+    /// history keeps its entry for good); a deployment's newest decision
+    /// is kept whatever its age. At least 24h.
+    pub command_retention: String,
     /// Per-deployment policy; deployments not listed get the defaults and no rules.
     pub deployments: BTreeMap<String, RawPolicy>,
     /// Where verdict changes and rollbacks are announced.
@@ -74,6 +78,7 @@ impl Default for RawConfig {
             command_ttl: "1h".to_owned(),
             shutdown_grace: "5s".to_owned(),
             host_retention: "7d".to_owned(),
+            command_retention: "30d".to_owned(),
             deployments: BTreeMap::new(),
             notify: RawNotify::default(),
             telemetry: RawTelemetry::default(),
@@ -101,6 +106,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// How long a disconnected host is remembered.
     pub host_retention: Duration,
+    /// How long a command and its results are kept.
+    pub command_retention: Duration,
     /// Per-deployment policy.
     pub deployments: BTreeMap<DeploymentName, Policy>,
     /// Webhook URL for notifications, if any.
@@ -188,6 +195,14 @@ impl RawConfig {
                 "must be at least 24h: a host away less long is still a rollback target",
             ));
         }
+        let command_retention =
+            config::parse_positive_duration("command_retention", &self.command_retention)?;
+        if command_retention < Duration::from_secs(24 * 3600) || command_retention < command_ttl {
+            return Err(ConfigError::invalid(
+                "command_retention",
+                "must be at least 24h and at least command_ttl",
+            ));
+        }
         let mut deployments = BTreeMap::new();
         for (name, raw) in self.deployments {
             let key = format!("deployments.{name}");
@@ -213,6 +228,7 @@ impl RawConfig {
             command_ttl,
             shutdown_grace,
             host_retention,
+            command_retention,
             deployments,
             webhook_url,
             otlp_endpoint: self.telemetry.endpoint().map(str::to_owned),

@@ -701,6 +701,58 @@ impl Fleet {
         before - inner.hosts.len()
     }
 
+    /// Forgets commands issued longer than `retention` ago, with their
+    /// results, calling `forget` for each under the fleet lock; a
+    /// deployment's newest decision stays whatever its age (it may still be
+    /// in force). Returns how many went.
+    pub fn forget_old_commands(
+        &self,
+        now: SystemTime,
+        retention: Duration,
+        mut forget: impl FnMut(&str),
+    ) -> usize {
+        let Some(cutoff) = now.checked_sub(retention).map(unix_ms) else {
+            return 0;
+        };
+        let mut inner = self.lock();
+        let mut newest: HashMap<&str, (u64, &str)> = HashMap::new();
+        for state in inner.commands.values().filter(|c| !c.record.closed) {
+            let at = state.record.issued_at_unix_ms;
+            let entry = newest
+                .entry(state.record.deployment.as_str())
+                .or_insert((at, state.record.command_id.as_str()));
+            if at > entry.0 {
+                *entry = (at, state.record.command_id.as_str());
+            }
+        }
+        let keep: HashSet<String> = newest.values().map(|(_, id)| (*id).to_owned()).collect();
+        let old: Vec<CommandId> = inner
+            .commands
+            .iter()
+            .filter(|(id, c)| c.record.issued_at_unix_ms < cutoff && !keep.contains(id.as_str()))
+            .map(|(id, _)| id.clone())
+            .collect();
+        let Inner {
+            commands, tally, ..
+        } = &mut *inner;
+        for id in &old {
+            let Some(state) = commands.remove(id) else {
+                continue;
+            };
+            for target in &state.target_set {
+                let status = state
+                    .results
+                    .get(target)
+                    .map_or(CommandStatus::NoAnswer, |r| r.status);
+                if let Some(n) = tally.get_mut(&status) {
+                    *n = n.saturating_sub(1);
+                }
+            }
+            forget(id.as_str());
+        }
+        old.len()
+    }
+
     /// Marks every connected host seen at `now` and returns their records,
     /// so that the store's `last_seen` stays fresh for hosts whose stream
     /// outlives a crash (a disconnect is not always written).

@@ -177,8 +177,8 @@ pub async fn run(
 }
 
 /// Every ten minutes, stores that connected hosts were seen, and forgets
-/// hosts disconnected for longer than `host_retention`, in memory and in
-/// the store. The first sweep comes ten minutes after start: hosts that were
+/// hosts disconnected for longer than `host_retention` and commands older
+/// than `command_retention`, in memory and in the store. The first sweep comes ten minutes after start: hosts that were
 /// connected when the last run stopped have had time to come back.
 async fn forget_gone_hosts(shared: Shared, shutdown: CancellationToken) {
     const EVERY: Duration = Duration::from_secs(600);
@@ -208,6 +208,18 @@ async fn forget_gone_hosts(shared: Shared, shutdown: CancellationToken) {
             });
         if forgotten > 0 {
             tracing::info!(forgotten, retention = ?retention, "forgot hosts gone past the retention");
+        }
+        let retention = shared.config.command_retention;
+        let forgotten =
+            shared
+                .fleet
+                .forget_old_commands(SystemTime::now(), retention, |command_id| {
+                    shared
+                        .store
+                        .queue_lossy(Write::ForgetCommand(command_id.to_owned()));
+                });
+        if forgotten > 0 {
+            tracing::info!(forgotten, retention = ?retention, "forgot commands past the retention");
         }
     }
 }

@@ -137,6 +137,8 @@ pub enum Write {
     Agent(AgentRecord),
     /// Deletes a host's record (gone past the retention).
     ForgetAgent(String),
+    /// Deletes a command and its per-host results (past the retention).
+    ForgetCommand(String),
     Command(CommandRecord),
     Result(ResultRecord),
     Audit(AuditRecord),
@@ -421,6 +423,12 @@ fn apply_in(db: &Database, batches: &[Batch], audit_seq: &mut u64) -> Result<()>
                 }
                 Write::ForgetAgent(host_id) => {
                     agents.remove(host_id.as_str())?;
+                }
+                Write::ForgetCommand(command_id) => {
+                    commands.remove(command_id.as_str())?;
+                    // Result keys are `<command id>/<host id>`; '0' follows '/'.
+                    let (from, to) = (format!("{command_id}/"), format!("{command_id}0"));
+                    results.retain_in(from.as_str()..to.as_str(), |_, _| false)?;
                 }
                 Write::Command(record) => {
                     commands.insert(

@@ -132,3 +132,19 @@ fn env_numbers_and_bools_are_parsed_where_fields_want_them() {
         Some("insecure_listen"),
     );
 }
+
+#[test]
+fn command_retention_is_at_least_a_day_and_the_ttl() {
+    check(&[("ROLLGUARD_COORDINATOR__COMMAND_RETENTION", "90d")], None);
+    check(
+        &[("ROLLGUARD_COORDINATOR__COMMAND_RETENTION", "1h")],
+        Some("command_retention"),
+    );
+    check(
+        &[
+            ("ROLLGUARD_COORDINATOR__COMMAND_TTL", "3d"),
+            ("ROLLGUARD_COORDINATOR__COMMAND_RETENTION", "2d"),
+        ],
+        Some("command_retention"),
+    );
+}

@@ -278,3 +278,35 @@ fn hosts_gone_past_the_retention_are_forgotten_and_connected_ones_never() {
         .collect();
     assert_eq!(left, ["back", "recent"]);
 }
+
+#[test]
+fn old_commands_are_forgotten_but_a_deployments_newest_decision_is_kept() {
+    let day = 24 * 3600 * 1000;
+    let fleet = Fleet::from_snapshot(Snapshot {
+        commands: vec![
+            decision("cmd-old", 1, 2, &["h1", "h2"], false),
+            decision("cmd-old-catch-up", 3, 4, &["h3"], true),
+            decision("cmd-newest", 5, 6, &["h1"], false),
+            decision("cmd-recent-catch-up", 40 * day, 40 * day + 1, &["h2"], true),
+        ],
+        results: vec![result("cmd-old", "h1", CommandStatus::Succeeded)],
+        ..Snapshot::default()
+    });
+    let now = SystemTime::UNIX_EPOCH + Duration::from_millis(41 * day);
+    let mut forgotten = Vec::new();
+    let n = fleet.forget_old_commands(now, Duration::from_secs(30 * 24 * 3600), |id| {
+        forgotten.push(id.to_owned())
+    });
+    forgotten.sort();
+    assert_eq!(n, 2);
+    assert_eq!(forgotten, ["cmd-old", "cmd-old-catch-up"]);
+    assert!(fleet.command("cmd-old").is_none());
+    assert!(
+        fleet.command("cmd-newest").is_some(),
+        "may still be in force"
+    );
+    assert!(fleet.command("cmd-recent-catch-up").is_some());
+    // The kept tally lost exactly the forgotten targets.
+    assert_eq!(counts(&fleet), recount(&fleet));
+    assert_eq!(counts(&fleet), [("no_answer", 2)]);
+}

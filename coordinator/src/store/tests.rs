@@ -106,3 +106,63 @@ async fn a_forgotten_host_is_gone_after_a_reopen() {
     assert_eq!(hosts, ["h2"]);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn a_forgotten_command_takes_its_results_and_no_others() {
+    let dir = temp_dir("forget-command");
+    let command = |id: &str| {
+        Write::Command(CommandRecord {
+            command_id: id.to_owned(),
+            deployment: "a".to_owned(),
+            action: "rollback".to_owned(),
+            reason: "r".to_owned(),
+            actor: "t".to_owned(),
+            issued_at_unix_ms: 1,
+            not_after_unix_ms: 2,
+            targets: vec!["h1".to_owned()],
+            trace_context: Vec::new(),
+            closed: false,
+        })
+    };
+    let result = |id: &str| {
+        Write::Result(ResultRecord {
+            command_id: id.to_owned(),
+            host_id: "h1".to_owned(),
+            status: rollguard_common::CommandStatus::Succeeded,
+            exit_code: Some(0),
+            reason: String::new(),
+            output_tail: String::new(),
+            updated_at_unix_ms: 1,
+            started_at_unix_ms: None,
+            duration_ms: None,
+        })
+    };
+    let (store, _writer) = Store::open(&dir, Arc::default()).expect("open");
+    store
+        .commit(vec![
+            command("cmd-1"),
+            result("cmd-1"),
+            // Shares the prefix `cmd-1`: must survive.
+            command("cmd-10"),
+            result("cmd-10"),
+        ])
+        .await
+        .expect("commit");
+    store
+        .commit(vec![Write::ForgetCommand("cmd-1".to_owned())])
+        .await
+        .expect("commit");
+    let snapshot = store.load().expect("load");
+    let commands: Vec<&str> = snapshot
+        .commands
+        .iter()
+        .map(|c| c.command_id.as_str())
+        .collect();
+    let results: Vec<&str> = snapshot
+        .results
+        .iter()
+        .map(|r| r.command_id.as_str())
+        .collect();
+    assert_eq!((commands, results), (vec!["cmd-10"], vec!["cmd-10"]));
+    let _ = std::fs::remove_dir_all(&dir);
+}
