@@ -16,7 +16,10 @@ pub const APP_METRICS: &[&str] = &[
     "latency_p99_ms",
     "latency_p999_ms",
     "probe_error_rate",
+    "probe_latency_p50_ms",
+    "probe_latency_p95_ms",
     "probe_latency_p99_ms",
+    "probe_latency_p999_ms",
 ];
 
 /// Host metrics, averaged over a cohort's hosts.

@@ -275,7 +275,10 @@ fn app_value(metric: &str, app: &AppTotals, round_secs: f64) -> Option<f64> {
         "latency_p99_ms" => quantile_ms(0.99, &app.latency_buckets),
         "latency_p999_ms" => quantile_ms(0.999, &app.latency_buckets),
         "probe_error_rate" => app.probe_error_rate(),
+        "probe_latency_p50_ms" => quantile_ms(0.5, &app.probe_latency_buckets),
+        "probe_latency_p95_ms" => quantile_ms(0.95, &app.probe_latency_buckets),
         "probe_latency_p99_ms" => quantile_ms(0.99, &app.probe_latency_buckets),
+        "probe_latency_p999_ms" => quantile_ms(0.999, &app.probe_latency_buckets),
         _ => None,
     }
 }
@@ -315,7 +318,7 @@ fn missing(
                 )
             } else if app.probes > 0
                 && app.probe_errors >= app.probes
-                && metric.base == "probe_latency_p99_ms"
+                && metric.base.starts_with("probe_latency_")
             {
                 (
                     Verdict::Error,

@@ -31,6 +31,7 @@ fn sample(spec: &str) -> HostSample {
     let mut app = AppHealth::default();
     let mut has_app = false;
     let mut latency = None;
+    let mut probe_latency = None;
     for pair in spec.split_whitespace() {
         let (key, value) = pair.split_once('=').expect("key=value");
         let v: f64 = value.parse().expect("number");
@@ -65,6 +66,7 @@ fn sample(spec: &str) -> HostSample {
                 app.probes = v as u32;
             }
             "probe_err" => app.probe_errors = v as u32,
+            "probe_lat" => probe_latency = Some(v),
             gauge if gauge.starts_with("gauge.") => {
                 has_app = true;
                 app.scrape_enabled = true;
@@ -80,6 +82,17 @@ fn sample(spec: &str) -> HostSample {
             .map(|&b| Bucket {
                 upper_bound: b,
                 cumulative_count: if b >= lat { app.requests } else { 0.0 },
+            })
+            .collect();
+    }
+    if let Some(lat) = probe_latency {
+        // Every successful probe took `lat` seconds.
+        let ok = f64::from(app.probes - app.probe_errors);
+        app.probe_latency_buckets = BOUNDS
+            .iter()
+            .map(|&b| Bucket {
+                upper_bound: b,
+                cumulative_count: if b >= lat { ok } else { 0.0 },
             })
             .collect();
     }
@@ -295,6 +308,32 @@ fn psi_only_counts_hosts_that_report_it() {
         "beta cpu=1",
         Verdict::Error,
         "no beta host reports it",
+    );
+}
+
+#[test]
+fn probe_latency_percentiles() {
+    for metric in [
+        "probe_latency_p50_ms",
+        "probe_latency_p95_ms",
+        "probe_latency_p99_ms",
+        "probe_latency_p999_ms",
+    ] {
+        let evaluation = check(
+            policy(vec![max(metric, 100.0)]),
+            "beta probes=4 probe_lat=0.3",
+            Verdict::Fail,
+            &format!("{metric} "),
+        );
+        let value = evaluation.rules[0].value.expect("a value");
+        // 0.3 s falls in the (0.25, 0.5] bucket; quantiles interpolate in it.
+        assert!((250.0..=500.0).contains(&value), "{metric}: {value}");
+    }
+    check(
+        policy(vec![max("probe_latency_p99_ms", 100.0)]),
+        "beta probes=4 probe_err=4",
+        Verdict::Error,
+        "every beta probe failed",
     );
 }
 
