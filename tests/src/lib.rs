@@ -226,18 +226,11 @@ impl Coordinator {
 
     /// Returns the `http://ip:port` of its /metrics listener.
     pub fn http_url(&self) -> anyhow::Result<String> {
-        let path = self.data_dir.join("http.addr");
-        let addr = wait_until(
+        let addr = wait_for_addr_file(
             "the coordinator's HTTP address file",
-            Duration::from_secs(30),
-            Duration::from_millis(20),
-            || {
-                std::fs::read_to_string(&path)
-                    .ok()
-                    .filter(|s| s.ends_with('\n'))
-            },
+            &self.data_dir.join("http.addr"),
         )?;
-        Ok(format!("http://{}", addr.trim()))
+        Ok(format!("http://{addr}"))
     }
 
     /// Runs `rollguardctl --coordinator URL <args>`.
@@ -278,6 +271,22 @@ impl CtlOutput {
         serde_json::from_str(&self.stdout)
             .with_context(|| format!("stdout is not one JSON document: {:?}", self.stdout))
     }
+}
+
+/// Waits for an `ip:port` file written whole (it ends with a newline);
+/// returns the address.
+fn wait_for_addr_file(what: &str, path: &Path) -> anyhow::Result<String> {
+    let text = wait_until(
+        what,
+        Duration::from_secs(30),
+        Duration::from_millis(20),
+        || {
+            std::fs::read_to_string(path)
+                .ok()
+                .filter(|s| s.ends_with('\n'))
+        },
+    )?;
+    Ok(text.trim().to_owned())
 }
 
 /// Runs rollguardctl against `url`.
@@ -403,19 +412,10 @@ impl DemoApp {
             .arg("--control-file")
             .arg(&control_file);
         let proc = Proc::spawn("demo-app", &mut command, dir.join("app.log"))?;
-        let addr = wait_until(
-            "the app's address file",
-            Duration::from_secs(30),
-            Duration::from_millis(20),
-            || {
-                std::fs::read_to_string(&addr_file)
-                    .ok()
-                    .filter(|s| s.ends_with('\n'))
-            },
-        )?;
+        let addr = wait_for_addr_file("the app's address file", &addr_file)?;
         Ok(DemoApp {
             proc,
-            url: format!("http://{}", addr.trim()),
+            url: format!("http://{addr}"),
             version_file,
             control_file,
         })

@@ -18,6 +18,22 @@ fn audit(n: u64, deployment: &str) -> Write {
     })
 }
 
+/// A command of deployment `a` to host `h1`.
+fn command(id: &str) -> Write {
+    Write::Command(CommandRecord {
+        command_id: id.to_owned(),
+        deployment: "a".to_owned(),
+        action: "rollback".to_owned(),
+        reason: "r".to_owned(),
+        actor: "t".to_owned(),
+        issued_at_unix_ms: 1,
+        not_after_unix_ms: 2,
+        targets: vec!["h1".to_owned()],
+        trace_context: Vec::new(),
+        closed: false,
+    })
+}
+
 #[tokio::test]
 async fn writes_survive_a_reopen_and_audit_keeps_order() {
     let dir = temp_dir("reopen");
@@ -28,21 +44,7 @@ async fn writes_survive_a_reopen_and_audit_keeps_order() {
             .await
             .expect("commit");
         store.queue(audit(3, "a")).await.expect("queue");
-        store
-            .commit(vec![Write::Command(CommandRecord {
-                command_id: "cmd-x".to_owned(),
-                deployment: "a".to_owned(),
-                action: "rollback".to_owned(),
-                reason: "r".to_owned(),
-                actor: "t".to_owned(),
-                issued_at_unix_ms: 1,
-                not_after_unix_ms: 2,
-                targets: vec!["h1".to_owned()],
-                trace_context: Vec::new(),
-                closed: false,
-            })])
-            .await
-            .expect("commit");
+        store.commit(vec![command("cmd-x")]).await.expect("commit");
         drop(store);
         writer
             .join()
@@ -110,20 +112,6 @@ async fn a_forgotten_host_is_gone_after_a_reopen() {
 #[tokio::test]
 async fn a_forgotten_command_takes_its_results_and_no_others() {
     let dir = temp_dir("forget-command");
-    let command = |id: &str| {
-        Write::Command(CommandRecord {
-            command_id: id.to_owned(),
-            deployment: "a".to_owned(),
-            action: "rollback".to_owned(),
-            reason: "r".to_owned(),
-            actor: "t".to_owned(),
-            issued_at_unix_ms: 1,
-            not_after_unix_ms: 2,
-            targets: vec!["h1".to_owned()],
-            trace_context: Vec::new(),
-            closed: false,
-        })
-    };
     let result = |id: &str| {
         Write::Result(ResultRecord {
             command_id: id.to_owned(),
