@@ -608,3 +608,62 @@ fn a_host_away_past_the_deadline_gets_a_catch_up_while_the_deployment_stays_disa
     assert_eq!(away.evidence_lines(), 1);
     assert_eq!(beta.evidence_lines(), 1);
 }
+
+#[test]
+fn a_beta_host_outside_beta_hosts_is_over_the_blast_radius_until_it_goes() {
+    let root = test_dir("betahosts");
+    let coordinator = Coordinator::start(
+        &root.join("data"),
+        Some(
+            "[deployments.guarded]\ncheck_interval = \"1s\"\nbeta_hosts = [\"canary-*\"]\n\
+             [[deployments.guarded.rules]]\nmetric = \"cpu_percent\"\nmax = 100\n",
+        ),
+    )
+    .expect("coordinator");
+    let spec = |host: &str, cohort: &str| AgentSpec {
+        host_id: host.to_owned(),
+        deployment: "guarded".to_owned(),
+        cohort: cohort.to_owned(),
+        extra_toml: String::new(),
+    };
+    let start = |host: &str, cohort: &str| {
+        Agent::start(&root, &coordinator.url, &spec(host, cohort)).expect("agent")
+    };
+    let _canary = start("canary-1", "beta");
+    let mut rogue = start("rogue-1", "beta");
+    let _base = start("base-1", "baseline");
+    wait_connected(&coordinator, &["canary-1", "rogue-1", "base-1"]);
+
+    let over = wait_until(
+        "a round over the blast radius",
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || {
+            rounds(&coordinator, "guarded")
+                .into_iter()
+                .find(|r| r["blast_radius_exceeded"] == true)
+        },
+    )
+    .expect("the rogue beta host is seen");
+    assert_eq!(over["verdict"], "error", "{over}");
+    let reason = over["reason"].as_str().unwrap_or("");
+    assert!(
+        reason.contains("outside beta_hosts: rogue-1") && !reason.contains("canary-1"),
+        "{over}"
+    );
+
+    // Once the rogue host is gone, the rounds pass again.
+    rogue
+        .proc
+        .terminate(Duration::from_secs(10))
+        .expect("rogue-1 stops");
+    wait_disconnected(&coordinator, "rogue-1");
+    let seen = rounds(&coordinator, "guarded").len();
+    wait_passing_round(&coordinator, "guarded", seen);
+    assert!(
+        history(&coordinator)
+            .iter()
+            .all(|e| e["action"] != "rollback"),
+        "no rule broke: nothing rolled back"
+    );
+}
