@@ -208,6 +208,30 @@ pub struct Config {
     pub otlp_endpoint: Option<String>,
 }
 
+impl Config {
+    /// One line on what this config makes the agent do (for `--check-config`).
+    pub fn summary(&self) -> String {
+        let scrape = self.app.as_ref().and_then(|a| a.scrape.as_ref());
+        let probe = self.app.as_ref().and_then(|a| a.probe.as_ref());
+        let actions: Vec<&str> = self.actions.keys().map(String::as_str).collect();
+        format!(
+            "host {} in {} ({}) every {:?}, coordinator {}; actions: {}; scrape: {}; probe: {}",
+            self.host_id,
+            self.deployment,
+            self.cohort,
+            self.interval,
+            self.coordinator,
+            if actions.is_empty() {
+                "none (a rollback will be rejected)".to_owned()
+            } else {
+                actions.join(", ")
+            },
+            scrape.map_or_else(|| "none".to_owned(), |s| s.url.to_string()),
+            probe.map_or_else(|| "none".to_owned(), |p| p.url.to_string()),
+        )
+    }
+}
+
 impl RawConfig {
     /// Loads the layers: defaults, file, env, then flags.
     pub fn load(sources: Sources<'_>) -> Result<Self, ConfigError> {

@@ -37,6 +37,10 @@ struct Cli {
     /// Directory of the command journal [default: /var/lib/rollguard-agent].
     #[arg(long, value_name = "DIR")]
     state_dir: Option<PathBuf>,
+    /// Check the config, print what it makes the agent do, and exit (0 when
+    /// valid, 64 naming the bad key otherwise).
+    #[arg(long)]
+    check_config: bool,
 }
 
 fn main() -> ExitCode {
@@ -67,6 +71,10 @@ fn main() -> ExitCode {
             return ExitCode::from(64);
         }
     };
+    if cli.check_config {
+        println!("config OK: {}", config.summary());
+        return ExitCode::SUCCESS;
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

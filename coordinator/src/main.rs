@@ -28,6 +28,10 @@ struct Cli {
     /// Directory of the embedded store [default: ./rollguard-data].
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
+    /// Check the config, print a summary of it, and exit (0 when valid, 64
+    /// naming the bad key otherwise). Binds nothing, opens no store.
+    #[arg(long)]
+    check_config: bool,
 }
 
 fn main() -> ExitCode {
@@ -59,6 +63,25 @@ fn main() -> ExitCode {
             return ExitCode::from(64);
         }
     };
+    if cli.check_config {
+        let deployments: Vec<String> = config
+            .deployments
+            .iter()
+            .map(|(name, policy)| format!("{name} ({} rules)", policy.rules.len()))
+            .collect();
+        println!(
+            "config OK: listen {}, http {}, data dir {}; deployments: {}",
+            config.listen,
+            config.http_listen,
+            config.data_dir.display(),
+            if deployments.is_empty() {
+                "none configured (status and manual rollback only)".to_owned()
+            } else {
+                deployments.join(", ")
+            }
+        );
+        return ExitCode::SUCCESS;
+    }
     match serve(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

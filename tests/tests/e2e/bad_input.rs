@@ -65,6 +65,42 @@ fn bad_config_exits_64_naming_the_key() {
             .arg(dir.join("data")),
         "--insecure-listen",
     );
+    // --check-config reports the same errors, and on a good config says
+    // what it would do and exits 0 without binding or opening anything.
+    check_config_error(
+        Command::new(&binaries().coordinator)
+            .arg("--check-config")
+            .arg("--config")
+            .arg(&coordinator_bad),
+        "command_ttl",
+    );
+    let data = dir.join("never-created");
+    let good = Command::new(&binaries().coordinator)
+        .args(["--check-config", "--listen", "127.0.0.1:1", "--data-dir"])
+        .arg(&data)
+        .output()
+        .expect("runs");
+    let out = String::from_utf8_lossy(&good.stdout);
+    assert!(good.status.success(), "{good:?}");
+    assert!(out.starts_with("config OK: listen 127.0.0.1:1"), "{out}");
+    assert!(!data.exists(), "a check opens no store");
+    std::fs::write(
+        dir.join("good-agent.toml"),
+        "host_id = \"h1\"\n[actions.rollback]\ncommand = [\"/bin/true\"]\n",
+    )
+    .expect("write");
+    let good = Command::new(&binaries().agent)
+        .args(["--check-config", "--deployment", "d", "--cohort", "beta"])
+        .arg("--config")
+        .arg(dir.join("good-agent.toml"))
+        .output()
+        .expect("runs");
+    let out = String::from_utf8_lossy(&good.stdout);
+    assert!(good.status.success(), "{good:?}");
+    assert!(
+        out.starts_with("config OK: host h1 in d (beta)") && out.contains("actions: rollback"),
+        "{out}"
+    );
 }
 
 async fn open_stream(
