@@ -702,34 +702,28 @@ impl Fleet {
     }
 
     /// Forgets commands issued longer than `retention` ago, with their
-    /// results, calling `forget` for each under the fleet lock; a
-    /// deployment's newest decision stays whatever its age (it may still be
-    /// in force). Returns how many went.
-    pub fn forget_old_commands(
-        &self,
-        now: SystemTime,
-        retention: Duration,
-        mut forget: impl FnMut(&str),
-    ) -> usize {
+    /// results; returns their ids. A deployment's newest decision stays
+    /// whatever its age (it may still be in force), and so do the catch-ups
+    /// issued since it: they are what tells that a host has caught up.
+    pub fn forget_old_commands(&self, now: SystemTime, retention: Duration) -> Vec<CommandId> {
         let Some(cutoff) = now.checked_sub(retention).map(unix_ms) else {
-            return 0;
+            return Vec::new();
         };
         let mut inner = self.lock();
-        let mut newest: HashMap<&str, (u64, &str)> = HashMap::new();
+        // Per deployment, when its newest decision was issued.
+        let mut newest: HashMap<&str, u64> = HashMap::new();
         for state in inner.commands.values().filter(|c| !c.record.closed) {
-            let at = state.record.issued_at_unix_ms;
-            let entry = newest
-                .entry(state.record.deployment.as_str())
-                .or_insert((at, state.record.command_id.as_str()));
-            if at > entry.0 {
-                *entry = (at, state.record.command_id.as_str());
-            }
+            let at = newest.entry(state.record.deployment.as_str()).or_default();
+            *at = (*at).max(state.record.issued_at_unix_ms);
         }
-        let keep: HashSet<String> = newest.values().map(|(_, id)| (*id).to_owned()).collect();
         let old: Vec<CommandId> = inner
             .commands
             .iter()
-            .filter(|(id, c)| c.record.issued_at_unix_ms < cutoff && !keep.contains(id.as_str()))
+            .filter(|(_, c)| {
+                let issued = c.record.issued_at_unix_ms;
+                let in_force_since = newest.get(c.record.deployment.as_str()).copied();
+                issued < cutoff && in_force_since.is_none_or(|since| issued < since)
+            })
             .map(|(id, _)| id.clone())
             .collect();
         let Inner {
@@ -748,9 +742,8 @@ impl Fleet {
                     *n = n.saturating_sub(1);
                 }
             }
-            forget(id.as_str());
         }
-        old.len()
+        old
     }
 
     /// Marks every connected host seen at `now` and returns their records,

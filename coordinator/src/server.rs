@@ -210,16 +210,23 @@ async fn forget_gone_hosts(shared: Shared, shutdown: CancellationToken) {
             tracing::info!(forgotten, retention = ?retention, "forgot hosts gone past the retention");
         }
         let retention = shared.config.command_retention;
-        let forgotten =
-            shared
-                .fleet
-                .forget_old_commands(SystemTime::now(), retention, |command_id| {
-                    shared
-                        .store
-                        .queue_lossy(Write::ForgetCommand(command_id.to_owned()));
-                });
-        if forgotten > 0 {
-            tracing::info!(forgotten, retention = ?retention, "forgot commands past the retention");
+        let forgotten = shared
+            .fleet
+            .forget_old_commands(SystemTime::now(), retention);
+        if !forgotten.is_empty() {
+            tracing::info!(forgotten = forgotten.len(), retention = ?retention, "forgetting commands past the retention");
+        }
+        for command_id in forgotten {
+            // Not lossy: nothing later would redo it (a result that races
+            // it is dropped by the store, see `Write::Result`).
+            if let Err(err) = shared
+                .store
+                .queue(Write::ForgetCommand(command_id.to_string()))
+                .await
+            {
+                tracing::warn!(error = %err, "cannot forget a command in the store");
+                break;
+            }
         }
     }
 }

@@ -437,6 +437,11 @@ fn apply_in(db: &Database, batches: &[Batch], audit_seq: &mut u64) -> Result<()>
                     )?;
                 }
                 Write::Result(record) => {
+                    // A result that arrives for a command already forgotten
+                    // would be a row nothing ever reads or deletes.
+                    if commands.get(record.command_id.as_str())?.is_none() {
+                        continue;
+                    }
                     let key = format!("{}/{}", record.command_id, record.host_id);
                     results.insert(key.as_str(), serde_json::to_vec(record)?.as_slice())?;
                 }

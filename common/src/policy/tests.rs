@@ -329,12 +329,19 @@ fn probe_latency_percentiles() {
         // 0.3 s falls in the (0.25, 0.5] bucket; quantiles interpolate in it.
         assert!((250.0..=500.0).contains(&value), "{metric}: {value}");
     }
-    check(
-        policy(vec![max("probe_latency_p99_ms", 100.0)]),
-        "beta probes=4 probe_err=4",
-        Verdict::Error,
-        "every beta probe failed",
-    );
+    for metric in [
+        "probe_latency_p50_ms",
+        "probe_latency_p95_ms",
+        "probe_latency_p99_ms",
+        "probe_latency_p999_ms",
+    ] {
+        check(
+            policy(vec![max(metric, 100.0)]),
+            "beta probes=4 probe_err=4",
+            Verdict::Error,
+            &format!("{metric}: every beta probe failed"),
+        );
+    }
 }
 
 #[test]

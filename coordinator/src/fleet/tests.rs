@@ -283,30 +283,40 @@ fn hosts_gone_past_the_retention_are_forgotten_and_connected_ones_never() {
 fn old_commands_are_forgotten_but_a_deployments_newest_decision_is_kept() {
     let day = 24 * 3600 * 1000;
     let fleet = Fleet::from_snapshot(Snapshot {
+        agents: vec![agent_record("h4", Cohort::Beta)],
         commands: vec![
             decision("cmd-old", 1, 2, &["h1", "h2"], false),
             decision("cmd-old-catch-up", 3, 4, &["h3"], true),
             decision("cmd-newest", 5, 6, &["h1"], false),
+            // Old too, but it repeats the newest decision for h4: it is what
+            // tells that h4 has caught up.
+            decision("cmd-newest-catch-up", 7, 8, &["h4"], true),
             decision("cmd-recent-catch-up", 40 * day, 40 * day + 1, &["h2"], true),
         ],
         results: vec![result("cmd-old", "h1", CommandStatus::Succeeded)],
         ..Snapshot::default()
     });
     let now = SystemTime::UNIX_EPOCH + Duration::from_millis(41 * day);
-    let mut forgotten = Vec::new();
-    let n = fleet.forget_old_commands(now, Duration::from_secs(30 * 24 * 3600), |id| {
-        forgotten.push(id.to_owned())
-    });
+    let mut forgotten: Vec<String> = fleet
+        .forget_old_commands(now, Duration::from_secs(30 * 24 * 3600))
+        .into_iter()
+        .map(|id| id.to_string())
+        .collect();
     forgotten.sort();
-    assert_eq!(n, 2);
     assert_eq!(forgotten, ["cmd-old", "cmd-old-catch-up"]);
     assert!(fleet.command("cmd-old").is_none());
     assert!(
         fleet.command("cmd-newest").is_some(),
         "may still be in force"
     );
+    assert!(fleet.command("cmd-newest-catch-up").is_some());
     assert!(fleet.command("cmd-recent-catch-up").is_some());
+    // h4 caught up with the newest decision long ago: it is not sent it again.
+    assert_eq!(
+        fleet.missed_decision(&HostId::new("h4".to_owned()), now),
+        None
+    );
     // The kept tally lost exactly the forgotten targets.
     assert_eq!(counts(&fleet), recount(&fleet));
-    assert_eq!(counts(&fleet), [("no_answer", 2)]);
+    assert_eq!(counts(&fleet), [("no_answer", 3)]);
 }

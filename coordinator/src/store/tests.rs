@@ -140,6 +140,8 @@ async fn a_forgotten_command_takes_its_results_and_no_others() {
         .commit(vec![Write::ForgetCommand("cmd-1".to_owned())])
         .await
         .expect("commit");
+    // A result that raced the forget is dropped, not left as an orphan.
+    store.commit(vec![result("cmd-1")]).await.expect("commit");
     let snapshot = store.load().expect("load");
     let commands: Vec<&str> = snapshot
         .commands
