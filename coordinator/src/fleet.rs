@@ -378,7 +378,9 @@ impl Fleet {
             // the newest sample (which is always kept).
             let late = newest
                 .and_then(|n| n.duration_since(sample.collected_at).ok())
-                .is_some_and(|age| age + sample.interval > round_window.max(sample.interval));
+                .is_some_and(|age| {
+                    age.saturating_add(sample.interval) > round_window.max(sample.interval)
+                });
             if late {
                 applied.late += 1;
             } else {
