@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::time::{Duration, SystemTime};
 
 use rollguard_common::ids::validate_name;
-use rollguard_common::policy::Policy;
+use rollguard_common::policy::{JudgeState, Policy};
 use rollguard_common::DeploymentName;
 use rollguard_proto::time_to_pb;
 use rollguard_proto::v1 as pb;
@@ -347,29 +347,26 @@ impl pb::control_service_server::ControlService for Control {
         let deployments = names
             .into_iter()
             .map(|name| {
-                let (hosts_seen, hosts_connected) = counts.get(name).copied().unwrap_or_default();
-                let state = self.shared.judge.state(name);
-                pb::DeploymentInfo {
-                    hosts_seen,
-                    hosts_connected,
-                    armed: state.armed,
-                    consecutive: state.consecutive,
-                    ..deployment_to_wire(
-                        name,
-                        self.shared.config.deployments.contains_key(name),
-                        &self.shared.config.deployment(name),
-                    )
-                }
+                deployment_to_wire(
+                    name,
+                    self.shared.config.deployments.contains_key(name),
+                    &self.shared.config.deployment(name),
+                    self.shared.judge.state(name),
+                    counts.get(name).copied().unwrap_or_default(),
+                )
             })
             .collect();
         Ok(Response::new(pb::ListDeploymentsResponse { deployments }))
     }
 }
 
+/// The last argument is the hosts (seen, connected).
 fn deployment_to_wire(
     name: &DeploymentName,
     configured: bool,
     policy: &Policy,
+    state: JudgeState,
+    (hosts_seen, hosts_connected): (u32, u32),
 ) -> pb::DeploymentInfo {
     pb::DeploymentInfo {
         deployment: name.to_string(),
@@ -400,10 +397,10 @@ fn deployment_to_wire(
                 limit_text: rule.limit_text(),
             })
             .collect(),
-        armed: true,
-        consecutive: 0,
-        hosts_seen: 0,
-        hosts_connected: 0,
+        armed: state.armed,
+        consecutive: state.consecutive,
+        hosts_seen,
+        hosts_connected,
     }
 }
 
