@@ -1,17 +1,34 @@
-//! Deciding and sending a rollback: the decision (command and audit entry)
-//! is committed to the store first, then sent to every beta host of the
-//! deployment. Used by the manual `Rollback` call and by the policy; a host
-//! that was away past a command's deadline gets a catch-up of its own.
+//! Issuing a rollback: the decision (command and audit entry) is committed
+//! to the store first, then sent to every beta host of the deployment; a
+//! host that was away past a command's deadline gets a catch-up of its own.
+//! Whether to decide is not this module's business: `decisions` owns the
+//! arming and calls in here under its lock.
 
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use rollguard_common::DeploymentName;
 use serde_json::json;
+use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::service::Shared;
-use crate::store::{unix_ms, AuditRecord, CommandRecord, Write};
+use crate::fleet::Fleet;
+use crate::notify::Notifier;
+use crate::outbound::{command_message, AgentTx};
+use crate::store::{unix_ms, AuditRecord, CommandRecord, Store, Write};
+
+/// What issuing a command needs: where it is stored, who it goes to.
+#[derive(Debug, Clone)]
+pub(crate) struct Issuer {
+    pub(crate) config: Arc<Config>,
+    pub(crate) fleet: Arc<Fleet<AgentTx>>,
+    pub(crate) store: Store,
+    pub(crate) notifier: Notifier,
+    /// Sends that wait for room in a full stream queue run here.
+    pub(crate) tracker: TaskTracker,
+}
 
 /// Who asked for a rollback.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,114 +56,122 @@ impl Origin {
 /// from the command about to be stored: the policy's disarmed state, so that
 /// a crash cannot re-arm and decide twice, and the round that decided, so
 /// that whoever sees the decision also sees why.
-pub(crate) async fn decide(
-    shared: &Shared,
-    deployment: &DeploymentName,
-    reason: &str,
-    actor: &str,
-    origin: Origin,
-    with: impl FnOnce(&CommandRecord) -> Vec<Write>,
-) -> Result<CommandRecord> {
-    let span = tracing::info_span!(
-        "rollback.broadcast",
-        deployment = %deployment,
-        origin = origin.as_str(),
-        command_id = tracing::field::Empty,
-        targets = tracing::field::Empty,
-    );
-    decide_in(shared, deployment, reason, actor, origin, with, &span)
-        .instrument(span.clone())
-        .await
-}
-
-async fn decide_in(
-    shared: &Shared,
-    deployment: &DeploymentName,
-    reason: &str,
-    actor: &str,
-    origin: Origin,
-    with: impl FnOnce(&CommandRecord) -> Vec<Write>,
-    span: &tracing::Span,
-) -> Result<CommandRecord> {
-    let now = SystemTime::now();
-    let (targets, known) = shared.fleet.beta_targets(deployment, now);
-    if !known && !shared.config.deployments.contains_key(deployment) {
-        return Err(Error::NotFound(format!(
-            "deployment `{deployment}` is not configured and no host of it was ever seen"
-        )));
+impl Issuer {
+    pub(crate) async fn decide(
+        &self,
+        deployment: &DeploymentName,
+        reason: &str,
+        actor: &str,
+        origin: Origin,
+        with: impl FnOnce(&CommandRecord) -> Vec<Write>,
+    ) -> Result<CommandRecord> {
+        let span = tracing::info_span!(
+            "rollback.broadcast",
+            deployment = %deployment,
+            origin = origin.as_str(),
+            command_id = tracing::field::Empty,
+            targets = tracing::field::Empty,
+        );
+        self.decide_in(deployment, reason, actor, origin, with, &span)
+            .instrument(span.clone())
+            .await
     }
-    let action = shared.config.deployment(deployment).rollback_action;
-    let not_after = now + shared.config.command_ttl;
-    let record = CommandRecord {
-        command_id: new_command_id(now),
-        deployment: deployment.to_string(),
-        action: action.clone(),
-        reason: reason.to_owned(),
-        actor: actor.to_owned(),
-        issued_at_unix_ms: unix_ms(now),
-        not_after_unix_ms: unix_ms(not_after),
-        targets: targets.clone(),
-        trace_context: rollguard_proto::otel::inject(span).into_iter().collect(),
-        closed: false,
-    };
-    span.record("command_id", record.command_id.as_str());
-    span.record("targets", targets.len());
-    let audit = AuditRecord {
-        time_unix_ms: unix_ms(now),
-        deployment: deployment.to_string(),
-        action: "rollback".to_owned(),
-        reason: reason.to_owned(),
-        command_id: record.command_id.clone(),
-        actor: actor.to_owned(),
-        detail: format!(
-            "{}; action `{action}` to {} beta host(s)",
-            origin.as_str(),
-            targets.len()
-        ),
-    };
-    let with = with(&record);
-    issue(shared, record.clone(), audit, with).await?;
-    tracing::info!(
-        %deployment,
-        command_id = %record.command_id,
-        action = %action,
-        origin = origin.as_str(),
-        n_targets = targets.len(),
-        "rollback decided"
-    );
-    shared.notifier.send(json!({
-        "event": "rollback_decided",
-        "deployment": deployment.as_str(),
-        "command_id": record.command_id,
-        "origin": origin.as_str(),
-        "actor": actor,
-        "reason": reason,
-        "action": action,
-        "targets": targets,
-    }));
-    Ok(record)
-}
 
-/// Commits `record` with its audit entry (and `with`), then sends it: the
-/// decision is durable before any agent hears of it.
-async fn issue(
-    shared: &Shared,
-    record: CommandRecord,
-    audit: AuditRecord,
-    with: Vec<Write>,
-) -> Result<()> {
-    let mut writes = vec![Write::Command(record.clone()), Write::Audit(audit)];
-    writes.extend(with);
-    shared.store.commit(writes).await?;
-    let deployment = record.deployment.clone();
-    if let Some(updated) = shared.fleet.dispatch(record) {
-        // The decision is already durable and sent; a failure here only
-        // loses the late-target list, which hosts' reconnects rebuild.
-        if let Err(err) = shared.store.queue(Write::Command(updated)).await {
-            tracing::warn!(%deployment, error = %err, "cannot store the updated targets");
+    async fn decide_in(
+        &self,
+        deployment: &DeploymentName,
+        reason: &str,
+        actor: &str,
+        origin: Origin,
+        with: impl FnOnce(&CommandRecord) -> Vec<Write>,
+        span: &tracing::Span,
+    ) -> Result<CommandRecord> {
+        let now = SystemTime::now();
+        let (targets, known) = self.fleet.beta_targets(deployment, now);
+        if !known && !self.config.deployments.contains_key(deployment) {
+            return Err(Error::NotFound(format!(
+                "deployment `{deployment}` is not configured and no host of it was ever seen"
+            )));
         }
+        let action = self.config.deployment(deployment).rollback_action;
+        let not_after = now + self.config.command_ttl;
+        let record = CommandRecord {
+            command_id: new_command_id(now),
+            deployment: deployment.to_string(),
+            action: action.clone(),
+            reason: reason.to_owned(),
+            actor: actor.to_owned(),
+            issued_at_unix_ms: unix_ms(now),
+            not_after_unix_ms: unix_ms(not_after),
+            targets: targets.clone(),
+            trace_context: rollguard_proto::otel::inject(span).into_iter().collect(),
+            closed: false,
+        };
+        span.record("command_id", record.command_id.as_str());
+        span.record("targets", targets.len());
+        let audit = AuditRecord {
+            time_unix_ms: unix_ms(now),
+            deployment: deployment.to_string(),
+            action: "rollback".to_owned(),
+            reason: reason.to_owned(),
+            command_id: record.command_id.clone(),
+            actor: actor.to_owned(),
+            detail: format!(
+                "{}; action `{action}` to {} beta host(s)",
+                origin.as_str(),
+                targets.len()
+            ),
+        };
+        let with = with(&record);
+        self.issue(record.clone(), audit, with).await?;
+        tracing::info!(
+            %deployment,
+            command_id = %record.command_id,
+            action = %action,
+            origin = origin.as_str(),
+            n_targets = targets.len(),
+            "rollback decided"
+        );
+        self.notifier.send(json!({
+            "event": "rollback_decided",
+            "deployment": deployment.as_str(),
+            "command_id": record.command_id,
+            "origin": origin.as_str(),
+            "actor": actor,
+            "reason": reason,
+            "action": action,
+            "targets": targets,
+        }));
+        Ok(record)
     }
-    Ok(())
+
+    /// Commits `record` with its audit entry (and `with`), then sends it: the
+    /// decision is durable before any agent hears of it.
+    async fn issue(
+        &self,
+        record: CommandRecord,
+        audit: AuditRecord,
+        with: Vec<Write>,
+    ) -> Result<()> {
+        let mut writes = vec![Write::Command(record.clone()), Write::Audit(audit)];
+        writes.extend(with);
+        self.store.commit(writes).await?;
+        let deployment = record.deployment.clone();
+        // One wire message for every target, built outside the fleet's lock.
+        let message = command_message(&record);
+        let dispatched = self.fleet.dispatch(record);
+        for tx in &dispatched.senders {
+            tx.send_command(&message, &self.tracker);
+        }
+        if let Some(updated) = dispatched.updated {
+            // The decision is already durable and sent; a failure here only
+            // loses the late-target list, which hosts' reconnects rebuild.
+            if let Err(err) = self.store.queue(Write::Command(updated)).await {
+                tracing::warn!(%deployment, error = %err, "cannot store the updated targets");
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Why a host gets a catch-up of a decision it never ran.
@@ -164,80 +189,74 @@ pub(crate) enum Missed {
 /// command (new id, new deadline) closed to that host alone, stored and
 /// audited like any rollback, in a `rollback.catch_up` span under the
 /// original decision's trace.
-pub(crate) async fn catch_up(
-    shared: &Shared,
-    original: &CommandRecord,
-    host_id: &str,
-    missed: Missed,
-) -> Result<CommandRecord> {
-    let span = tracing::info_span!(
-        "rollback.catch_up",
-        deployment = %original.deployment,
-        original = %original.command_id,
-        host.id = %host_id,
-    );
-    rollguard_proto::otel::set_parent(&span, &original.trace_context.iter().cloned().collect());
-    let now = SystemTime::now();
-    let record = CommandRecord {
-        command_id: new_command_id(now),
-        deployment: original.deployment.clone(),
-        action: original.action.clone(),
-        reason: format!(
-            "catch-up of {}: the host {} ({})",
-            original.command_id,
-            match missed {
-                Missed::Expired => "was away past its deadline",
-                Missed::NotTargeted => "was not a target and came after its deadline",
-            },
-            original.reason
-        ),
-        actor: "rollguard".to_owned(),
-        issued_at_unix_ms: unix_ms(now),
-        not_after_unix_ms: unix_ms(now + shared.config.command_ttl),
-        targets: vec![host_id.to_owned()],
-        trace_context: rollguard_proto::otel::inject(&span).into_iter().collect(),
-        closed: true,
-    };
-    let audit = AuditRecord {
-        time_unix_ms: unix_ms(now),
-        deployment: original.deployment.clone(),
-        action: "rollback".to_owned(),
-        reason: record.reason.clone(),
-        command_id: record.command_id.clone(),
-        actor: "rollguard".to_owned(),
-        detail: format!(
-            "catch-up; action `{}` to {host_id}, which {} {}",
-            record.action,
-            match missed {
-                Missed::Expired => "rejected as expired",
-                Missed::NotTargeted => "connected after the deadline of",
-            },
-            original.command_id
-        ),
-    };
-    issue(shared, record.clone(), audit, Vec::new())
-        .instrument(span)
-        .await?;
-    tracing::info!(
-        deployment = %record.deployment,
-        command_id = %record.command_id,
-        original = %original.command_id,
-        %host_id,
-        ?missed,
-        "rollback repeated for a host that never ran it"
-    );
-    Ok(record)
+impl Issuer {
+    pub(crate) async fn catch_up(
+        &self,
+        original: &CommandRecord,
+        host_id: &str,
+        missed: Missed,
+    ) -> Result<CommandRecord> {
+        let span = tracing::info_span!(
+            "rollback.catch_up",
+            deployment = %original.deployment,
+            original = %original.command_id,
+            host.id = %host_id,
+        );
+        rollguard_proto::otel::set_parent(&span, &original.trace_context.iter().cloned().collect());
+        let now = SystemTime::now();
+        let record = CommandRecord {
+            command_id: new_command_id(now),
+            deployment: original.deployment.clone(),
+            action: original.action.clone(),
+            reason: format!(
+                "catch-up of {}: the host {} ({})",
+                original.command_id,
+                match missed {
+                    Missed::Expired => "was away past its deadline",
+                    Missed::NotTargeted => "was not a target and came after its deadline",
+                },
+                original.reason
+            ),
+            actor: "rollguard".to_owned(),
+            issued_at_unix_ms: unix_ms(now),
+            not_after_unix_ms: unix_ms(now + self.config.command_ttl),
+            targets: vec![host_id.to_owned()],
+            trace_context: rollguard_proto::otel::inject(&span).into_iter().collect(),
+            closed: true,
+        };
+        let audit = AuditRecord {
+            time_unix_ms: unix_ms(now),
+            deployment: original.deployment.clone(),
+            action: "rollback".to_owned(),
+            reason: record.reason.clone(),
+            command_id: record.command_id.clone(),
+            actor: "rollguard".to_owned(),
+            detail: format!(
+                "catch-up; action `{}` to {host_id}, which {} {}",
+                record.action,
+                match missed {
+                    Missed::Expired => "rejected as expired",
+                    Missed::NotTargeted => "connected after the deadline of",
+                },
+                original.command_id
+            ),
+        };
+        self.issue(record.clone(), audit, Vec::new())
+            .instrument(span)
+            .await?;
+        tracing::info!(
+            deployment = %record.deployment,
+            command_id = %record.command_id,
+            original = %original.command_id,
+            %host_id,
+            ?missed,
+            "rollback repeated for a host that never ran it"
+        );
+        Ok(record)
+    }
 }
 
 /// A command id that is unique across restarts: time plus randomness.
 fn new_command_id(now: SystemTime) -> String {
-    use std::hash::{BuildHasher, Hasher};
-    // RandomState is seeded from the OS per process and per instance.
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u128(
-        now.duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos(),
-    );
-    format!("cmd-{:x}-{:016x}", unix_ms(now), hasher.finish())
+    format!("cmd-{:x}-{:016x}", unix_ms(now), fastrand::u64(..))
 }

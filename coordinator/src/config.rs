@@ -12,6 +12,10 @@ use rollguard_common::policy::{Policy, RawPolicy};
 use rollguard_common::DeploymentName;
 use serde::{Deserialize, Serialize};
 
+/// Rollback targets are the beta hosts seen within this window; a host
+/// away longer is no target of a new decision (it catches up on connect).
+pub(crate) const TARGET_WINDOW: Duration = Duration::from_secs(24 * 3600);
+
 /// Env prefix: `ROLLGUARD_COORDINATOR__LISTEN=...`.
 pub const ENV_PREFIX: &str = "ROLLGUARD_COORDINATOR";
 
@@ -189,7 +193,7 @@ impl RawConfig {
             config::parse_positive_duration("shutdown_grace", &self.shutdown_grace)?;
         let host_retention =
             config::parse_positive_duration("host_retention", &self.host_retention)?;
-        if host_retention < crate::fleet::TARGET_WINDOW {
+        if host_retention < TARGET_WINDOW {
             return Err(ConfigError::invalid(
                 "host_retention",
                 "must be at least 24h: a host away less long is still a rollback target",

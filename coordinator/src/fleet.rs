@@ -2,85 +2,86 @@
 //! command with its per-host results.
 //!
 //! One `std::sync::Mutex` guards it; every critical section is short and
-//! never awaits (sends to agent streams are `try_send`). Status views are
-//! computed from it on demand. This module does no IO: the service layer
-//! writes to the store and owns the streams.
+//! never awaits. Status views are computed from it on demand. Plain state:
+//! no IO, no tokio, no wire types. A connected host's way to its stream is
+//! an opaque `Tx` the fleet only hands back (to be sent on after the lock
+//! is released); the service layer writes to the store and owns the streams.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::config::TARGET_WINDOW;
+use crate::store::{unix_ms, AgentRecord, CommandRecord, ResultRecord, Snapshot};
 use rollguard_common::aggregate::{version_counts, CohortAggregate};
 use rollguard_common::policy::HostRound;
 use rollguard_common::{Cohort, CommandId, CommandStatus, DeploymentName, HostId, HostSample};
-use tokio::sync::mpsc;
-
-use rollguard_proto::v1 as pb;
-
-use crate::store::{unix_ms, AgentRecord, CommandRecord, ResultRecord, Snapshot};
 
 /// A host is stale when silent for more than this many of its intervals.
-pub const STALE_INTERVALS: u32 = 3;
+pub(crate) const STALE_INTERVALS: u32 = 3;
 
-/// Rollback targets are the beta hosts seen within this window.
-pub const TARGET_WINDOW: Duration = Duration::from_secs(24 * 3600);
-
-/// Control messages for one agent stream's task.
-#[derive(Debug, Clone)]
-pub enum Outbound {
-    /// The coordinator is stopping or a newer connection replaced this one.
-    Goodbye(String),
+/// What [`Fleet::connect`] did.
+#[derive(Debug)]
+pub(crate) struct Connected<Tx> {
+    /// The new connection's id (see [`Fleet::disconnect`]).
+    pub(crate) conn_id: u64,
+    /// The host's record, to store.
+    pub(crate) record: AgentRecord,
+    /// Commands the host must be sent now, oldest first.
+    pub(crate) pending: Vec<CommandRecord>,
+    /// Commands the host joined as a late target, to store.
+    pub(crate) updated: Vec<CommandRecord>,
+    /// The connection this one replaced, to be told Goodbye.
+    pub(crate) replaced: Option<Tx>,
 }
 
-/// The wire half of an agent stream: what tonic sends to the agent.
-pub type WireTx = mpsc::Sender<Result<pb::CoordinatorMessage, tonic::Status>>;
-
-/// Both ways into one agent stream. Commands go straight onto the wire
-/// (no hop through the stream task: a broadcast to 10,000 hosts is 10,000
-/// channel sends, not 20,000 task wake-ups); control goes to the task.
-#[derive(Debug, Clone)]
-pub struct OutboundTx {
-    pub control: mpsc::Sender<Outbound>,
-    pub wire: WireTx,
+/// What [`Fleet::dispatch`] did.
+#[derive(Debug)]
+pub(crate) struct Dispatched<Tx> {
+    /// The streams of the targets connected now, to send the command on.
+    pub(crate) senders: Vec<Tx>,
+    /// The record with hosts that connected since the decision added as
+    /// targets (to be stored), if that changed it.
+    pub(crate) updated: Option<CommandRecord>,
 }
 
 /// What [`Fleet::record_samples`] did with a batch.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Applied {
+pub(crate) struct Applied {
     /// New samples: each became the host's latest in turn.
-    pub applied: usize,
+    pub(crate) applied: usize,
     /// Of those, samples too old for the current round (a resent backlog).
-    pub late: usize,
+    pub(crate) late: usize,
     /// Samples already applied before (resent after a reconnect), skipped.
-    pub duplicates: usize,
+    pub(crate) duplicates: usize,
 }
 
 /// What an agent said in its Hello, checked.
 #[derive(Debug, Clone)]
-pub struct HostIdentity {
-    pub host_id: HostId,
-    pub deployment: DeploymentName,
-    pub cohort: Cohort,
-    pub app_version: String,
-    pub agent_version: String,
-    pub action_names: Vec<String>,
-    pub interval: Duration,
+pub(crate) struct HostIdentity {
+    pub(crate) host_id: HostId,
+    pub(crate) deployment: DeploymentName,
+    pub(crate) cohort: Cohort,
+    pub(crate) app_version: String,
+    pub(crate) agent_version: String,
+    pub(crate) action_names: Vec<String>,
+    pub(crate) interval: Duration,
     /// Random per agent process (0: unknown).
-    pub session_id: u64,
+    pub(crate) session_id: u64,
     /// Free-form labels from the agent's config (region, rack, ...).
-    pub labels: BTreeMap<String, String>,
+    pub(crate) labels: BTreeMap<String, String>,
 }
 
 #[derive(Debug)]
-struct Conn {
+struct Conn<Tx> {
     id: u64,
-    tx: OutboundTx,
+    tx: Tx,
 }
 
 #[derive(Debug)]
-struct HostEntry {
+struct HostEntry<Tx> {
     identity: HostIdentity,
-    conn: Option<Conn>,
+    conn: Option<Conn<Tx>>,
     last_seen: SystemTime,
     /// Monotonic time of the last message; `None` for hosts loaded from the store.
     last_seen_at: Option<Instant>,
@@ -91,7 +92,7 @@ struct HostEntry {
     last_seq: Option<u64>,
 }
 
-impl HostEntry {
+impl<Tx> HostEntry<Tx> {
     fn is_stale(&self, now: Instant) -> bool {
         let limit = self.identity.interval * STALE_INTERVALS;
         self.last_seen_at
@@ -127,9 +128,9 @@ impl CommandState {
     }
 }
 
-#[derive(Debug, Default)]
-struct Inner {
-    hosts: HashMap<HostId, HostEntry>,
+#[derive(Debug)]
+struct Inner<Tx> {
+    hosts: HashMap<HostId, HostEntry<Tx>>,
     commands: HashMap<CommandId, CommandState>,
     /// Every command's targets counted by their status, kept as targets and
     /// results come, so that a /metrics scrape does not walk them all under the lock.
@@ -137,82 +138,79 @@ struct Inner {
     next_conn_id: u64,
 }
 
-impl Inner {
+impl<Tx> Default for Inner<Tx> {
+    fn default() -> Self {
+        Inner {
+            hosts: HashMap::new(),
+            commands: HashMap::new(),
+            tally: HashMap::new(),
+            next_conn_id: 0,
+        }
+    }
+}
+
+impl<Tx> Inner<Tx> {
     /// Takes a new command in, its targets counted as not answered yet.
     fn insert_command(&mut self, state: CommandState) {
         *self.tally.entry(CommandStatus::NoAnswer).or_default() += state.target_set.len() as u64;
         self.commands
             .insert(CommandId::new(state.record.command_id.clone()), state);
     }
-
-    /// Moves one target from `from` (its previous status) to `to` in the tally.
-    fn count(
-        tally: &mut HashMap<CommandStatus, u64>,
-        from: Option<CommandStatus>,
-        to: CommandStatus,
-    ) {
-        if let Some(from) = from {
-            if let Some(n) = tally.get_mut(&from) {
-                *n = n.saturating_sub(1);
-            }
-        }
-        *tally.entry(to).or_default() += 1;
-    }
 }
 
-/// Shared fleet state.
-#[derive(Debug, Default)]
-pub struct Fleet {
-    inner: Mutex<Inner>,
+/// Shared fleet state; `Tx` is a connected host's way to its stream.
+#[derive(Debug)]
+pub(crate) struct Fleet<Tx> {
+    inner: Mutex<Inner<Tx>>,
 }
 
 /// One host as the control API shows it.
 #[derive(Debug, Clone)]
-pub struct AgentView {
-    pub identity: HostIdentity,
-    pub connected: bool,
-    pub stale: bool,
-    pub last_seen: SystemTime,
-    pub latest: Option<HostSample>,
+pub(crate) struct AgentView {
+    pub(crate) identity: HostIdentity,
+    pub(crate) connected: bool,
+    pub(crate) stale: bool,
+    pub(crate) last_seen: SystemTime,
+    pub(crate) latest: Option<HostSample>,
 }
 
 /// One (deployment, cohort) as the control API shows it.
 #[derive(Debug, Clone)]
-pub struct CohortView {
-    pub cohort: Cohort,
-    pub hosts_connected: u32,
-    pub hosts_stale: u32,
-    pub hosts_disconnected: u32,
-    pub aggregate: CohortAggregate,
-    pub versions: Vec<String>,
+pub(crate) struct CohortView {
+    pub(crate) cohort: Cohort,
+    pub(crate) hosts_connected: u32,
+    pub(crate) hosts_stale: u32,
+    pub(crate) hosts_disconnected: u32,
+    pub(crate) aggregate: CohortAggregate,
+    pub(crate) versions: Vec<String>,
 }
 
 /// One deployment as the control API shows it.
 #[derive(Debug, Clone)]
-pub struct DeploymentView {
-    pub deployment: DeploymentName,
-    pub cohorts: Vec<CohortView>,
+pub(crate) struct DeploymentView {
+    pub(crate) deployment: DeploymentName,
+    pub(crate) cohorts: Vec<CohortView>,
 }
 
 /// One command with a result for every target (`NoAnswer` where none came).
 #[derive(Debug, Clone)]
-pub struct CommandView {
-    pub record: CommandRecord,
-    pub results: Vec<ResultRecord>,
+pub(crate) struct CommandView {
+    pub(crate) record: CommandRecord,
+    pub(crate) results: Vec<ResultRecord>,
 }
 
 /// Why a command update from an agent was refused.
 #[derive(Debug, thiserror::Error)]
-pub enum UpdateError {
+pub(crate) enum UpdateError {
     #[error("unknown command id `{0}`")]
     UnknownCommand(String),
     #[error("command `{0}` was not sent to this host")]
     NotATarget(String),
 }
 
-impl Fleet {
+impl<Tx: Clone> Fleet<Tx> {
     /// Rebuilds the fleet from the store: hosts as disconnected, commands with their results.
-    pub fn from_snapshot(snapshot: Snapshot) -> Self {
+    pub(crate) fn from_snapshot(snapshot: Snapshot) -> Self {
         let mut inner = Inner::default();
         for agent in snapshot.agents {
             let host_id = HostId::new(agent.host_id);
@@ -246,7 +244,7 @@ impl Fleet {
             if let Some(state) = inner.commands.get_mut(result.command_id.as_str()) {
                 if state.target_set.contains(&result.host_id) {
                     let previous = state.results.get(&result.host_id).map(|r| r.status);
-                    Inner::count(
+                    move_in_tally(
                         &mut inner.tally,
                         Some(previous.unwrap_or(CommandStatus::NoAnswer)),
                         result.status,
@@ -260,22 +258,15 @@ impl Fleet {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner<Tx>> {
         // A panic while holding the lock leaves plain data behind; keep serving.
         self.inner
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Registers a connected agent; returns its connection id, the record to
-    /// store, and the commands it must be sent now (with updated records for
-    /// commands it was added to as a late target).
-    pub fn connect(
-        &self,
-        identity: HostIdentity,
-        tx: OutboundTx,
-        now: SystemTime,
-    ) -> (u64, AgentRecord, Vec<CommandRecord>, Vec<CommandRecord>) {
+    /// Registers a connected agent (see [`Connected`]).
+    pub(crate) fn connect(&self, identity: HostIdentity, tx: Tx, now: SystemTime) -> Connected<Tx> {
         let mut inner = self.lock();
         inner.next_conn_id += 1;
         let conn_id = inner.next_conn_id;
@@ -306,19 +297,23 @@ impl Fleet {
                 }
             }
         }
-        if let Some(old) = inner.hosts.insert(host_id.clone(), entry) {
-            if let Some(conn) = old.conn {
-                let _ = conn.tx.control.try_send(Outbound::Goodbye(
-                    "replaced by a newer connection".to_owned(),
-                ));
-            }
-        }
+        let replaced = inner
+            .hosts
+            .insert(host_id.clone(), entry)
+            .and_then(|old| old.conn)
+            .map(|conn| conn.tx);
         let (pending, updated) = pending_for(&mut inner, &host_id, now);
-        (conn_id, record, pending, updated)
+        Connected {
+            conn_id,
+            record,
+            pending,
+            updated,
+            replaced,
+        }
     }
 
     /// Marks the host disconnected if `conn_id` is still its connection; returns the record to store.
-    pub fn disconnect(
+    pub(crate) fn disconnect(
         &self,
         host_id: &HostId,
         conn_id: u64,
@@ -348,7 +343,7 @@ impl Fleet {
     /// last minutes with the baseline's last seconds. (The round still gets
     /// the host's live samples until it ends, so after a reconnect it may
     /// hold up to two windows of that host.)
-    pub fn record_samples(
+    pub(crate) fn record_samples(
         &self,
         host_id: &HostId,
         conn_id: u64,
@@ -400,7 +395,7 @@ impl Fleet {
     /// Ends the current round of `deployment`: takes every host's samples
     /// since the last round. Also returns the beta hosts and all hosts of the
     /// deployment seen within [`TARGET_WINDOW`] (for the blast radius).
-    pub fn take_round(
+    pub(crate) fn take_round(
         &self,
         deployment: &DeploymentName,
         now: SystemTime,
@@ -427,7 +422,7 @@ impl Fleet {
     }
 
     /// Counts per-host command results by status (targets without an answer are `no_answer`).
-    pub fn command_results_by_status(&self) -> Vec<(&'static str, u64)> {
+    pub(crate) fn command_results_by_status(&self) -> Vec<(&'static str, u64)> {
         let inner = self.lock();
         [
             CommandStatus::Accepted,
@@ -448,7 +443,7 @@ impl Fleet {
     }
 
     /// Returns every deployment with a connected host.
-    pub fn connected_deployments(&self) -> Vec<DeploymentName> {
+    pub(crate) fn connected_deployments(&self) -> Vec<DeploymentName> {
         // Called by the judge ten times a second: no copy per host.
         let inner = self.lock();
         let names: BTreeSet<&DeploymentName> = inner
@@ -461,7 +456,7 @@ impl Fleet {
     }
 
     /// Records a new app version; returns the record to store.
-    pub fn update_version(
+    pub(crate) fn update_version(
         &self,
         host_id: &HostId,
         conn_id: u64,
@@ -481,7 +476,7 @@ impl Fleet {
 
     /// Applies a command update from `host_id`; returns the result to store, or
     /// `None` when it changes nothing (a repeat, or a step back from a final state).
-    pub fn command_update(
+    pub(crate) fn command_update(
         &self,
         host_id: &HostId,
         mut result: ResultRecord,
@@ -505,13 +500,13 @@ impl Fleet {
         }
         let from = previous.map_or(CommandStatus::NoAnswer, |r| r.status);
         state.results.insert(result.host_id.clone(), result.clone());
-        Inner::count(&mut inner.tally, Some(from), result.status);
+        move_in_tally(&mut inner.tally, Some(from), result.status);
         Ok(Some(result))
     }
 
     /// Returns the beta hosts of `deployment` seen within [`TARGET_WINDOW`], and
     /// whether the deployment is known at all.
-    pub fn beta_targets(
+    pub(crate) fn beta_targets(
         &self,
         deployment: &DeploymentName,
         now: SystemTime,
@@ -531,13 +526,10 @@ impl Fleet {
         (targets, known)
     }
 
-    /// Takes a committed command into the fleet and sends it to every connected
-    /// beta host of its deployment. Returns the record with any hosts that
-    /// connected since the decision added as targets (to be stored), if changed.
-    pub fn dispatch(&self, record: CommandRecord) -> Option<CommandRecord> {
-        // Under the lock: register the command and collect the streams.
-        // After it: send one shared copy to each (never send while holding it).
-        let message = command_message(&record);
+    /// Takes a committed command into the fleet and returns the streams of
+    /// every connected beta host of its deployment that it targets (see
+    /// [`Dispatched`]); the caller sends on them, never under this lock.
+    pub(crate) fn dispatch(&self, record: CommandRecord) -> Dispatched<Tx> {
         let mut state = CommandState::new(record);
         let (senders, updated) = {
             let mut inner = self.lock();
@@ -557,22 +549,23 @@ impl Fleet {
                 } else {
                     changed |= state.add_target(entry.identity.host_id.as_str());
                 }
-                senders.push(conn.tx.wire.clone());
+                senders.push(conn.tx.clone());
             }
             let updated = changed.then(|| state.record.clone());
             inner.insert_command(state);
             (senders, updated)
         };
-        for wire in &senders {
-            send_command(wire, &message);
-        }
-        updated
+        Dispatched { senders, updated }
     }
 
     /// Returns command `command_id` if `host_id` is one of its targets and no
     /// decision for its deployment came after it (catch-ups, being closed,
     /// are not decisions): the command a catch-up repeats.
-    pub fn newest_command_for(&self, host_id: &HostId, command_id: &str) -> Option<CommandRecord> {
+    pub(crate) fn newest_command_for(
+        &self,
+        host_id: &HostId,
+        command_id: &str,
+    ) -> Option<CommandRecord> {
         let inner = self.lock();
         let state = inner.commands.get(command_id)?;
         let newer = inner.commands.values().any(|other| {
@@ -589,7 +582,11 @@ impl Fleet {
     /// [`TARGET_WINDOW`] when it was decided, or is new), and no catch-up of
     /// it was issued to the host yet. Hosts that were targets get the
     /// command itself on connect and answer it (or reject it as expired).
-    pub fn missed_decision(&self, host_id: &HostId, now: SystemTime) -> Option<CommandRecord> {
+    pub(crate) fn missed_decision(
+        &self,
+        host_id: &HostId,
+        now: SystemTime,
+    ) -> Option<CommandRecord> {
         let inner = self.lock();
         let entry = inner.hosts.get(host_id)?;
         if entry.identity.cohort != Cohort::Beta {
@@ -616,7 +613,7 @@ impl Fleet {
     }
 
     /// Returns a command with one result per target.
-    pub fn command(&self, command_id: &str) -> Option<CommandView> {
+    pub(crate) fn command(&self, command_id: &str) -> Option<CommandView> {
         let inner = self.lock();
         let state = inner.commands.get(command_id)?;
         let results = state
@@ -648,7 +645,7 @@ impl Fleet {
     }
 
     /// Returns every host, sorted by deployment, cohort and host id.
-    pub fn agents(&self, deployment: Option<&DeploymentName>) -> Vec<AgentView> {
+    pub(crate) fn agents(&self, deployment: Option<&DeploymentName>) -> Vec<AgentView> {
         let now = Instant::now();
         let inner = self.lock();
         let mut agents: Vec<AgentView> = inner
@@ -682,7 +679,7 @@ impl Fleet {
     /// `forget` for each under the fleet lock, so that a host connecting
     /// meanwhile is never the one forgotten. Returns how many went. Commands
     /// keep their targets: a forgotten target that returns still gets them.
-    pub fn forget_gone(
+    pub(crate) fn forget_gone(
         &self,
         now: SystemTime,
         retention: Duration,
@@ -707,7 +704,11 @@ impl Fleet {
     /// results; returns their ids. A deployment's newest decision stays
     /// whatever its age (it may still be in force), and so do the catch-ups
     /// issued since it: they are what tells that a host has caught up.
-    pub fn forget_old_commands(&self, now: SystemTime, retention: Duration) -> Vec<CommandId> {
+    pub(crate) fn forget_old_commands(
+        &self,
+        now: SystemTime,
+        retention: Duration,
+    ) -> Vec<CommandId> {
         let Some(cutoff) = now.checked_sub(retention).map(unix_ms) else {
             return Vec::new();
         };
@@ -751,7 +752,7 @@ impl Fleet {
     /// Marks every connected host seen at `now` and returns their records,
     /// so that the store's `last_seen` stays fresh for hosts whose stream
     /// outlives a crash (a disconnect is not always written).
-    pub fn touch_connected(&self, now: SystemTime) -> Vec<AgentRecord> {
+    pub(crate) fn touch_connected(&self, now: SystemTime) -> Vec<AgentRecord> {
         let mut inner = self.lock();
         inner
             .hosts
@@ -765,7 +766,7 @@ impl Fleet {
     }
 
     /// Returns, per deployment any host announced, its hosts ever seen and connected now.
-    pub fn host_counts(&self) -> BTreeMap<DeploymentName, (u32, u32)> {
+    pub(crate) fn host_counts(&self) -> BTreeMap<DeploymentName, (u32, u32)> {
         let inner = self.lock();
         let mut counts: BTreeMap<DeploymentName, (u32, u32)> = BTreeMap::new();
         for entry in inner.hosts.values() {
@@ -777,10 +778,10 @@ impl Fleet {
     }
 
     /// Returns per-deployment, per-cohort status; aggregates cover connected, fresh hosts.
-    pub fn status(&self, deployment: Option<&DeploymentName>) -> Vec<DeploymentView> {
+    pub(crate) fn status(&self, deployment: Option<&DeploymentName>) -> Vec<DeploymentView> {
         let now = Instant::now();
         let inner = self.lock();
-        let mut groups: BTreeMap<(&DeploymentName, Cohort), Vec<&HostEntry>> = BTreeMap::new();
+        let mut groups: BTreeMap<(&DeploymentName, Cohort), Vec<&HostEntry<Tx>>> = BTreeMap::new();
         for entry in inner.hosts.values() {
             if deployment.is_some_and(|d| &entry.identity.deployment != d) {
                 continue;
@@ -792,7 +793,7 @@ impl Fleet {
         }
         let mut views: Vec<DeploymentView> = Vec::new();
         for ((name, cohort), entries) in groups {
-            let fresh: Vec<&HostEntry> = entries
+            let fresh: Vec<&HostEntry<Tx>> = entries
                 .iter()
                 .copied()
                 .filter(|h| h.conn.is_some() && !h.is_stale(now))
@@ -822,17 +823,20 @@ impl Fleet {
         }
         views
     }
+}
 
-    /// Sends Goodbye to every connected agent (shutdown).
-    pub fn goodbye_all(&self, reason: &str) {
-        let inner = self.lock();
-        for conn in inner.hosts.values().filter_map(|h| h.conn.as_ref()) {
-            let _ = conn
-                .tx
-                .control
-                .try_send(Outbound::Goodbye(reason.to_owned()));
+/// Moves one target from `from` (its previous status) to `to` in the tally.
+fn move_in_tally(
+    tally: &mut HashMap<CommandStatus, u64>,
+    from: Option<CommandStatus>,
+    to: CommandStatus,
+) {
+    if let Some(from) = from {
+        if let Some(n) = tally.get_mut(&from) {
+            *n = n.saturating_sub(1);
         }
     }
+    *tally.entry(to).or_default() += 1;
 }
 
 fn count(n: usize) -> u32 {
@@ -861,8 +865,8 @@ fn agent_record(identity: &HostIdentity, now: SystemTime) -> AgentRecord {
 /// Commands the host must get on connect: live commands of its deployment,
 /// if it is beta, that it has not finished. A beta host that was not a target
 /// becomes one (it joined before `not_after`).
-fn pending_for(
-    inner: &mut Inner,
+fn pending_for<Tx>(
+    inner: &mut Inner<Tx>,
     host_id: &HostId,
     now: SystemTime,
 ) -> (Vec<CommandRecord>, Vec<CommandRecord>) {
@@ -899,48 +903,13 @@ fn pending_for(
         }
         if !is_target {
             state.add_target(host_id.as_str());
-            Inner::count(tally, None, CommandStatus::NoAnswer);
+            move_in_tally(tally, None, CommandStatus::NoAnswer);
             updated.push(state.record.clone());
         }
         pending.push(state.record.clone());
     }
     pending.sort_by_key(|r| r.issued_at_unix_ms);
     (pending, updated)
-}
-
-/// Queues a command on an agent stream. A command is never dropped: when the
-/// stream's queue is full, a task waits for room; should the stream end
-/// first, the host gets the command again from the store when it reconnects.
-pub fn send_command(tx: &WireTx, message: &pb::CoordinatorMessage) {
-    match tx.try_send(Ok(message.clone())) {
-        Ok(()) => {}
-        Err(mpsc::error::TrySendError::Full(message)) => {
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                let _ = tx.send(message).await;
-            });
-        }
-        Err(mpsc::error::TrySendError::Closed(_)) => {}
-    }
-}
-
-/// The wire form of a command (built once per broadcast).
-pub fn command_message(record: &CommandRecord) -> pb::CoordinatorMessage {
-    pb::CoordinatorMessage {
-        kind: Some(pb::coordinator_message::Kind::Command(pb::Command {
-            command_id: record.command_id.clone(),
-            deployment: record.deployment.clone(),
-            action: record.action.clone(),
-            reason: record.reason.clone(),
-            not_after: Some(rollguard_proto::time_to_pb(crate::store::from_unix_ms(
-                record.not_after_unix_ms,
-            ))),
-            trace_context: record.trace_context.iter().cloned().collect(),
-            issued_at: Some(rollguard_proto::time_to_pb(crate::store::from_unix_ms(
-                record.issued_at_unix_ms,
-            ))),
-        })),
-    }
 }
 
 #[cfg(test)]

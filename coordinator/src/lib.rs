@@ -1,22 +1,26 @@
-//! rollguard-coordinator: fleet state, the embedded store, the agent link and
-//! the control API; and the `rollguardctl` client (in `ctl`).
+//! rollguard-coordinator: fleet state, the embedded store, the agent link,
+//! the policy loop and the control API; and the `rollguardctl` client (in
+//! `ctl`).
 //!
-//! Wire types are converted at the service edge; fleet state and the store
-//! work with domain types. The policy engine (a later issue) is pure code in
-//! `rollguard-common`.
+//! Wire types are converted at the service edge; fleet state, decisions and
+//! the store work with domain types. The policy engine is pure code in
+//! `rollguard_common::policy`; `judge` runs it, `decisions` acts on it.
 #![forbid(unsafe_code)]
 
 mod broadcast;
 pub mod config;
+mod counters;
 pub mod ctl;
-pub mod error;
-pub mod fleet;
+mod decisions;
+mod error;
+mod fleet;
 mod judge;
-pub mod metrics;
+mod metrics;
 mod notify;
+mod outbound;
 mod server;
 mod service;
-pub mod store;
+mod store;
 
-pub use error::{Error, Result};
+pub use error::{BoxError, Error, Result};
 pub use server::{raise_nofile_limit, run, ADDR_FILE, HTTP_ADDR_FILE};

@@ -10,11 +10,9 @@
 //! deployments and cohorts; per-host series exist only with
 //! `[metrics] per_host = true`.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
-use std::time::Duration;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use http_body_util::Full;
 use hyper::body::Bytes;
@@ -22,13 +20,13 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-use crate::service::Shared;
-
-/// Upper bounds (seconds) of the store commit latency histogram.
-const COMMIT_BOUNDS: [f64; 12] = [
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-];
+use crate::config::Config;
+use crate::counters::{Counters, COMMIT_BOUNDS};
+use crate::decisions::Decisions;
+use crate::fleet::Fleet;
+use crate::outbound::AgentTx;
 
 /// One gauge family: name, help, and how to read it.
 type Spec<F> = (&'static str, &'static str, F);
@@ -36,47 +34,22 @@ type CohortGauge = Spec<fn(&crate::fleet::CohortView) -> f64>;
 type HostFigure = Spec<fn(&rollguard_common::aggregate::CohortAggregate) -> (f64, Option<f64>)>;
 type AppFigure = Spec<fn(&rollguard_common::policy::CohortFigures, f64) -> Option<f64>>;
 
-/// Counters and histograms bumped where things happen.
-#[derive(Debug, Default)]
-pub struct Metrics {
-    pub(crate) samples_ingested: AtomicU64,
-    pub(crate) samples_rejected: AtomicU64,
-    pub(crate) samples_deduplicated: AtomicU64,
-    pub(crate) samples_late: AtomicU64,
-    commit_buckets: [AtomicU64; COMMIT_BOUNDS.len()],
-    commit_count: AtomicU64,
-    commit_sum_nanos: AtomicU64,
-    verdicts: Mutex<BTreeMap<(String, &'static str), u64>>,
-    pub(crate) ready: AtomicBool,
-}
-
-impl Metrics {
-    /// Records one store commit's duration.
-    pub fn observe_commit(&self, elapsed: Duration) {
-        let secs = elapsed.as_secs_f64();
-        for (bucket, bound) in self.commit_buckets.iter().zip(COMMIT_BOUNDS) {
-            if secs <= bound {
-                bucket.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        self.commit_count.fetch_add(1, Ordering::Relaxed);
-        self.commit_sum_nanos.fetch_add(
-            u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX),
-            Ordering::Relaxed,
-        );
-    }
-
-    /// Counts one round's verdict.
-    pub(crate) fn verdict(&self, deployment: &str, verdict: &'static str) {
-        let mut verdicts = self.verdicts.lock().unwrap_or_else(|p| p.into_inner());
-        *verdicts
-            .entry((deployment.to_owned(), verdict))
-            .or_default() += 1;
-    }
+/// What a scrape reads.
+#[derive(Debug, Clone)]
+pub(crate) struct Scrape {
+    pub(crate) config: Arc<Config>,
+    pub(crate) fleet: Arc<Fleet<AgentTx>>,
+    pub(crate) decisions: Arc<Decisions>,
+    pub(crate) counters: Arc<Counters>,
 }
 
 /// Serves `/metrics`, `/healthz` and `/readyz` on `listener` until `shutdown`.
-pub(crate) async fn serve(listener: TcpListener, shared: Shared, shutdown: CancellationToken) {
+pub(crate) async fn serve(
+    listener: TcpListener,
+    scrape: Scrape,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+) {
     loop {
         let (stream, _) = tokio::select! {
             () = shutdown.cancelled() => break,
@@ -88,13 +61,13 @@ pub(crate) async fn serve(listener: TcpListener, shared: Shared, shutdown: Cance
                 }
             },
         };
-        let shared = shared.clone();
+        let scrape = scrape.clone();
         let shutdown = shutdown.clone();
-        tokio::spawn(async move {
+        tracker.spawn(async move {
             let service =
                 hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
-                    let shared = shared.clone();
-                    async move { Ok::<_, std::convert::Infallible>(route(&request, &shared)) }
+                    let scrape = scrape.clone();
+                    async move { Ok::<_, std::convert::Infallible>(route(&request, &scrape)) }
                 });
             let connection = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service);
@@ -106,7 +79,7 @@ pub(crate) async fn serve(listener: TcpListener, shared: Shared, shutdown: Cance
     }
 }
 
-fn route(request: &Request<hyper::body::Incoming>, shared: &Shared) -> Response<Full<Bytes>> {
+fn route(request: &Request<hyper::body::Incoming>, scrape: &Scrape) -> Response<Full<Bytes>> {
     let text = |status: StatusCode, content_type: &'static str, body: String| {
         let mut response = Response::new(Full::new(Bytes::from(body)));
         *response.status_mut() = status;
@@ -128,11 +101,11 @@ fn route(request: &Request<hyper::body::Incoming>, shared: &Shared) -> Response<
         "/metrics" => text(
             StatusCode::OK,
             "text/plain; version=0.0.4; charset=utf-8",
-            render(shared),
+            render(scrape),
         ),
         "/healthz" => text(StatusCode::OK, "text/plain", "ok\n".to_owned()),
         "/readyz" => {
-            if shared.metrics.ready.load(Ordering::Relaxed) {
+            if scrape.counters.ready.load(Ordering::Relaxed) {
                 text(StatusCode::OK, "text/plain", "ready\n".to_owned())
             } else {
                 text(
@@ -198,9 +171,9 @@ fn fmt_value(value: f64) -> String {
 }
 
 /// Renders every family.
-pub(crate) fn render(shared: &Shared) -> String {
+pub(crate) fn render(scrape: &Scrape) -> String {
     let mut out = String::with_capacity(8192);
-    let views = shared.fleet.status(None);
+    let views = scrape.fleet.status(None);
 
     let gauges: [CohortGauge; 3] = [
         (
@@ -303,12 +276,12 @@ pub(crate) fn render(shared: &Shared) -> String {
     // App figures and verdicts come from each deployment's latest round.
     let mut deployments: Vec<rollguard_common::DeploymentName> =
         views.iter().map(|v| v.deployment.clone()).collect();
-    deployments.extend(shared.config.deployments.keys().cloned());
+    deployments.extend(scrape.config.deployments.keys().cloned());
     deployments.sort();
     deployments.dedup();
     let rounds: Vec<_> = deployments
         .iter()
-        .filter_map(|d| shared.judge.latest(d).map(|r| (d.clone(), r)))
+        .filter_map(|d| scrape.decisions.latest(d).map(|r| (d.clone(), r)))
         .collect();
     let app_figures: [AppFigure; 3] = [
         (
@@ -330,7 +303,7 @@ pub(crate) fn render(shared: &Shared) -> String {
     for (name, help, get) in app_figures {
         let mut family = Family::start(&mut out, name, "gauge", help);
         for (deployment, round) in &rounds {
-            let secs = shared
+            let secs = scrape
                 .config
                 .deployment(deployment)
                 .check_interval
@@ -357,12 +330,7 @@ pub(crate) fn render(shared: &Shared) -> String {
             "counter",
             "Evaluation rounds by deployment and verdict since the coordinator started.",
         );
-        let verdicts = shared
-            .metrics
-            .verdicts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        let verdicts = scrape.counters.verdicts();
         for ((deployment, verdict), count) in verdicts {
             family.sample(
                 name,
@@ -402,7 +370,7 @@ pub(crate) fn render(shared: &Shared) -> String {
             family.sample(
                 name,
                 &[("deployment", deployment.as_str())],
-                f64::from(shared.judge.state(deployment).consecutive),
+                f64::from(scrape.decisions.state(deployment).consecutive),
             );
         }
         let name = "rollguard_deployment_armed";
@@ -411,7 +379,7 @@ pub(crate) fn render(shared: &Shared) -> String {
             family.sample(
                 name,
                 &[("deployment", deployment.as_str())],
-                if shared.judge.state(deployment).armed {
+                if scrape.decisions.state(deployment).armed {
                     1.0
                 } else {
                     0.0
@@ -445,7 +413,7 @@ pub(crate) fn render(shared: &Shared) -> String {
             "gauge",
             "Per-host results of every command known, by status.",
         );
-        for (status, count) in shared.fleet.command_results_by_status() {
+        for (status, count) in scrape.fleet.command_results_by_status() {
             family.sample(name, &[("status", status)], count as f64);
         }
     }
@@ -453,22 +421,22 @@ pub(crate) fn render(shared: &Shared) -> String {
         (
             "rollguard_samples_ingested_total",
             "Samples applied to fleet state.",
-            &shared.metrics.samples_ingested,
+            &scrape.counters.samples_ingested,
         ),
         (
             "rollguard_samples_rejected_total",
             "Samples refused as malformed (the stream ended with INVALID_ARGUMENT).",
-            &shared.metrics.samples_rejected,
+            &scrape.counters.samples_rejected,
         ),
         (
             "rollguard_samples_late_total",
             "Samples applied to fleet state but left out of rounds: a backlog resent after a reconnect, older than the round window.",
-            &shared.metrics.samples_late,
+            &scrape.counters.samples_late,
         ),
         (
             "rollguard_samples_deduplicated_total",
             "Samples skipped as already applied (resent after a reconnect).",
-            &shared.metrics.samples_deduplicated,
+            &scrape.counters.samples_deduplicated,
         ),
     ] {
         let mut family = Family::start(&mut out, name, "counter", help);
@@ -476,32 +444,24 @@ pub(crate) fn render(shared: &Shared) -> String {
     }
     {
         let name = "rollguard_store_commit_duration_seconds";
-        let metrics = &shared.metrics;
+        let commits = scrape.counters.commits();
         let mut family = Family::start(
             &mut out,
             name,
             "histogram",
             "Time to apply and fsync one group commit of the store.",
         );
-        for (bucket, bound) in metrics.commit_buckets.iter().zip(COMMIT_BOUNDS) {
+        for (bucket, bound) in commits.buckets.iter().zip(COMMIT_BOUNDS) {
             let le = format!("{bound}");
-            family.sample(
-                &format!("{name}_bucket"),
-                &[("le", &le)],
-                bucket.load(Ordering::Relaxed) as f64,
-            );
+            family.sample(&format!("{name}_bucket"), &[("le", &le)], *bucket as f64);
         }
-        let count = metrics.commit_count.load(Ordering::Relaxed) as f64;
+        let count = commits.count as f64;
         family.sample(&format!("{name}_bucket"), &[("le", "+Inf")], count);
-        family.sample(
-            &format!("{name}_sum"),
-            &[],
-            metrics.commit_sum_nanos.load(Ordering::Relaxed) as f64 / 1e9,
-        );
+        family.sample(&format!("{name}_sum"), &[], commits.sum_secs);
         family.sample(&format!("{name}_count"), &[], count);
     }
-    if shared.config.metrics_per_host {
-        let agents = shared.fleet.agents(None);
+    if scrape.config.metrics_per_host {
+        let agents = scrape.fleet.agents(None);
         for (name, help, get) in [
             (
                 "rollguard_host_cpu_usage_ratio",

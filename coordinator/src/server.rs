@@ -1,5 +1,6 @@
 //! Starting and stopping the coordinator: store, fleet, gRPC services, and the
-//! ordered shutdown.
+//! ordered shutdown. This is the one place that wires the parts: each is
+//! given only the handles it uses.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -10,11 +11,18 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::broadcast::Issuer;
 use crate::config::Config;
+use crate::counters::Counters;
+use crate::decisions::Decisions;
 use crate::error::{Error, Result};
 use crate::fleet::Fleet;
-use crate::service::{agent::AgentLink, control::Control, Shared};
-use crate::store::{Store, Write};
+use crate::judge::Judge;
+use crate::metrics::Scrape;
+use crate::notify::Notifier;
+use crate::outbound::AgentTx;
+use crate::service::{agent::AgentLink, control::Control};
+use crate::store::{Snapshot, Store, Write};
 
 /// Name of the file in the data dir that holds the bound gRPC address, so
 /// that scripts (and the demo) can find a coordinator started on port 0.
@@ -22,6 +30,104 @@ pub const ADDR_FILE: &str = "coordinator.addr";
 
 /// Name of the file in the data dir that holds the bound HTTP (metrics) address.
 pub const HTTP_ADDR_FILE: &str = "http.addr";
+
+/// The coordinator's parts, wired.
+struct Parts {
+    config: Arc<Config>,
+    fleet: Arc<Fleet<AgentTx>>,
+    store: Store,
+    decisions: Arc<Decisions>,
+    notifier: Notifier,
+    counters: Arc<Counters>,
+    /// Cancelled first at shutdown: every agent and watch stream ends on it.
+    streams_shutdown: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl Parts {
+    fn new(config: Config, store: Store, mut snapshot: Snapshot, counters: Arc<Counters>) -> Self {
+        let config = Arc::new(config);
+        let streams_shutdown = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let notifier = Notifier::start(
+            config.webhook_url.clone(),
+            &tracker,
+            streams_shutdown.clone(),
+        );
+        let judge_states = std::mem::take(&mut snapshot.judge_states);
+        let latest_rounds = std::mem::take(&mut snapshot.latest_rounds);
+        let fleet = Arc::new(Fleet::from_snapshot(snapshot));
+        let issuer = Issuer {
+            config: Arc::clone(&config),
+            fleet: Arc::clone(&fleet),
+            store: store.clone(),
+            notifier: notifier.clone(),
+            tracker: tracker.clone(),
+        };
+        let decisions = Arc::new(Decisions::restore(judge_states, latest_rounds, issuer));
+        Parts {
+            config,
+            fleet,
+            store,
+            decisions,
+            notifier,
+            counters,
+            streams_shutdown,
+            tracker,
+        }
+    }
+
+    fn agent_link(&self) -> AgentLink {
+        AgentLink {
+            config: Arc::clone(&self.config),
+            fleet: Arc::clone(&self.fleet),
+            store: self.store.clone(),
+            decisions: Arc::clone(&self.decisions),
+            notifier: self.notifier.clone(),
+            counters: Arc::clone(&self.counters),
+            streams_shutdown: self.streams_shutdown.clone(),
+            tracker: self.tracker.clone(),
+        }
+    }
+
+    fn control(&self) -> Control {
+        Control {
+            config: Arc::clone(&self.config),
+            fleet: Arc::clone(&self.fleet),
+            store: self.store.clone(),
+            decisions: Arc::clone(&self.decisions),
+            streams_shutdown: self.streams_shutdown.clone(),
+            tracker: self.tracker.clone(),
+        }
+    }
+
+    fn judge(&self) -> Judge {
+        Judge {
+            config: Arc::clone(&self.config),
+            fleet: Arc::clone(&self.fleet),
+            decisions: Arc::clone(&self.decisions),
+            counters: Arc::clone(&self.counters),
+            notifier: self.notifier.clone(),
+        }
+    }
+
+    fn scrape(&self) -> Scrape {
+        Scrape {
+            config: Arc::clone(&self.config),
+            fleet: Arc::clone(&self.fleet),
+            decisions: Arc::clone(&self.decisions),
+            counters: Arc::clone(&self.counters),
+        }
+    }
+
+    fn sweep(&self) -> Sweep {
+        Sweep {
+            config: Arc::clone(&self.config),
+            fleet: Arc::clone(&self.fleet),
+            store: self.store.clone(),
+        }
+    }
+}
 
 /// Serves on `listener` until `shutdown` completes, then stops in order:
 /// health NOT_SERVING, Goodbye to and end of every agent and watch stream,
@@ -34,61 +140,21 @@ pub async fn run(
 ) -> Result<()> {
     let http_addr = http_listener
         .local_addr()
-        .map_err(|err| Error::Server(format!("metrics listener has no address: {err}")))?;
-    let metrics = Arc::new(crate::metrics::Metrics::default());
+        .map_err(|err| Error::server("reading the metrics listener's address", err))?;
     let local_addr = listener
         .local_addr()
-        .map_err(|err| Error::Server(format!("listener has no address: {err}")))?;
-    let data_dir = config.data_dir.clone();
-    let store_metrics = Arc::clone(&metrics);
-    let (store, writer) =
-        tokio::task::spawn_blocking(move || Store::open(&data_dir, store_metrics))
-            .await
-            .map_err(|err| Error::Server(err.to_string()))??;
-    let load_store = store.clone();
-    let snapshot = tokio::task::spawn_blocking(move || load_store.load())
-        .await
-        .map_err(|err| Error::Server(err.to_string()))??;
-    tracing::info!(
-        path = %store.path().display(),
-        n_agents = snapshot.agents.len(),
-        n_commands = snapshot.commands.len(),
-        "store opened"
-    );
-    let judge = Arc::new(crate::judge::Judge::from_snapshot(&snapshot));
-    let fleet = Arc::new(Fleet::from_snapshot(snapshot));
+        .map_err(|err| Error::server("reading the listener's address", err))?;
+    let counters = Arc::new(Counters::default());
+    let (store, writer, snapshot) = open_store(&config, Arc::clone(&counters)).await?;
     let grace = config.shutdown_grace;
-    let streams_shutdown = CancellationToken::new();
-    let tracker = TaskTracker::new();
-    let notifier = crate::notify::Notifier::start(
-        config.webhook_url.clone(),
-        &tracker,
-        streams_shutdown.clone(),
-    );
-    let shared = Shared {
-        config: Arc::new(config),
-        fleet: Arc::clone(&fleet),
-        store: store.clone(),
-        judge,
-        notifier,
-        metrics: Arc::clone(&metrics),
-        streams_shutdown: streams_shutdown.clone(),
-        tracker: tracker.clone(),
-        decisions: Arc::default(),
-    };
-
+    let parts = Parts::new(config, store, snapshot, counters);
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    health_reporter
-        .set_serving::<pb::agent_service_server::AgentServiceServer<AgentLink>>()
-        .await;
-    health_reporter
-        .set_serving::<pb::control_service_server::ControlServiceServer<Control>>()
-        .await;
+    set_health(&health_reporter, true).await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(rollguard_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
-        .map_err(|err| Error::Server(format!("reflection: {err}")))?;
+        .map_err(|err| Error::server("building the reflection service", err))?;
 
     let server_shutdown = CancellationToken::new();
     let server = tonic::transport::Server::builder()
@@ -97,12 +163,12 @@ pub async fn run(
         .add_service(health_service)
         .add_service(reflection)
         .add_service(
-            pb::agent_service_server::AgentServiceServer::new(AgentLink::new(shared.clone()))
+            pb::agent_service_server::AgentServiceServer::new(parts.agent_link())
                 // Agents send gzip-compressed samples; uncompressed peers work too.
                 .accept_compressed(tonic::codec::CompressionEncoding::Gzip),
         )
         .add_service(pb::control_service_server::ControlServiceServer::new(
-            Control::new(shared.clone()),
+            parts.control(),
         ))
         .serve_with_incoming_shutdown(
             // Small messages (acks, commands) go out at once, not behind Nagle.
@@ -110,16 +176,19 @@ pub async fn run(
             server_shutdown.clone().cancelled_owned(),
         );
     let mut server = tokio::spawn(server);
-    tracker.spawn(crate::judge::run(shared.clone(), streams_shutdown.clone()));
-    tracker.spawn(forget_gone_hosts(shared.clone(), streams_shutdown.clone()));
+    let tracker = &parts.tracker;
+    tracker.spawn(parts.judge().run(parts.streams_shutdown.clone()));
+    tracker.spawn(parts.sweep().run(parts.streams_shutdown.clone()));
     tracker.spawn(crate::metrics::serve(
         http_listener,
-        shared.clone(),
+        parts.scrape(),
+        tracker.clone(),
         server_shutdown.clone(),
     ));
-    write_addr_file(&shared.config.data_dir, ADDR_FILE, local_addr).await;
-    write_addr_file(&shared.config.data_dir, HTTP_ADDR_FILE, http_addr).await;
-    metrics
+    write_addr_file(&parts.config.data_dir, ADDR_FILE, local_addr).await;
+    write_addr_file(&parts.config.data_dir, HTTP_ADDR_FILE, http_addr).await;
+    parts
+        .counters
         .ready
         .store(true, std::sync::atomic::Ordering::Relaxed);
     tracing::info!(%local_addr, %http_addr, "coordinator listening");
@@ -127,26 +196,24 @@ pub async fn run(
     tokio::select! {
         () = shutdown => {}
         result = &mut server => {
-            return match result {
-                Ok(Ok(())) => Err(Error::Server("server stopped by itself".to_owned())),
-                Ok(Err(err)) => Err(Error::Server(err.to_string())),
-                Err(err) => Err(Error::Server(err.to_string())),
-            };
+            return Err(match result {
+                Ok(Ok(())) => Error::Server {
+                    context: "the server stopped by itself".to_owned(),
+                    source: None,
+                },
+                Ok(Err(err)) => Error::server("serving", err),
+                Err(err) => Error::server("joining the server task", err),
+            });
         }
     }
-
-    metrics
+    parts
+        .counters
         .ready
         .store(false, std::sync::atomic::Ordering::Relaxed);
     tracing::info!("shutting down: health NOT_SERVING");
-    health_reporter
-        .set_not_serving::<pb::agent_service_server::AgentServiceServer<AgentLink>>()
-        .await;
-    health_reporter
-        .set_not_serving::<pb::control_service_server::ControlServiceServer<Control>>()
-        .await;
+    set_health(&health_reporter, false).await;
     tracing::info!("shutting down: ending agent and watch streams");
-    streams_shutdown.cancel();
+    parts.streams_shutdown.cancel();
     server_shutdown.cancel();
     // One deadline for every stage, so the whole stop stays within `grace`.
     let deadline = tokio::time::Instant::now() + grace;
@@ -157,6 +224,47 @@ pub async fn run(
             server.abort();
         }
     }
+    stop(parts, writer, deadline).await;
+    Ok(())
+}
+
+/// Opens the store and reads what it holds, off the runtime's threads.
+async fn open_store(
+    config: &Config,
+    counters: Arc<Counters>,
+) -> Result<(Store, std::thread::JoinHandle<()>, Snapshot)> {
+    let data_dir = config.data_dir.clone();
+    let (store, writer) = tokio::task::spawn_blocking(move || Store::open(&data_dir, counters))
+        .await
+        .map_err(|err| Error::server("opening the store", err))??;
+    let load_store = store.clone();
+    let snapshot = tokio::task::spawn_blocking(move || load_store.load())
+        .await
+        .map_err(|err| Error::server("loading the store", err))??;
+    tracing::info!(
+        path = %store.path().display(),
+        n_agents = snapshot.agents.len(),
+        n_commands = snapshot.commands.len(),
+        "store opened"
+    );
+    Ok((store, writer, snapshot))
+}
+
+async fn set_health(reporter: &tonic_health::server::HealthReporter, serving: bool) {
+    type Agents = pb::agent_service_server::AgentServiceServer<AgentLink>;
+    type Controls = pb::control_service_server::ControlServiceServer<Control>;
+    if serving {
+        reporter.set_serving::<Agents>().await;
+        reporter.set_serving::<Controls>().await;
+    } else {
+        reporter.set_not_serving::<Agents>().await;
+        reporter.set_not_serving::<Controls>().await;
+    }
+}
+
+/// The last stages of the shutdown: every task, then the store's writer.
+async fn stop(parts: Parts, writer: std::thread::JoinHandle<()>, deadline: tokio::time::Instant) {
+    let tracker = parts.tracker.clone();
     tracker.close();
     if tokio::time::timeout_at(deadline, tracker.wait())
         .await
@@ -164,68 +272,71 @@ pub async fn run(
     {
         tracing::warn!("shutting down: stream tasks did not finish within the grace period");
     }
-    drop(shared);
-    drop(store);
-    drop(fleet);
+    drop(parts);
     // The writer drains what is queued and exits once every Store handle is gone.
     let joined = tokio::task::spawn_blocking(move || writer.join());
     if tokio::time::timeout_at(deadline, joined).await.is_err() {
         tracing::warn!("shutting down: store writer did not finish within the grace period");
     }
     tracing::info!("coordinator stopped");
-    Ok(())
+}
+
+/// The sweep that forgets what is past its retention.
+struct Sweep {
+    config: Arc<Config>,
+    fleet: Arc<Fleet<AgentTx>>,
+    store: Store,
 }
 
 /// Every ten minutes, stores that connected hosts were seen, and forgets
 /// hosts disconnected for longer than `host_retention` and commands older
 /// than `command_retention`, in memory and in the store. The first sweep comes ten minutes after start: hosts that were
 /// connected when the last run stopped have had time to come back.
-async fn forget_gone_hosts(shared: Shared, shutdown: CancellationToken) {
-    const EVERY: Duration = Duration::from_secs(600);
-    let mut every = tokio::time::interval_at(tokio::time::Instant::now() + EVERY, EVERY);
-    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            _ = every.tick() => {}
-        }
-        let seen = shared.fleet.touch_connected(SystemTime::now());
-        for chunk in seen.chunks(1000) {
-            let writes = chunk.iter().cloned().map(Write::Agent).collect();
-            if let Err(err) = shared.store.commit(writes).await {
-                tracing::warn!(error = %err, "cannot store when hosts were last seen");
-                break;
+impl Sweep {
+    async fn run(self, shutdown: CancellationToken) {
+        const EVERY: Duration = Duration::from_secs(600);
+        let mut every = tokio::time::interval_at(tokio::time::Instant::now() + EVERY, EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = every.tick() => {}
             }
-        }
-        let retention = shared.config.host_retention;
-        let forgotten = shared
-            .fleet
-            .forget_gone(SystemTime::now(), retention, |host_id| {
-                // Lossy: a record left behind is forgotten again after a restart.
-                shared
+            let seen = self.fleet.touch_connected(SystemTime::now());
+            for chunk in seen.chunks(1000) {
+                let writes = chunk.iter().cloned().map(Write::Agent).collect();
+                if let Err(err) = self.store.commit(writes).await {
+                    tracing::warn!(error = %err, "cannot store when hosts were last seen");
+                    break;
+                }
+            }
+            let retention = self.config.host_retention;
+            let forgotten = self
+                .fleet
+                .forget_gone(SystemTime::now(), retention, |host_id| {
+                    // Lossy: a record left behind is forgotten again after a restart.
+                    self.store
+                        .queue_lossy(Write::ForgetAgent(host_id.to_string()));
+                });
+            if forgotten > 0 {
+                tracing::info!(forgotten, retention = ?retention, "forgot hosts gone past the retention");
+            }
+            let retention = self.config.command_retention;
+            let forgotten = self.fleet.forget_old_commands(SystemTime::now(), retention);
+            if !forgotten.is_empty() {
+                tracing::info!(forgotten = forgotten.len(), retention = ?retention, "forgetting commands past the retention");
+            }
+            for command_id in forgotten {
+                // Not lossy: nothing later would redo it (a result that races
+                // it is dropped by the store, see `Write::Result`).
+                if let Err(err) = self
                     .store
-                    .queue_lossy(Write::ForgetAgent(host_id.to_string()));
-            });
-        if forgotten > 0 {
-            tracing::info!(forgotten, retention = ?retention, "forgot hosts gone past the retention");
-        }
-        let retention = shared.config.command_retention;
-        let forgotten = shared
-            .fleet
-            .forget_old_commands(SystemTime::now(), retention);
-        if !forgotten.is_empty() {
-            tracing::info!(forgotten = forgotten.len(), retention = ?retention, "forgetting commands past the retention");
-        }
-        for command_id in forgotten {
-            // Not lossy: nothing later would redo it (a result that races
-            // it is dropped by the store, see `Write::Result`).
-            if let Err(err) = shared
-                .store
-                .queue(Write::ForgetCommand(command_id.to_string()))
-                .await
-            {
-                tracing::warn!(error = %err, "cannot forget a command in the store");
-                break;
+                    .queue(Write::ForgetCommand(command_id.to_string()))
+                    .await
+                {
+                    tracing::warn!(error = %err, "cannot forget a command in the store");
+                    break;
+                }
             }
         }
     }

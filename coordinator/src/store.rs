@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 use rollguard_common::policy::{Decision, Evaluation, JudgeState};
-pub use rollguard_common::time::{from_unix_ms, unix_ms};
+pub(crate) use rollguard_common::time::{from_unix_ms, unix_ms};
 use rollguard_common::{Cohort, CommandStatus};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
@@ -43,97 +43,97 @@ const MAX_BATCH: usize = 4096;
 
 /// A host as last seen, as stored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AgentRecord {
-    pub host_id: String,
-    pub deployment: String,
-    pub cohort: Cohort,
-    pub app_version: String,
-    pub agent_version: String,
-    pub action_names: Vec<String>,
-    pub last_seen_unix_ms: u64,
+pub(crate) struct AgentRecord {
+    pub(crate) host_id: String,
+    pub(crate) deployment: String,
+    pub(crate) cohort: Cohort,
+    pub(crate) app_version: String,
+    pub(crate) agent_version: String,
+    pub(crate) action_names: Vec<String>,
+    pub(crate) last_seen_unix_ms: u64,
     #[serde(default)]
-    pub labels: BTreeMap<String, String>,
+    pub(crate) labels: BTreeMap<String, String>,
 }
 
 /// A command decision, as stored before it is sent.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CommandRecord {
-    pub command_id: String,
-    pub deployment: String,
-    pub action: String,
-    pub reason: String,
-    pub actor: String,
-    pub issued_at_unix_ms: u64,
-    pub not_after_unix_ms: u64,
+pub(crate) struct CommandRecord {
+    pub(crate) command_id: String,
+    pub(crate) deployment: String,
+    pub(crate) action: String,
+    pub(crate) reason: String,
+    pub(crate) actor: String,
+    pub(crate) issued_at_unix_ms: u64,
+    pub(crate) not_after_unix_ms: u64,
     /// Beta hosts addressed, at decision time and those that joined before `not_after`.
-    pub targets: Vec<String>,
+    pub(crate) targets: Vec<String>,
     /// W3C trace context of the decision.
-    pub trace_context: Vec<(String, String)>,
+    pub(crate) trace_context: Vec<(String, String)>,
     /// Only `targets` get it; no host joins late (a catch-up for one host).
     #[serde(default)]
-    pub closed: bool,
+    pub(crate) closed: bool,
 }
 
 /// The latest state of one command on one host.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ResultRecord {
-    pub command_id: String,
-    pub host_id: String,
-    pub status: CommandStatus,
-    pub exit_code: Option<i32>,
-    pub reason: String,
-    pub output_tail: String,
-    pub updated_at_unix_ms: u64,
+pub(crate) struct ResultRecord {
+    pub(crate) command_id: String,
+    pub(crate) host_id: String,
+    pub(crate) status: CommandStatus,
+    pub(crate) exit_code: Option<i32>,
+    pub(crate) reason: String,
+    pub(crate) output_tail: String,
+    pub(crate) updated_at_unix_ms: u64,
     /// When the agent started the action, and how long it ran (agent clock).
     #[serde(default)]
-    pub started_at_unix_ms: Option<u64>,
+    pub(crate) started_at_unix_ms: Option<u64>,
     #[serde(default)]
-    pub duration_ms: Option<u64>,
+    pub(crate) duration_ms: Option<u64>,
 }
 
 /// One audit entry: a call that changed something.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AuditRecord {
-    pub time_unix_ms: u64,
-    pub deployment: String,
-    pub action: String,
-    pub reason: String,
-    pub command_id: String,
-    pub actor: String,
-    pub detail: String,
+pub(crate) struct AuditRecord {
+    pub(crate) time_unix_ms: u64,
+    pub(crate) deployment: String,
+    pub(crate) action: String,
+    pub(crate) reason: String,
+    pub(crate) command_id: String,
+    pub(crate) actor: String,
+    pub(crate) detail: String,
 }
 
 /// One evaluation round of one deployment, as stored: the verdict with every
 /// figure and baseline value it used, and what it decided.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RoundRecord {
-    pub deployment: String,
-    pub seq: u64,
-    pub at_unix_ms: u64,
-    pub evaluation: Evaluation,
+pub(crate) struct RoundRecord {
+    pub(crate) deployment: String,
+    pub(crate) seq: u64,
+    pub(crate) at_unix_ms: u64,
+    pub(crate) evaluation: Evaluation,
     /// The count and arming after this round.
-    pub state: JudgeState,
-    pub consecutive_failures: u32,
-    pub dry_run: bool,
-    pub decision: Decision,
+    pub(crate) state: JudgeState,
+    pub(crate) consecutive_failures: u32,
+    pub(crate) dry_run: bool,
+    pub(crate) decision: Decision,
     /// The rollback command the decision created, if any.
-    pub command_id: String,
+    pub(crate) command_id: String,
 }
 
 /// Everything read back at start.
 #[derive(Debug, Default)]
-pub struct Snapshot {
-    pub agents: Vec<AgentRecord>,
-    pub commands: Vec<CommandRecord>,
-    pub results: Vec<ResultRecord>,
-    pub judge_states: Vec<(String, JudgeState)>,
+pub(crate) struct Snapshot {
+    pub(crate) agents: Vec<AgentRecord>,
+    pub(crate) commands: Vec<CommandRecord>,
+    pub(crate) results: Vec<ResultRecord>,
+    pub(crate) judge_states: Vec<(String, JudgeState)>,
     /// The newest round of each deployment.
-    pub latest_rounds: Vec<RoundRecord>,
+    pub(crate) latest_rounds: Vec<RoundRecord>,
 }
 
 /// One write.
 #[derive(Debug)]
-pub enum Write {
+pub(crate) enum Write {
     Agent(AgentRecord),
     /// Deletes a host's record (gone past the retention).
     ForgetAgent(String),
@@ -156,7 +156,7 @@ struct Batch {
 
 /// Handle to the store; cheap to clone.
 #[derive(Debug, Clone)]
-pub struct Store {
+pub(crate) struct Store {
     db: Arc<Database>,
     write_tx: mpsc::Sender<Batch>,
     path: PathBuf,
@@ -166,15 +166,15 @@ impl Store {
     /// Opens (or creates) the store in `data_dir` and starts its writer thread.
     ///
     /// Blocking: call before serving, or from `spawn_blocking`.
-    pub fn open(
+    pub(crate) fn open(
         data_dir: &Path,
-        metrics: Arc<crate::metrics::Metrics>,
+        counters: Arc<crate::counters::Counters>,
     ) -> Result<(Store, std::thread::JoinHandle<()>)> {
         std::fs::create_dir_all(data_dir).map_err(|err| {
-            Error::Store(format!(
-                "failed to create data dir {}: {err}",
-                data_dir.display()
-            ))
+            Error::store(
+                format!("failed to create data dir {}", data_dir.display()),
+                err,
+            )
         })?;
         let path = data_dir.join("rollguard.redb");
         let db = Arc::new(Database::create(&path)?);
@@ -193,18 +193,18 @@ impl Store {
         let writer_db = Arc::clone(&db);
         let writer = std::thread::Builder::new()
             .name("store-writer".to_owned())
-            .spawn(move || run_writer(&writer_db, write_rx, &metrics))
-            .map_err(|err| Error::Store(format!("failed to start the writer thread: {err}")))?;
+            .spawn(move || run_writer(&writer_db, write_rx, &counters))
+            .map_err(|err| Error::store("starting the writer thread", err))?;
         Ok((Store { db, write_tx, path }, writer))
     }
 
     /// Returns the file the store lives in.
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
     /// Writes and waits until the batch is durably committed.
-    pub async fn commit(&self, writes: Vec<Write>) -> Result<()> {
+    pub(crate) async fn commit(&self, writes: Vec<Write>) -> Result<()> {
         let (done_tx, done_rx) = oneshot::channel();
         self.write_tx
             .send(Batch {
@@ -217,7 +217,7 @@ impl Store {
     }
 
     /// Queues a write that must not be lost, waiting for room but not for the commit.
-    pub async fn queue(&self, write: Write) -> Result<()> {
+    pub(crate) async fn queue(&self, write: Write) -> Result<()> {
         self.write_tx
             .send(Batch {
                 writes: vec![write],
@@ -228,7 +228,7 @@ impl Store {
     }
 
     /// Queues a write that a later one supersedes; dropped when the queue is full.
-    pub fn queue_lossy(&self, write: Write) -> bool {
+    pub(crate) fn queue_lossy(&self, write: Write) -> bool {
         self.write_tx
             .try_send(Batch {
                 writes: vec![write],
@@ -238,7 +238,7 @@ impl Store {
     }
 
     /// Reads every agent, command and result (at start). Blocking.
-    pub fn load(&self) -> Result<Snapshot> {
+    pub(crate) fn load(&self) -> Result<Snapshot> {
         let txn = self.db.begin_read()?;
         let mut snapshot = Snapshot::default();
         for entry in txn.open_table(AGENTS)?.iter()? {
@@ -283,7 +283,7 @@ impl Store {
 
     /// Returns a deployment's rounds at or after `since_unix_ms`, at most the
     /// newest `limit`, oldest first. Blocking.
-    pub fn rounds(
+    pub(crate) fn rounds(
         &self,
         deployment: &str,
         since_unix_ms: u64,
@@ -311,7 +311,7 @@ impl Store {
     }
 
     /// Returns the newest `limit` audit entries, oldest first, optionally of one deployment. Blocking.
-    pub fn audit(&self, deployment: Option<&str>, limit: usize) -> Result<Vec<AuditRecord>> {
+    pub(crate) fn audit(&self, deployment: Option<&str>, limit: usize) -> Result<Vec<AuditRecord>> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(AUDIT)?;
         let mut entries = Vec::new();
@@ -333,7 +333,7 @@ impl Store {
 fn run_writer(
     db: &Database,
     mut write_rx: mpsc::Receiver<Batch>,
-    metrics: &crate::metrics::Metrics,
+    counters: &crate::counters::Counters,
 ) {
     let mut audit_seq = match next_audit_seq(db) {
         Ok(seq) => seq,
@@ -362,7 +362,7 @@ fn run_writer(
             tracing::warn!(error = %err, n_writes, "store commit failed; retrying once");
             result = apply(db, &batches, &mut audit_seq);
         }
-        metrics.observe_commit(started.elapsed());
+        counters.observe_commit(started.elapsed());
         tracing::debug!(
             n_writes,
             elapsed_ms = started.elapsed().as_millis() as u64,
@@ -375,7 +375,7 @@ fn run_writer(
             if let Some(done_tx) = batch.done_tx {
                 let _ = done_tx.send(match &result {
                     Ok(()) => Ok(()),
-                    Err(err) => Err(Error::Store(err.to_string())),
+                    Err(err) => Err(Error::store("committing a batch", err.to_string())),
                 });
             }
         }

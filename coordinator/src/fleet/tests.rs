@@ -1,5 +1,8 @@
 use super::*;
 
+/// The fleet with a stand-in for a host's stream: these tests never send.
+type Fleet = super::Fleet<&'static str>;
+
 fn result(command_id: &str, host: &str, status: CommandStatus) -> ResultRecord {
     ResultRecord {
         command_id: command_id.to_owned(),
@@ -178,8 +181,6 @@ fn only_a_beta_host_that_was_never_sent_the_newest_decision_missed_it() {
 #[test]
 fn a_resent_backlog_is_applied_but_only_its_last_round_window_is_judged() {
     let fleet = Fleet::from_snapshot(Snapshot::default());
-    let (control, _control_rx) = mpsc::channel(4);
-    let (wire, _wire_rx) = mpsc::channel(4);
     let host = HostId::new("beta-1".to_owned());
     let identity = HostIdentity {
         host_id: host.clone(),
@@ -193,7 +194,7 @@ fn a_resent_backlog_is_applied_but_only_its_last_round_window_is_judged() {
         labels: BTreeMap::new(),
     };
     let now = SystemTime::now();
-    let (conn, ..) = fleet.connect(identity, OutboundTx { control, wire }, now);
+    let conn = fleet.connect(identity, "tx", now).conn_id;
     // A minute cut off: 60 samples a second apart, the newest just taken
     // (by the agent's clock, which here runs an hour behind).
     let agent_now = now - Duration::from_secs(3600);
@@ -244,8 +245,6 @@ fn hosts_gone_past_the_retention_are_forgotten_and_connected_ones_never() {
         ..Snapshot::default()
     });
     // "back" was away as long as "old", but is connected again.
-    let (control, _control_rx) = mpsc::channel(4);
-    let (wire, _wire_rx) = mpsc::channel(4);
     let identity = HostIdentity {
         host_id: HostId::new("back".to_owned()),
         deployment: DeploymentName::new(back.deployment),
@@ -257,7 +256,7 @@ fn hosts_gone_past_the_retention_are_forgotten_and_connected_ones_never() {
         session_id: 1,
         labels: BTreeMap::new(),
     };
-    fleet.connect(identity, OutboundTx { control, wire }, at(1_000));
+    fleet.connect(identity, "tx", at(1_000));
     // The store learns that connected hosts are still there.
     let seen: Vec<(String, u64)> = fleet
         .touch_connected(at(9_500))

@@ -4,6 +4,7 @@
 //! changes something writes an audit entry in the same commit as its change.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use rollguard_common::ids::validate_name;
@@ -13,37 +14,42 @@ use rollguard_proto::time_to_pb;
 use rollguard_proto::v1 as pb;
 use tokio::sync::mpsc;
 use tokio_stream::Stream;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
-use super::Shared;
-use crate::broadcast::{self, Origin};
+use crate::config::Config;
+use crate::decisions::Decisions;
 use crate::error::Error;
-use crate::fleet::{AgentView, CohortView, DeploymentView};
-use crate::store::{from_unix_ms, unix_ms, AuditRecord, ResultRecord, RoundRecord, Write};
+use crate::fleet::{AgentView, CohortView, DeploymentView, Fleet};
+use crate::outbound::AgentTx;
+use crate::store::{from_unix_ms, unix_ms, ResultRecord, RoundRecord, Store};
 
 /// How often a watch stream sends the status.
 const WATCH_PERIOD: Duration = Duration::from_secs(1);
 /// Default and largest history page.
 const HISTORY_LIMIT: u32 = 1000;
 
-/// The control API.
+/// The control API and what it reads and acts through.
 #[derive(Debug, Clone)]
 pub(crate) struct Control {
-    shared: Shared,
+    pub(crate) config: Arc<Config>,
+    pub(crate) fleet: Arc<Fleet<AgentTx>>,
+    pub(crate) store: Store,
+    pub(crate) decisions: Arc<Decisions>,
+    /// Cancelled first at shutdown: every watch stream ends on it.
+    pub(crate) streams_shutdown: CancellationToken,
+    pub(crate) tracker: TaskTracker,
 }
 
 impl Control {
-    pub(crate) fn new(shared: Shared) -> Self {
-        Control { shared }
-    }
-
     fn status(&self, deployment: &str) -> Result<pb::GetFleetStatusResponse, Status> {
         let filter = optional_deployment(deployment)?;
-        let mut views = self.shared.fleet.status(filter.as_ref());
+        let mut views = self.fleet.status(filter.as_ref());
         // Configured deployments no host has joined are shown too: that is
         // where an operator sees a fleet the monitor is blind to.
-        let configured = self.shared.config.deployments.keys();
+        let configured = self.config.deployments.keys();
         let missing: Vec<DeploymentName> = configured
             .filter(|name| filter.as_ref().is_none_or(|f| f == *name))
             .filter(|name| !views.iter().any(|v| &v.deployment == *name))
@@ -64,30 +70,21 @@ impl Control {
 
     fn deployment_to_wire(&self, view: &DeploymentView) -> pb::DeploymentStatus {
         let mut judgement = self
-            .shared
-            .judge
+            .decisions
             .latest(&view.deployment)
             .map(|r| judgement_to_wire(&r));
         // The arming may have changed since the round (rearm).
         if let Some(j) = judgement.as_mut() {
-            let state = self.shared.judge.state(&view.deployment);
+            let state = self.decisions.state(&view.deployment);
             j.armed = state.armed;
             j.consecutive = state.consecutive;
         }
         pb::DeploymentStatus {
             deployment: view.deployment.to_string(),
             cohorts: view.cohorts.iter().map(cohort_to_wire).collect(),
-            rollback_action: self
-                .shared
-                .config
-                .deployment(&view.deployment)
-                .rollback_action,
+            rollback_action: self.config.deployment(&view.deployment).rollback_action,
             judgement,
-            unconfigured: !self
-                .shared
-                .config
-                .deployments
-                .contains_key(&view.deployment),
+            unconfigured: !self.config.deployments.contains_key(&view.deployment),
         }
     }
 }
@@ -114,8 +111,8 @@ impl pb::control_service_server::ControlService for Control {
         optional_deployment(&deployment)?;
         let (tx, rx) = mpsc::channel(4);
         let control = self.clone();
-        let shutdown = self.shared.streams_shutdown.clone();
-        self.shared.tracker.spawn(async move {
+        let shutdown = self.streams_shutdown.clone();
+        self.tracker.spawn(async move {
             let mut ticker = tokio::time::interval(WATCH_PERIOD);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
             loop {
@@ -141,7 +138,7 @@ impl pb::control_service_server::ControlService for Control {
         request: Request<pb::ListAgentsRequest>,
     ) -> Result<Response<pb::ListAgentsResponse>, Status> {
         let filter = optional_deployment(&request.get_ref().deployment)?;
-        let agents = self.shared.fleet.agents(filter.as_ref());
+        let agents = self.fleet.agents(filter.as_ref());
         Ok(Response::new(pb::ListAgentsResponse {
             agents: agents.iter().map(agent_to_wire).collect(),
         }))
@@ -171,19 +168,11 @@ impl pb::control_service_server::ControlService for Control {
         let span =
             tracing::info_span!("control.rollback", deployment = %deployment, actor = %actor);
         rollguard_proto::otel::set_parent(&span, &trace_context);
-        let decisions = self.shared.decisions.lock().instrument(span.clone()).await;
-        let record = broadcast::decide(
-            &self.shared,
-            &deployment,
-            reason,
-            &actor,
-            Origin::Manual,
-            |_| Vec::new(),
-        )
-        .instrument(span)
-        .await;
-        drop(decisions);
-        let record = record?;
+        let record = self
+            .decisions
+            .rollback(&deployment, reason, &actor)
+            .instrument(span)
+            .await?;
         Ok(Response::new(pb::RollbackResponse {
             command_id: record.command_id.clone(),
             target_host_ids: record.targets.clone(),
@@ -198,7 +187,6 @@ impl pb::control_service_server::ControlService for Control {
     ) -> Result<Response<pb::GetCommandResponse>, Status> {
         let command_id = request.into_inner().command_id;
         let view = self
-            .shared
             .fleet
             .command(&command_id)
             .ok_or_else(|| Error::NotFound(format!("no command `{command_id}`")))?;
@@ -224,7 +212,7 @@ impl pb::control_service_server::ControlService for Control {
             0 => HISTORY_LIMIT,
             n => n.min(HISTORY_LIMIT),
         } as usize;
-        let store = self.shared.store.clone();
+        let store = self.store.clone();
         let entries = tokio::task::spawn_blocking(move || store.audit(filter.as_deref(), limit))
             .await
             .map_err(|err| Status::internal(format!("history read failed: {err}")))??;
@@ -254,7 +242,7 @@ impl pb::control_service_server::ControlService for Control {
             0 => 10,
             n => n.min(1000),
         } as usize;
-        let store = self.shared.store.clone();
+        let store = self.store.clone();
         let deployment = request.deployment.clone();
         let rounds = tokio::task::spawn_blocking(move || store.rounds(&deployment, 0, limit))
             .await
@@ -272,34 +260,14 @@ impl pb::control_service_server::ControlService for Control {
         let request = request.into_inner();
         validate_name("deployment", &request.deployment).map_err(Status::invalid_argument)?;
         let deployment = DeploymentName::new(request.deployment.clone());
-        // Held until the state is stored: a round's own write of the state
-        // cannot land after this one with the arming it read before.
-        let _decisions = self.shared.decisions.lock().await;
-        let (was_armed, state) = self.shared.judge.rearm(&deployment);
-        let now = SystemTime::now();
         let actor = if request.actor.is_empty() {
             "unknown".to_owned()
         } else {
             request.actor
         };
-        self.shared
-            .store
-            .commit(vec![
-                Write::Judge(deployment.to_string(), state),
-                Write::Audit(AuditRecord {
-                    time_unix_ms: unix_ms(now),
-                    deployment: deployment.to_string(),
-                    action: "rearm".to_owned(),
-                    reason: request.reason,
-                    command_id: String::new(),
-                    actor,
-                    detail: if was_armed {
-                        "was already armed; count reset".to_owned()
-                    } else {
-                        "re-armed; count reset".to_owned()
-                    },
-                }),
-            ])
+        let was_armed = self
+            .decisions
+            .rearm(&deployment, request.reason, actor)
             .await?;
         tracing::info!(%deployment, was_armed, "deployment re-armed");
         Ok(Response::new(pb::RearmResponse { was_armed }))
@@ -317,7 +285,7 @@ impl pb::control_service_server::ControlService for Control {
         };
         let now = SystemTime::now();
         let from = now.checked_sub(window).unwrap_or(SystemTime::UNIX_EPOCH);
-        let store = self.shared.store.clone();
+        let store = self.store.clone();
         let deployment = request.deployment.clone();
         let rounds = tokio::task::spawn_blocking(move || {
             store.rounds(&deployment, unix_ms(from), usize::MAX)
@@ -336,9 +304,8 @@ impl pb::control_service_server::ControlService for Control {
         &self,
         _request: Request<pb::ListDeploymentsRequest>,
     ) -> Result<Response<pb::ListDeploymentsResponse>, Status> {
-        let counts = self.shared.fleet.host_counts();
+        let counts = self.fleet.host_counts();
         let names: std::collections::BTreeSet<&DeploymentName> = self
-            .shared
             .config
             .deployments
             .keys()
@@ -349,9 +316,9 @@ impl pb::control_service_server::ControlService for Control {
             .map(|name| {
                 deployment_to_wire(
                     name,
-                    self.shared.config.deployments.contains_key(name),
-                    &self.shared.config.deployment(name),
-                    self.shared.judge.state(name),
+                    self.config.deployments.contains_key(name),
+                    &self.config.deployment(name),
+                    self.decisions.state(name),
                     counts.get(name).copied().unwrap_or_default(),
                 )
             })
