@@ -379,3 +379,6 @@ fn decision_name(decision: Decision) -> &'static str {
         Decision::WouldRollBack => "would_roll_back",
     }
 }
+
+#[cfg(test)]
+mod tests;

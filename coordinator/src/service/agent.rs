@@ -499,3 +499,6 @@ fn check_update(update: &pb::CommandUpdate) -> Result<ResultRecord, WireError> {
         duration_ms: duration.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
     })
 }
+
+#[cfg(test)]
+mod tests;
