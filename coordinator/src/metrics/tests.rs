@@ -1,0 +1,177 @@
+//! `/metrics` rendered from real parts (a store in a temp dir, the fleet,
+//! decisions) and read back with the project's own exposition parser.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use rollguard_common::exposition::{self, MetricType};
+use rollguard_common::{Cohort, DeploymentName, HostId};
+use tokio_util::task::TaskTracker;
+
+use super::*;
+use crate::broadcast::Issuer;
+use crate::fleet::HostIdentity;
+use crate::notify::Notifier;
+use crate::store::Store;
+
+/// Every family, in the order the page has them.
+const FAMILIES: [&str; 26] = [
+    "rollguard_agents_connected",
+    "rollguard_agents_stale",
+    "rollguard_agents_disconnected",
+    "rollguard_cohort_cpu_usage_ratio",
+    "rollguard_cohort_memory_usage_ratio",
+    "rollguard_cohort_load1",
+    "rollguard_cohort_disk_read_bytes_per_second",
+    "rollguard_cohort_disk_written_bytes_per_second",
+    "rollguard_cohort_network_receive_bytes_per_second",
+    "rollguard_cohort_network_transmit_bytes_per_second",
+    "rollguard_cohort_error_ratio",
+    "rollguard_cohort_request_latency_p99_seconds",
+    "rollguard_cohort_requests_per_second",
+    "rollguard_verdicts_total",
+    "rollguard_deployment_verdict",
+    "rollguard_consecutive_failures",
+    "rollguard_deployment_armed",
+    "rollguard_deployment_blast_radius_exceeded",
+    "rollguard_command_results",
+    "rollguard_samples_ingested_total",
+    "rollguard_samples_rejected_total",
+    "rollguard_samples_late_total",
+    "rollguard_samples_deduplicated_total",
+    "rollguard_store_commit_duration_seconds",
+    "rollguard_host_cpu_usage_ratio",
+    "rollguard_host_memory_usage_ratio",
+];
+
+struct Rig {
+    scrape: Scrape,
+    dir: PathBuf,
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn rig(name: &str) -> Rig {
+    let dir = std::env::temp_dir().join(format!("rollguard-metrics-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut config = Config::for_test(dir.clone());
+    config.metrics_per_host = true;
+    config
+        .deployments
+        .insert(DeploymentName::new("shop".to_owned()), Default::default());
+    let config = Arc::new(config);
+    let counters = Arc::new(Counters::default());
+    let (store, _writer) = Store::open(&dir, Arc::clone(&counters)).expect("store opens");
+    let fleet = Arc::new(Fleet::from_snapshot(Default::default()));
+    let issuer = Issuer {
+        config: Arc::clone(&config),
+        fleet: Arc::clone(&fleet),
+        store,
+        notifier: Notifier::default(),
+        tracker: TaskTracker::new(),
+    };
+    let decisions = Arc::new(Decisions::restore(Vec::new(), Vec::new(), issuer));
+    Rig {
+        scrape: Scrape {
+            config,
+            fleet,
+            decisions,
+            counters,
+        },
+        dir,
+    }
+}
+
+#[test]
+fn every_family_has_help_and_type_from_start_up() {
+    let rig = rig("start-up");
+    let text = text::render(&rig.scrape);
+    let parsed = exposition::parse(&text).expect("parses");
+    let names: Vec<&str> = parsed.families.iter().map(|f| f.name).collect();
+    assert_eq!(names[..FAMILIES.len()], FAMILIES, "{text}");
+    assert_eq!(names.last(), Some(&"rollguard_host_load1"));
+    for family in &parsed.families {
+        assert!(family.help.is_some(), "{} has no HELP", family.name);
+    }
+    // Counters keep `_total` in their HELP and TYPE lines.
+    assert!(text.contains("# TYPE rollguard_samples_ingested_total counter\n"));
+    assert!(text.contains("# HELP rollguard_verdicts_total Evaluation rounds"));
+    assert!(text.contains("\nrollguard_samples_ingested_total 0\n"));
+    assert!(!text.contains("# EOF"));
+    let histogram = parsed
+        .families
+        .iter()
+        .find(|f| f.name == "rollguard_store_commit_duration_seconds")
+        .expect("histogram");
+    assert_eq!(histogram.metric_type, MetricType::Histogram);
+}
+
+#[test]
+fn counters_and_the_histogram_carry_their_values() {
+    let rig = rig("values");
+    let counters = &rig.scrape.counters;
+    Counters::add(&counters.samples_ingested, 7);
+    counters.verdict("shop", "fail");
+    counters.verdict("shop", "fail");
+    counters.observe_commit(Duration::from_millis(3));
+    counters.observe_commit(Duration::from_secs(9));
+    let text = text::render(&rig.scrape);
+    for line in [
+        "rollguard_samples_ingested_total 7",
+        r#"rollguard_verdicts_total{deployment="shop",verdict="fail"} 2"#,
+        r#"rollguard_store_commit_duration_seconds_bucket{le="0.0025"} 0"#,
+        r#"rollguard_store_commit_duration_seconds_bucket{le="0.005"} 1"#,
+        r#"rollguard_store_commit_duration_seconds_bucket{le="2.5"} 1"#,
+        r#"rollguard_store_commit_duration_seconds_bucket{le="+Inf"} 2"#,
+        "rollguard_store_commit_duration_seconds_count 2",
+        r#"rollguard_deployment_armed{deployment="shop"} 1.0"#,
+    ] {
+        assert!(text.lines().any(|l| l == line), "no `{line}` in\n{text}");
+    }
+}
+
+#[test]
+fn a_hostile_name_is_escaped_and_cannot_add_series() {
+    let rig = rig("hostile");
+    // Names may hold quotes and backslashes (not whitespace): a label value
+    // written raw would end the value early and smuggle in text.
+    let host = r#"h"} 1 rollguard_fake{a="\"#;
+    let identity = HostIdentity {
+        host_id: HostId::new(host.to_owned()),
+        deployment: DeploymentName::new(r#"dep\"x"#.to_owned()),
+        cohort: Cohort::Beta,
+        app_version: String::new(),
+        agent_version: String::new(),
+        action_names: Vec::new(),
+        interval: Duration::from_secs(1),
+        session_id: 0,
+        labels: BTreeMap::new(),
+    };
+    let (control, _control_rx) = tokio::sync::mpsc::channel(1);
+    let (wire, _wire_rx) = tokio::sync::mpsc::channel(1);
+    rig.scrape
+        .fleet
+        .connect(identity, AgentTx { control, wire }, SystemTime::now());
+    let text = text::render(&rig.scrape);
+    let parsed = exposition::parse(&text).expect("still parses");
+    assert!(parsed.families.iter().all(|f| f.name != "rollguard_fake"));
+    let connected = parsed
+        .families
+        .iter()
+        .find(|f| f.name == "rollguard_agents_connected")
+        .expect("family");
+    let deployments: Vec<&str> = connected
+        .samples
+        .iter()
+        .flat_map(|s| &s.labels)
+        .filter(|l| l.name == "deployment")
+        .map(|l| l.value.as_ref())
+        .collect();
+    assert_eq!(deployments, [r#"dep\"x"#]);
+}
