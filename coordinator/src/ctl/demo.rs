@@ -18,31 +18,14 @@ use rollguard_proto::v1::control_service_client::ControlServiceClient;
 use tokio::process::{Child, Command};
 use tonic::transport::Channel;
 
-use super::{connect, print_agents, print_results, wait_for_results, Format};
+use super::agents::print_agents;
+use super::args::{DemoArgs, Format};
+use super::connect::connect;
+use super::results::{print_results, wait_for_results};
 
 /// Version the beta hosts start on, and the one a rollback switches to.
 const BETA_VERSION: &str = "2.0.0-beta.3";
 const STABLE_VERSION: &str = "1.9.4";
-
-/// Flags of `rollguardctl demo`.
-#[derive(Debug, clap::Args)]
-pub struct DemoArgs {
-    /// Number of beta hosts.
-    #[arg(long, default_value_t = 2)]
-    beta: u32,
-    /// Number of baseline hosts.
-    #[arg(long, default_value_t = 1)]
-    baseline: u32,
-    /// Keep the fleet running after the rollback until Ctrl-C.
-    #[arg(long)]
-    keep_running: bool,
-    /// Keep the temporary directory (logs, store, evidence) afterwards.
-    #[arg(long)]
-    keep_data: bool,
-    /// How long the beta app behaves before it starts failing.
-    #[arg(long, default_value = "12s")]
-    fail_after: String,
-}
 
 struct Fleet {
     children: Vec<(String, Child)>,

@@ -8,8 +8,9 @@ use rollguard_proto::v1::control_service_client::ControlServiceClient;
 use serde_json::{json, Value};
 use tonic::transport::Channel;
 
+use super::args::Format;
+use super::connect::{actor, request, status_error};
 use super::output::{fmt_time, table};
-use super::{actor, request, status_error, Format};
 
 pub(crate) fn verdict_name(value: i32) -> &'static str {
     match pb::Verdict::try_from(value) {

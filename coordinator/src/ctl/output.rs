@@ -1,4 +1,7 @@
-//! Plain-text formatting for rollguardctl tables.
+//! Plain-text formatting for rollguardctl tables, and the names of wire enums
+//! that tables and JSON share.
+
+use rollguard_proto::v1 as pb;
 
 /// Formats rows as left-aligned columns separated by two spaces.
 pub(crate) fn table(rows: &[Vec<String>]) -> String {
@@ -55,6 +58,15 @@ pub(crate) fn fmt_time(ts: &prost_types::Timestamp) -> String {
     match rollguard_proto::time_from_pb("time", ts) {
         Ok(time) => humantime::format_rfc3339_seconds(time).to_string(),
         Err(_) => "invalid".to_owned(),
+    }
+}
+
+/// Names a wire cohort: `beta`, `baseline`, or `unknown`.
+pub(crate) fn cohort_name(value: i32) -> &'static str {
+    match pb::Cohort::try_from(value) {
+        Ok(pb::Cohort::Beta) => "beta",
+        Ok(pb::Cohort::Baseline) => "baseline",
+        _ => "unknown",
     }
 }
 

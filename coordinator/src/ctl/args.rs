@@ -1,0 +1,160 @@
+//! rollguardctl's command line: the clap types and the one check made
+//! before they parse.
+//!
+//! Parsing only; what each command does lives in its own module.
+
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Operate a rollguard fleet: status, agents, rollback, history.
+#[derive(Debug, Parser)]
+#[command(name = "rollguardctl", version, about)]
+pub struct Cli {
+    /// Coordinator URL.
+    #[arg(
+        long,
+        global = true,
+        env = "ROLLGUARD_COORDINATOR",
+        default_value = "http://127.0.0.1:7600"
+    )]
+    pub coordinator: String,
+    /// Output format.
+    #[arg(short = 'o', long = "output", global = true, value_enum, default_value_t = Format::Table)]
+    pub output: Format,
+    /// OTLP/gRPC endpoint for this call's trace (env OTEL_EXPORTER_OTLP_ENDPOINT).
+    #[arg(long, global = true, value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// How results are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Aligned columns for people.
+    Table,
+    /// One JSON document for scripts.
+    Json,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Per deployment and cohort: hosts connected/stale and aggregate figures.
+    Status {
+        /// Only this deployment.
+        #[arg(long)]
+        deployment: Option<String>,
+        /// Keep redrawing from the server's stream.
+        #[arg(long)]
+        watch: bool,
+    },
+    /// One row per host with its latest figures.
+    Agents {
+        /// Only this deployment.
+        #[arg(long)]
+        deployment: Option<String>,
+    },
+    /// Every deployment with its policy (rules, rounds, dry run) and arming;
+    /// one only hosts announce shows as having no policy.
+    Deployments,
+    /// Roll back DEPLOYMENT's beta hosts now (allowed whether armed or not).
+    Rollback {
+        /// The deployment to roll back.
+        deployment: String,
+        /// Why; kept in the audit history.
+        #[arg(long)]
+        reason: String,
+        /// Wait for each host's result; exit non-zero unless all succeeded.
+        #[arg(long)]
+        wait: bool,
+        /// How long --wait waits.
+        #[arg(long, default_value = "2m", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+    },
+    /// Each target host's result of a rollback (its id is in `history` and
+    /// `why`); exits non-zero unless every host succeeded.
+    Results {
+        /// The rollback's command id.
+        command_id: String,
+        /// Wait until every host has a final result (or --timeout passes).
+        #[arg(long)]
+        wait: bool,
+        /// How long --wait waits.
+        #[arg(long, default_value = "2m", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+    },
+    /// The audit history of changes (rollbacks and the like).
+    History {
+        /// Only this deployment.
+        #[arg(long)]
+        deployment: Option<String>,
+        /// At most this many entries (newest).
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// The last rounds' verdicts of DEPLOYMENT with each rule's value,
+    /// baseline, limit and outcome: why it rolled back (or why not).
+    Why {
+        /// The deployment to explain.
+        deployment: String,
+        /// How many rounds, newest last.
+        #[arg(long, default_value_t = 10)]
+        rounds: u32,
+    },
+    /// Let the policy decide a rollback of DEPLOYMENT again (resets the count).
+    Rearm {
+        /// The deployment to re-arm.
+        deployment: String,
+        /// Why; kept in the audit history.
+        #[arg(long, default_value = "re-armed by an operator")]
+        reason: String,
+    },
+    /// Beta vs baseline over a window: error rate, p99 latency, CPU, memory.
+    Report {
+        /// The deployment to report on.
+        deployment: String,
+        /// How far back.
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        window: Duration,
+    },
+    /// Run a whole local fleet (coordinator and three agents) and a rollback.
+    Demo(DemoArgs),
+}
+
+/// Returns true when the arguments ask for `-o json` (for errors found
+/// before they parse).
+pub fn wants_json(args: impl IntoIterator<Item = String>) -> bool {
+    let mut previous_was_flag = false;
+    for arg in args {
+        if previous_was_flag && arg == "json" {
+            return true;
+        }
+        if matches!(arg.as_str(), "-ojson" | "-o=json" | "--output=json") {
+            return true;
+        }
+        previous_was_flag = matches!(arg.as_str(), "-o" | "--output");
+    }
+    false
+}
+
+/// Flags of `rollguardctl demo`.
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    /// Number of beta hosts.
+    #[arg(long, default_value_t = 2)]
+    pub(super) beta: u32,
+    /// Number of baseline hosts.
+    #[arg(long, default_value_t = 1)]
+    pub(super) baseline: u32,
+    /// Keep the fleet running after the rollback until Ctrl-C.
+    #[arg(long)]
+    pub(super) keep_running: bool,
+    /// Keep the temporary directory (logs, store, evidence) afterwards.
+    #[arg(long)]
+    pub(super) keep_data: bool,
+    /// How long the beta app behaves before it starts failing.
+    #[arg(long, default_value = "12s")]
+    pub(super) fail_after: String,
+}
