@@ -1,0 +1,223 @@
+//! The demo's child processes: a coordinator, and per host an app and an
+//! agent, each logging to a file in the demo's directory.
+//!
+//! Starting and stopping only; what the demo shows is in `demo`.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use tokio::process::{Child, Command};
+
+use super::super::args::DemoArgs;
+
+/// Version the beta hosts start on, and the one a rollback switches to.
+const BETA_VERSION: &str = "2.0.0-beta.3";
+pub(super) const STABLE_VERSION: &str = "1.9.4";
+
+/// One demo host: its id, cohort and the app version it starts on.
+pub(super) type Host = (String, &'static str, &'static str);
+
+/// Lists the hosts `args` asks for: the beta ones first.
+pub(super) fn hosts(args: &DemoArgs) -> Vec<Host> {
+    let mut hosts = Vec::new();
+    for idx in 1..=args.beta {
+        hosts.push((format!("beta-{idx}"), "beta", BETA_VERSION));
+    }
+    for idx in 1..=args.baseline {
+        hosts.push((format!("baseline-{idx}"), "baseline", STABLE_VERSION));
+    }
+    hosts
+}
+
+/// The running children, in start order, each with the name its log uses.
+#[derive(Default)]
+pub(super) struct Fleet {
+    children: Vec<(String, Child)>,
+}
+
+impl Fleet {
+    /// Starts the coordinator on a data dir under `dir` with
+    /// `COORDINATOR_CONFIG`; returns its URL once it listens.
+    pub(super) async fn start_coordinator(
+        &mut self,
+        dir: &Path,
+        coordinator_bin: &Path,
+    ) -> anyhow::Result<String> {
+        let data_dir = dir.join("coordinator-data");
+        let addr_file = data_dir.join(crate::ADDR_FILE);
+        std::fs::create_dir_all(&data_dir)?;
+        let config = dir.join("coordinator.toml");
+        std::fs::write(&config, COORDINATOR_CONFIG)?;
+        let coordinator = Command::new(coordinator_bin)
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--http-listen",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
+            .arg(&data_dir)
+            .arg("--config")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file(dir, "coordinator")?)
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting the coordinator")?;
+        self.children.push(("coordinator".to_owned(), coordinator));
+        let addr = read_addr(&addr_file, "the coordinator to listen").await?;
+        let url = format!("http://{}", addr.trim());
+        Ok(url)
+    }
+
+    /// Starts `host`'s app and then its agent, which reports to `url`;
+    /// returns the app's URL.
+    pub(super) async fn start_host(
+        &mut self,
+        args: &DemoArgs,
+        dir: &Path,
+        [agent_bin, app_bin]: [&Path; 2],
+        url: &str,
+        (host_id, cohort, version): &Host,
+    ) -> anyhow::Result<String> {
+        let state_dir = dir.join(host_id);
+        std::fs::create_dir_all(&state_dir)?;
+        let version_file = state_dir.join("version");
+        std::fs::write(&version_file, format!("{version}\n"))?;
+        let app_addr_file = state_dir.join("app.addr");
+        let app = Command::new(app_bin)
+            .args(["--listen", "127.0.0.1:0", "--beta-version", BETA_VERSION])
+            .args(["--fail-after", &args.fail_after])
+            .arg("--version-file")
+            .arg(&version_file)
+            .arg("--addr-file")
+            .arg(&app_addr_file)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file(dir, &format!("{host_id}-app"))?)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting the app of {host_id}"))?;
+        self.children.push((format!("{host_id}-app"), app));
+        let app_url = format!(
+            "http://{}",
+            read_addr(&app_addr_file, "the app to listen").await?.trim()
+        );
+        let config = state_dir.join("agent.toml");
+        std::fs::write(&config, agent_config(host_id, cohort, &state_dir, &app_url))?;
+        let child = Command::new(agent_bin)
+            .arg("--config")
+            .arg(&config)
+            .arg("--coordinator")
+            .arg(url)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file(dir, host_id)?)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting agent {host_id}"))?;
+        self.children.push((host_id.clone(), child));
+        Ok(app_url)
+    }
+
+    /// Stops every child, the last started first.
+    pub(super) async fn stop(&mut self) {
+        // SIGTERM everyone, agents first, then wait; SIGKILL what lingers.
+        for (_, child) in self.children.iter().rev() {
+            if let Some(pid) = child
+                .id()
+                .and_then(|p| rustix::process::Pid::from_raw(p as i32))
+            {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+            }
+        }
+        for (name, child) in self.children.iter_mut() {
+            match tokio::time::timeout(Duration::from_secs(10), child.wait()).await {
+                Ok(Ok(status)) => tracing::debug!(%name, %status, "stopped"),
+                _ => {
+                    let _ = child.kill().await;
+                }
+            }
+        }
+        self.children.clear();
+    }
+}
+
+/// The demo's coordinator config: one deployment with an absolute and a relative rule.
+pub(super) const COORDINATOR_CONFIG: &str = r#"[deployments.demo]
+check_interval = "2s"
+consecutive_failures = 3
+min_requests = 50
+[[deployments.demo.rules]]
+metric = "error_rate"
+max = 0.05
+[[deployments.demo.rules]]
+metric = "latency_p99_ms"
+max_ratio_to_baseline = 2.0
+min_baseline = 10.0
+"#;
+
+/// Waits for a child to write its bound address, a line, to `path`.
+async fn read_addr(path: &Path, what: &str) -> anyhow::Result<String> {
+    poll(what, Duration::from_secs(30), || async {
+        std::fs::read_to_string(path)
+            .ok()
+            .filter(|s| s.ends_with('\n'))
+    })
+    .await
+}
+
+/// The config of `host_id`'s agent: scrape and probe the app at `app_url`,
+/// and a rollback action that switches its version file to the stable one.
+fn agent_config(host_id: &str, cohort: &str, state_dir: &Path, app_url: &str) -> String {
+    format!(
+        r#"host_id = "{host_id}"
+deployment = "demo"
+cohort = "{cohort}"
+version_file = "{version}"
+state_dir = "{state}"
+
+[app]
+scrape_url = "{app_url}/metrics"
+probe_url = "{app_url}/healthz"
+
+[actions.rollback]
+# argv, run without a shell by the agent; this one happens to call sh.
+command = ["/bin/sh", "-c", "echo \"$(date -u +%FT%TZ) rolled back to {STABLE_VERSION}\" >> rollback.log && echo {STABLE_VERSION} > version && echo switched to {STABLE_VERSION}"]
+timeout = "30s"
+"#,
+        version = state_dir.join("version").display(),
+        state = state_dir.display(),
+    )
+}
+
+/// Creates `name.log` in `dir`, for a child's stderr.
+fn log_file(dir: &Path, name: &str) -> anyhow::Result<std::fs::File> {
+    let path: PathBuf = dir.join(format!("{name}.log"));
+    std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))
+}
+
+/// Calls `probe` every 100ms until it returns a value or `timeout` passes.
+pub(super) async fn poll<T, F, Fut>(
+    what: &str,
+    timeout: Duration,
+    mut probe: F,
+) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = probe().await {
+            return Ok(value);
+        }
+        if Instant::now() >= deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
