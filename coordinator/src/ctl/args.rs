@@ -158,3 +158,6 @@ pub struct DemoArgs {
     #[arg(long, default_value = "12s")]
     pub(super) fail_after: String,
 }
+
+#[cfg(test)]
+mod tests;

@@ -248,3 +248,6 @@ pub(crate) async fn report(
     }
     Ok(0)
 }
+
+#[cfg(test)]
+mod tests;

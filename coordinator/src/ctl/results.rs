@@ -125,3 +125,6 @@ fn duration_ms(result: &pb::HostResult) -> Option<u64> {
     let took = rollguard_proto::duration_from_pb("duration", result.duration.as_ref()?).ok()?;
     finished.then(|| u64::try_from(took.as_millis()).unwrap_or(u64::MAX))
 }
+
+#[cfg(test)]
+mod tests;

@@ -21,3 +21,22 @@ fn table_aligns_columns() {
     ];
     assert_eq!(table(&rows), "A     BB  C\nlong  x\n");
 }
+
+#[track_caller]
+fn check_cohort(value: i32, expected: &str) {
+    assert_eq!(cohort_name(value), expected);
+}
+
+#[test]
+fn cohorts_have_lowercase_names() {
+    check_cohort(pb::Cohort::Beta as i32, "beta");
+    check_cohort(pb::Cohort::Baseline as i32, "baseline");
+    check_cohort(pb::Cohort::Unspecified as i32, "unknown");
+    check_cohort(99, "unknown");
+}
+
+#[test]
+fn rates_are_bytes_per_second() {
+    assert_eq!(fmt_rate(0.0), "0B/s");
+    assert_eq!(fmt_rate(2048.0), "2.0KiB/s");
+}
