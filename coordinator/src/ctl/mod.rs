@@ -4,10 +4,10 @@
 //! document, also on failure); logs go to stderr.
 //!
 //! This module only dispatches: the command line is in `args`, the
-//! connection in `connect`, and each subcommand in a module of its own name
-//! (`why`, `rearm` and `report` share `judge`). The modules form a tree:
-//! commands use `args`, `connect`, `output` and each other's printers, never
-//! this module.
+//! connection in `connect`, each subcommand in a module of its own name, and
+//! the judgement printing that `status`, `why` and the demo share in
+//! `judgement`. The modules form a tree: commands use `args`, `connect`,
+//! `output` and each other's printers, never this module.
 
 mod agents;
 mod args;
@@ -15,11 +15,14 @@ mod connect;
 mod demo;
 mod deployments;
 mod history;
-mod judge;
+mod judgement;
 mod output;
+mod rearm;
+mod report;
 mod results;
 mod rollback;
 mod status;
+mod why;
 
 use serde_json::json;
 
@@ -71,13 +74,13 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             history::history(&mut client, format, deployment.unwrap_or_default(), limit).await
         }
         Command::Why { deployment, rounds } => {
-            judge::why(&mut client, format, deployment, rounds).await
+            why::why(&mut client, format, deployment, rounds).await
         }
         Command::Rearm { deployment, reason } => {
-            judge::rearm(&mut client, format, deployment, reason).await
+            rearm::rearm(&mut client, format, deployment, reason).await
         }
         Command::Report { deployment, window } => {
-            judge::report(&mut client, format, deployment, window).await
+            report::report(&mut client, format, deployment, window).await
         }
         Command::Demo(_) => unreachable!("handled above"),
     }

@@ -7,7 +7,7 @@ use tonic::transport::Channel;
 
 use super::args::Format;
 use super::connect::{request, status_error};
-use super::judge;
+use super::judgement;
 use super::output::{cohort_name, fmt_rate, fmt_time, table};
 
 pub(crate) async fn status(
@@ -107,8 +107,8 @@ pub(crate) fn print_status(response: &pb::GetFleetStatusResponse, format: Format
             for deployment in &response.deployments {
                 if let Some(j) = &deployment.judgement {
                     println!();
-                    judge::print_judgement_header(&deployment.deployment, j);
-                    judge::print_rules(j);
+                    judgement::print_judgement_header(&deployment.deployment, j);
+                    judgement::print_rules(j);
                 }
             }
         }
@@ -154,7 +154,7 @@ fn status_json(response: &pb::GetFleetStatusResponse) -> Value {
                 "rollback_action": d.rollback_action,
                 "configured": !d.unconfigured,
                 "cohorts": cohorts,
-                "judgement": d.judgement.as_ref().map(judge::judgement_json),
+                "judgement": d.judgement.as_ref().map(judgement::judgement_json),
             })
         })
         .collect();

@@ -22,7 +22,7 @@ use self::fleet::{poll, Fleet, Host, COORDINATOR_CONFIG, STABLE_VERSION};
 use super::agents::print_agents;
 use super::args::{DemoArgs, Format};
 use super::connect::connect;
-use super::judge::{print_rules, verdict_name};
+use super::judgement::{print_rules, verdict_name};
 use super::output::fmt_time;
 use super::results::{print_results, wait_for_results};
 
