@@ -9,8 +9,12 @@ use rollguard_common::ids::validate_name;
 use rollguard_common::{Cohort, DeploymentName, HostId};
 use serde::{Deserialize, Serialize};
 
-use crate::app::{AppConfig, DEFAULT_GAUGES, DEFAULT_LATENCY_HISTOGRAM, DEFAULT_REQUESTS_METRIC};
+use crate::app::config::AppConfig;
 use crate::collect::{CollectConfig, DEFAULT_EXCLUDED_INTERFACES};
+
+// The `[app]` table is parsed next to the code that reads it; its raw form
+// stays reachable here, where it always was.
+pub use crate::app::config::RawApp;
 
 /// Env prefix: `ROLLGUARD_AGENT__DEPLOYMENT=cache-service`.
 pub const ENV_PREFIX: &str = "ROLLGUARD_AGENT";
@@ -92,54 +96,6 @@ impl Default for RawCollect {
                 .map(|s| (*s).to_owned())
                 .collect(),
             include_interfaces: Vec::new(),
-        }
-    }
-}
-
-/// The `[app]` table: application health from a Prometheus text scrape
-/// and/or an HTTP health probe. Both may be on at once; with neither URL
-/// set, samples carry no app health.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RawApp {
-    /// Prometheus text endpoint to scrape (`http://` only); unset or empty turns scraping off.
-    pub scrape_url: Option<String>,
-    /// How often to scrape; default the agent's `interval`.
-    pub scrape_interval: Option<String>,
-    /// How long one scrape may take; default 2s, but at most `scrape_interval`.
-    pub scrape_timeout: Option<String>,
-    /// Selector whose matching series sum to the request count; default `http_requests_total`.
-    pub requests_metric: String,
-    /// Selector whose matching series sum to the error count; default: the
-    /// `requests_metric` series whose `code` or `status` label is 5xx.
-    pub errors_metric: Option<String>,
-    /// Latency histogram: base name plus optional matchers; default
-    /// `http_request_duration_seconds`; empty turns it off.
-    pub latency_histogram: String,
-    /// Gauges copied as they are (latest value); default `queue_depth`,
-    /// `cache_hit_ratio`, `worker_health`.
-    pub gauges: Vec<String>,
-    /// Health URL to GET (`http://` only); unset or empty turns probing off.
-    pub probe_url: Option<String>,
-    /// How often to probe; default the agent's `interval`.
-    pub probe_interval: Option<String>,
-    /// How long one probe may take; default 1s, but at most `probe_interval`.
-    pub probe_timeout: Option<String>,
-}
-
-impl Default for RawApp {
-    fn default() -> Self {
-        RawApp {
-            scrape_url: None,
-            scrape_interval: None,
-            scrape_timeout: None,
-            requests_metric: DEFAULT_REQUESTS_METRIC.to_owned(),
-            errors_metric: None,
-            latency_histogram: DEFAULT_LATENCY_HISTOGRAM.to_owned(),
-            gauges: DEFAULT_GAUGES.iter().map(|s| (*s).to_owned()).collect(),
-            probe_url: None,
-            probe_interval: None,
-            probe_timeout: None,
         }
     }
 }

@@ -14,7 +14,8 @@ use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
 use super::client::{self, FetchError, HttpClient};
-use super::{error_chain, lock, Accumulator, ProbeConfig};
+use super::config::ProbeConfig;
+use super::{error_chain, lock, Accumulator};
 
 /// Largest health response read; a larger one is a failed probe.
 const MAX_BODY_BYTES: usize = 1 << 20;

@@ -27,7 +27,8 @@ use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
 use super::client::{self, HttpClient};
-use super::{error_chain, lock, Accumulator, ErrorRule, Queries, ScrapeConfig};
+use super::config::{ErrorRule, Queries, ScrapeConfig};
+use super::{error_chain, lock, Accumulator};
 
 /// Largest scrape body read; a larger one is a failed scrape.
 pub(crate) const MAX_BODY_BYTES: usize = 16 << 20;

@@ -3,6 +3,9 @@
 
 use std::time::{Duration, Instant};
 
+use hyper::Uri;
+
+use super::config::RawApp;
 use super::scrape::LatencyDelta;
 use super::test_support::{body, render, TestServer};
 use super::*;

@@ -134,7 +134,7 @@ fn app_is_off_without_urls() {
 
 #[test]
 fn app_defaults() {
-    use crate::app::ErrorRule;
+    use crate::app::config::ErrorRule;
 
     let cfg = load(
         Some("[app]\nscrape_url = \"http://127.0.0.1:9100/metrics\"\n"),

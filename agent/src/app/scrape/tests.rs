@@ -4,11 +4,10 @@
 use std::time::Duration;
 
 use super::*;
+use crate::app::config::{AppConfig, RawApp};
 use crate::app::test_support::{
     assert_glob, block_on, body, refused_uri, render, Reply, TestServer,
 };
-use crate::app::AppConfig;
-use crate::config::RawApp;
 
 /// Builds a scrape config the way validation does, after `edit`.
 fn scrape_config(
