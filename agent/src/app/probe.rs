@@ -13,9 +13,10 @@ use std::time::Instant;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
+use super::accumulator::{lock, Accumulator};
 use super::client::{self, FetchError, HttpClient};
 use super::config::ProbeConfig;
-use super::{error_chain, lock, Accumulator};
+use super::error_chain;
 
 /// Largest health response read; a larger one is a failed probe.
 const MAX_BODY_BYTES: usize = 1 << 20;

@@ -26,9 +26,10 @@ use rollguard_common::sample::{Bucket, MAX_BUCKETS};
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
+use super::accumulator::{lock, Accumulator};
 use super::client::{self, HttpClient};
 use super::config::{ErrorRule, Queries, ScrapeConfig};
-use super::{error_chain, lock, Accumulator};
+use super::error_chain;
 
 /// Largest scrape body read; a larger one is a failed scrape.
 pub(crate) const MAX_BODY_BYTES: usize = 16 << 20;
