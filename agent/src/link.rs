@@ -114,7 +114,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let mut buffer: VecDeque<(u64, pb::HostSample)> = VecDeque::with_capacity(SAMPLE_BUFFER);
     let mut next_seq: u64 = 0;
     // Identifies this process's sequence numbers to the coordinator.
-    let session_id = random_u64().max(1);
+    let session_id = fastrand::u64(1..);
     let mut session: Option<Session> = None;
     let mut backoff = BACKOFF_MIN;
     let mut reconnect_at = tokio::time::Instant::now();
@@ -564,20 +564,10 @@ fn push_sample(buffer: &mut VecDeque<(u64, pb::HostSample)>, seq: u64, sample: &
     buffer.push_back((seq, pb::HostSample::from(sample)));
 }
 
-/// A random number from the OS-seeded hasher keys (no rand crate needed).
-fn random_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u64(unix_ms(SystemTime::now()));
-    hasher.write_u32(std::process::id());
-    hasher.finish()
-}
-
 /// Adds up to 50 % random jitter so that a fleet does not reconnect in lockstep.
 fn jitter(base: Duration) -> Duration {
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u64(unix_ms(SystemTime::now()));
-    let fraction = (hasher.finish() % 1000) as f64 / 2000.0;
+    // fastrand's thread-local generator gets a random seed (std's randomly
+    // keyed hasher) per thread, so agents started together draw different delays.
+    let fraction = f64::from(fastrand::u32(0..1000)) / 2000.0;
     base + base.mul_f64(fraction)
 }
