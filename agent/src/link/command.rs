@@ -1,0 +1,261 @@
+//! [`Commands`]: the command policy, and the tasks that run actions.
+//!
+//! A command names an action; the command line comes from this host's
+//! config. A command runs only when its id is new to the journal, its
+//! `not_after` has not passed, the action is defined here, and its start
+//! was durably journalled. Anything else is answered without running:
+//! a repeat gets the journalled result (or `Running`), the rest are
+//! `Rejected` with the reason. Each id therefore runs at most once, also
+//! across restarts.
+//!
+//! Action tasks report through a channel ([`Update`]); [`Commands::finish`]
+//! journals their result. Nothing here touches the stream: callers send
+//! the returned `pb::CommandUpdate`s.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use rollguard_common::ids::REASON_EXPIRED;
+use rollguard_common::time::unix_ms;
+use rollguard_common::{CommandStatus, HostId};
+use rollguard_proto::v1 as pb;
+use rollguard_proto::{duration_to_pb, time_from_pb, time_to_pb};
+use tokio::sync::mpsc;
+use tracing::Instrument;
+
+use crate::action;
+use crate::config::{Action, Config};
+use crate::journal::{Entry, Journal, Outcome};
+
+/// Queue of updates from action tasks. One command yields at most two
+/// updates and commands are rare, so it never fills in practice.
+const UPDATE_CAPACITY: usize = 256;
+
+/// An update from a running action task.
+#[derive(Debug)]
+pub(crate) struct Update {
+    command_id: String,
+    /// Set on the final update.
+    outcome: Option<Outcome>,
+    status: CommandStatus,
+}
+
+/// The command policy, the journal it keeps, and the running actions.
+#[derive(Debug)]
+pub(crate) struct Commands {
+    journal: Journal,
+    actions: BTreeMap<String, Action>,
+    host_id: HostId,
+    /// Default working directory of actions.
+    state_dir: PathBuf,
+    update_tx: mpsc::Sender<Update>,
+    update_rx: mpsc::Receiver<Update>,
+    /// Actions started and not yet finished.
+    running: usize,
+}
+
+impl Commands {
+    /// Returns the policy for the actions `config` defines, over `journal`.
+    pub(crate) fn new(config: &Config, journal: Journal) -> Commands {
+        let (update_tx, update_rx) = mpsc::channel(UPDATE_CAPACITY);
+        Commands {
+            journal,
+            actions: config.actions.clone(),
+            host_id: config.host_id.clone(),
+            state_dir: config.state_dir.clone(),
+            update_tx,
+            update_rx,
+            running: 0,
+        }
+    }
+
+    /// Returns how many actions are running.
+    pub(crate) fn running(&self) -> usize {
+        self.running
+    }
+
+    /// Waits for the next update from an action task.
+    pub(crate) async fn next_update(&mut self) -> Update {
+        // `self` holds a sender, so the channel never closes.
+        self.update_rx
+            .recv()
+            .await
+            .expect("Commands holds an update sender")
+    }
+
+    /// Journals a final result; returns the update to send.
+    pub(crate) fn finish(&mut self, update: Update) -> pb::CommandUpdate {
+        let wire = update_to_wire(&update);
+        if let Some(outcome) = update.outcome {
+            self.running = self.running.saturating_sub(1);
+            if let Err(err) = self.journal.finish(&update.command_id, outcome) {
+                tracing::error!(command_id = %update.command_id, error = %err, "cannot record the command result");
+            }
+        }
+        wire
+    }
+
+    /// Decides what to do with a command; returns the updates to send now.
+    pub(crate) fn on_command(&mut self, command: pb::Command) -> Vec<pb::CommandUpdate> {
+        let id = command.command_id.clone();
+        if id.is_empty() {
+            tracing::warn!("command without an id ignored");
+            return Vec::new();
+        }
+        match self.journal.get(&id) {
+            Some(Entry::Finished(outcome)) => {
+                // Already done here: answer again, never run again.
+                tracing::info!(command_id = %id, status = %outcome.status, "repeat of a finished command; reporting its result");
+                return vec![outcome_to_wire(&id, outcome)];
+            }
+            Some(Entry::Running) => {
+                return vec![simple_update(&id, CommandStatus::Running, "")];
+            }
+            None => {}
+        }
+        let now = SystemTime::now();
+        let expired = match command
+            .not_after
+            .as_ref()
+            .map(|t| time_from_pb("not_after", t))
+        {
+            Some(Ok(not_after)) => now > not_after,
+            // A command without a valid deadline is treated as expired: never run what cannot be bounded.
+            _ => true,
+        };
+        if expired {
+            return self.reject(&command, REASON_EXPIRED.to_owned(), now);
+        }
+        let Some(action) = self.actions.get(&command.action).cloned() else {
+            let reason = format!(
+                "unknown action `{}`: this host does not define it",
+                command.action
+            );
+            return self.reject(&command, reason, now);
+        };
+        // Durably record the start before anything runs: at most once, also across restarts.
+        if let Err(err) = self.journal.start(&id) {
+            let reason = format!("cannot record the command before running it: {err}");
+            return self.reject(&command, reason, now);
+        }
+        self.spawn(&command, action, now);
+        vec![simple_update(&id, CommandStatus::Accepted, "")]
+    }
+
+    /// Journals `command` as rejected for `reason`; returns the update to send.
+    fn reject(
+        &mut self,
+        command: &pb::Command,
+        reason: String,
+        now: SystemTime,
+    ) -> Vec<pb::CommandUpdate> {
+        let id = &command.command_id;
+        tracing::warn!(command_id = %id, action = %command.action, %reason, "command rejected");
+        let outcome = Outcome {
+            status: CommandStatus::Rejected,
+            exit_code: None,
+            reason,
+            output_tail: String::new(),
+            duration_ms: 0,
+            started_at_unix_ms: unix_ms(now),
+        };
+        if let Err(err) = self.journal.finish(id, outcome.clone()) {
+            tracing::error!(command_id = %id, error = %err, "cannot record the rejection");
+        }
+        vec![outcome_to_wire(id, &outcome)]
+    }
+
+    /// Starts the task that runs `action` for `command` and reports on it.
+    fn spawn(&mut self, command: &pb::Command, action: Action, now: SystemTime) {
+        let id = command.command_id.clone();
+        tracing::info!(command_id = %id, action = %command.action, reason = %command.reason, "running action");
+        // The action's span is a child of the decision's trace (W3C context in the command).
+        let span = tracing::info_span!(
+            "agent.action",
+            host.id = %self.host_id,
+            action = %command.action,
+            command_id = %id,
+            exit_code = tracing::field::Empty,
+            status = tracing::field::Empty,
+            duration_ms = tracing::field::Empty,
+        );
+        rollguard_proto::otel::set_parent(&span, &command.trace_context);
+        self.running += 1;
+        let state_dir = self.state_dir.clone();
+        let update_tx = self.update_tx.clone();
+        let started_at_unix_ms = unix_ms(now);
+        tokio::spawn(async move {
+            let _ = update_tx
+                .send(Update {
+                    command_id: id.clone(),
+                    outcome: None,
+                    status: CommandStatus::Running,
+                })
+                .await;
+            let result = action::run(&action, &state_dir)
+                .instrument(span.clone())
+                .await;
+            let duration_ms = u64::try_from(result.duration.as_millis()).unwrap_or(u64::MAX);
+            span.record("status", result.status.as_str());
+            span.record("duration_ms", duration_ms);
+            if let Some(code) = result.exit_code {
+                span.record("exit_code", code);
+            }
+            drop(span);
+            tracing::info!(command_id = %id, status = %result.status, exit_code = ?result.exit_code, "action finished");
+            let status = result.status;
+            let _ = update_tx
+                .send(Update {
+                    command_id: id,
+                    outcome: Some(Outcome {
+                        status,
+                        exit_code: result.exit_code,
+                        reason: result.reason,
+                        output_tail: result.output_tail,
+                        duration_ms,
+                        started_at_unix_ms,
+                    }),
+                    status,
+                })
+                .await;
+        });
+    }
+}
+
+/// Wraps a command update for the stream.
+pub(crate) fn update_message(update: pb::CommandUpdate) -> pb::AgentMessage {
+    pb::AgentMessage {
+        kind: Some(pb::agent_message::Kind::CommandUpdate(update)),
+    }
+}
+
+fn simple_update(id: &str, status: CommandStatus, reason: &str) -> pb::CommandUpdate {
+    pb::CommandUpdate {
+        command_id: id.to_owned(),
+        status: pb::CommandStatus::from(status) as i32,
+        reason: reason.to_owned(),
+        ..Default::default()
+    }
+}
+
+fn outcome_to_wire(id: &str, outcome: &Outcome) -> pb::CommandUpdate {
+    pb::CommandUpdate {
+        command_id: id.to_owned(),
+        status: pb::CommandStatus::from(outcome.status) as i32,
+        exit_code: outcome.exit_code,
+        reason: outcome.reason.clone(),
+        output_tail: outcome.output_tail.clone(),
+        started_at: Some(time_to_pb(
+            SystemTime::UNIX_EPOCH + Duration::from_millis(outcome.started_at_unix_ms),
+        )),
+        duration: Some(duration_to_pb(Duration::from_millis(outcome.duration_ms))),
+    }
+}
+
+fn update_to_wire(update: &Update) -> pb::CommandUpdate {
+    match &update.outcome {
+        Some(outcome) => outcome_to_wire(&update.command_id, outcome),
+        None => simple_update(&update.command_id, update.status, ""),
+    }
+}

@@ -1,0 +1,290 @@
+//! The agent's link to the coordinator, and the loop that drives everything:
+//! collect on every tick (host figures, plus app health when configured),
+//! stream samples, run commands, report results, reconnect with exponential
+//! backoff and jitter.
+//!
+//! Main types: [`Link`] (the loop and the state it owns), `session::Session`
+//! (one open stream) and its `Connector`, `resend::ResendBuffer` (unacked
+//! samples), `command::Commands` (the command policy and the action tasks)
+//! and `backoff::Backoff`.
+//!
+//! One task on a current-thread runtime: /proc reads take microseconds. App
+//! scrapes and probes run in their own tasks (see `app`); a tick only takes
+//! what they counted.
+//! Samples that the coordinator has not acked are buffered (bounded; the
+//! oldest are dropped first) and resent after a reconnect. Command updates
+//! are never dropped: they wait for the next session, and the journal can
+//! answer any repeat of a finished command.
+
+mod backoff;
+mod command;
+mod resend;
+mod session;
+
+use std::collections::VecDeque;
+use std::time::{Instant, SystemTime};
+
+use rollguard_common::time::unix_ms;
+use rollguard_proto::duration_to_pb;
+use rollguard_proto::v1 as pb;
+use tokio_util::sync::CancellationToken;
+
+use self::backoff::Backoff;
+use self::command::{update_message, Commands};
+use self::resend::ResendBuffer;
+use self::session::{Connector, GrpcConnector, Session};
+use crate::app::AppMonitor;
+use crate::collect::Collector;
+use crate::config::Config;
+use crate::journal::Journal;
+use crate::version;
+
+/// Runs the agent until `shutdown` is cancelled.
+pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let now_ms = unix_ms(SystemTime::now());
+    let journal = Journal::open(&config.state_dir, now_ms).map_err(|err| {
+        anyhow::anyhow!(
+            "cannot open the command journal in {}: {err}",
+            config.state_dir.display()
+        )
+    })?;
+    tracing::info!(path = %journal.path().display(), "command journal open");
+    let connector = GrpcConnector::new(&config.coordinator)?;
+    Link::new(config, journal).run(connector, shutdown).await;
+    tracing::info!("agent stopped");
+    Ok(())
+}
+
+/// The link's state: what the loop owns between two events.
+#[derive(Debug)]
+pub(crate) struct Link {
+    config: Config,
+    commands: Commands,
+    samples: ResendBuffer,
+    /// Command updates waiting for a session.
+    pending: VecDeque<pb::CommandUpdate>,
+    session: Option<Session>,
+    backoff: Backoff,
+    /// Identifies this process's sequence numbers to the coordinator.
+    session_id: u64,
+    app_version: String,
+}
+
+impl Link {
+    /// Returns a link that runs the actions `config` defines, journalled in `journal`.
+    pub(crate) fn new(config: Config, journal: Journal) -> Link {
+        Link {
+            commands: Commands::new(&config, journal),
+            config,
+            samples: ResendBuffer::new(),
+            pending: VecDeque::new(),
+            session: None,
+            backoff: Backoff::new(),
+            session_id: fastrand::u64(1..),
+            app_version: String::new(),
+        }
+    }
+
+    /// Runs the loop over sessions from `connector` until `shutdown` is cancelled.
+    pub(crate) async fn run(mut self, mut connector: impl Connector, shutdown: CancellationToken) {
+        let mut collector = Collector::new(self.config.collect.clone());
+        // Scrapes and probes run on their own intervals; every sample takes
+        // what they counted since the previous one.
+        let app_monitor_opt = self
+            .config
+            .app
+            .as_ref()
+            .map(|app| AppMonitor::start(app, &shutdown));
+        // The first tick is one interval after the collector's baseline, so the
+        // first rates cover a whole interval rather than a few microseconds.
+        let interval = self.config.interval;
+        let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        self.app_version = version::read(&self.config.version)
+            .await
+            .unwrap_or_else(|err| {
+                tracing::warn!(error = %err, "cannot read the app version");
+                String::new()
+            });
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                _ = ticker.tick() => self.on_tick(&mut collector, app_monitor_opt.as_ref()).await,
+                () = tokio::time::sleep_until(self.backoff.reconnect_at()), if self.session.is_none() => {
+                    self.connect(&mut connector).await;
+                }
+                message = next_message(&mut self.session) => self.on_message(message),
+                update = self.commands.next_update() => {
+                    let wire = self.commands.finish(update);
+                    self.deliver(wire);
+                }
+            }
+        }
+        self.stop(app_monitor_opt).await;
+    }
+
+    /// Takes a sample, buffers it and sends it; notices a new app version.
+    async fn on_tick(&mut self, collector: &mut Collector, app_monitor_opt: Option<&AppMonitor>) {
+        let mut collected = collector.collect(Instant::now(), SystemTime::now());
+        collected.sample.app = app_monitor_opt.map(AppMonitor::take);
+        for err in &collected.errors {
+            tracing::debug!(error = %err, "collector error");
+        }
+        self.samples.push(&collected.sample);
+        match version::read(&self.config.version).await {
+            Ok(current) if current != self.app_version => {
+                tracing::info!(from = %self.app_version, to = %current, "app version changed");
+                self.app_version = current;
+                if let Some(s) = &self.session {
+                    // A lost label update is repeated in the next Hello.
+                    let _ = s.up_tx.try_send(labels(&self.app_version));
+                }
+            }
+            Ok(_) => {}
+            Err(err) => tracing::debug!(error = %err, "cannot read the app version"),
+        }
+        if let (Some(s), Some((seq, sample))) = (&mut self.session, self.samples.newest()) {
+            let batch = s.batch(seq, std::iter::once(sample));
+            if s.up_tx.try_send(batch).is_err() {
+                tracing::debug!("upstream full; the sample stays buffered");
+                s.reset_compaction();
+            }
+        }
+    }
+
+    /// Opens a session; on success resends what was not acked, then whatever
+    /// updates waited.
+    async fn connect(&mut self, connector: &mut impl Connector) {
+        match connector.open(self.hello()).await {
+            Ok(mut s) => {
+                tracing::info!(coordinator = %self.config.coordinator, "connected");
+                for chunk in self.samples.chunks(s.max_batch) {
+                    let batch = s.batch(chunk[0].0, chunk.iter().map(|(_, sample)| sample));
+                    let _ = s.up_tx.send(batch).await;
+                }
+                while let Some(update) = self.pending.pop_front() {
+                    let _ = s.up_tx.send(update_message(update)).await;
+                }
+                self.session = Some(s);
+            }
+            Err(err) => {
+                tracing::warn!(coordinator = %self.config.coordinator, error = %err, retry_in_ms = self.backoff.delay().as_millis() as u64, "cannot connect; retrying");
+                self.backoff.failed();
+            }
+        }
+    }
+
+    /// Handles what the session yielded: a message, its end, or its failure.
+    fn on_message(&mut self, message: Result<Option<pb::CoordinatorMessage>, tonic::Status>) {
+        match message {
+            Ok(Some(pb::CoordinatorMessage { kind: Some(kind) })) => self.handle(kind),
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                tracing::warn!("coordinator closed the stream; reconnecting");
+                self.end_session();
+            }
+            Err(status) => {
+                tracing::warn!(error = %status.message(), code = ?status.code(), "stream failed; reconnecting");
+                self.end_session();
+            }
+        }
+    }
+
+    /// Handles one coordinator message.
+    fn handle(&mut self, kind: pb::coordinator_message::Kind) {
+        match kind {
+            pb::coordinator_message::Kind::Welcome(_) => {}
+            pb::coordinator_message::Kind::SampleAck(ack) => self.samples.ack(ack.seq),
+            pb::coordinator_message::Kind::Goodbye(goodbye) => {
+                tracing::info!(reason = %goodbye.reason, "coordinator said goodbye; reconnecting");
+                self.end_session();
+            }
+            pb::coordinator_message::Kind::Command(command) => {
+                for update in self.commands.on_command(command) {
+                    self.deliver(update);
+                }
+            }
+        }
+    }
+
+    /// Sends `update` now, or keeps it for the next session rather than lose it.
+    fn deliver(&mut self, update: pb::CommandUpdate) {
+        let Some(s) = &self.session else {
+            self.pending.push_back(update);
+            return;
+        };
+        if let Err(err) = s.up_tx.try_send(update_message(update)) {
+            if let pb::AgentMessage {
+                kind: Some(pb::agent_message::Kind::CommandUpdate(update)),
+            } = err.into_inner()
+            {
+                self.pending.push_back(update);
+            }
+        }
+    }
+
+    fn end_session(&mut self) {
+        let lasted = self.session.take().map(|s| s.age()).unwrap_or_default();
+        self.backoff.session_ended(lasted);
+    }
+
+    fn hello(&self) -> pb::Hello {
+        let config = &self.config;
+        pb::Hello {
+            host_id: config.host_id.to_string(),
+            deployment: config.deployment.to_string(),
+            cohort: pb::Cohort::from(config.cohort) as i32,
+            app_version: self.app_version.clone(),
+            agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+            action_names: config.actions.keys().cloned().collect(),
+            interval: Some(duration_to_pb(config.interval)),
+            labels: config.labels.clone().into_iter().collect(),
+            session_id: self.session_id,
+        }
+    }
+
+    /// Stop order: collectors are done (the loop ended); let a running action
+    /// finish within the grace period and report it; stop the app tasks;
+    /// then close the stream.
+    async fn stop(mut self, app_monitor_opt: Option<AppMonitor>) {
+        let deadline = tokio::time::Instant::now() + self.config.shutdown_grace;
+        while self.commands.running() > 0 {
+            match tokio::time::timeout_at(deadline, self.commands.next_update()).await {
+                Ok(update) => {
+                    let wire = self.commands.finish(update);
+                    self.deliver(wire);
+                }
+                Err(_) => {
+                    tracing::warn!(
+                        running = self.commands.running(),
+                        "stopping with an action still running; it will be reported as interrupted"
+                    );
+                    break;
+                }
+            }
+        }
+        if let Some(app_monitor) = app_monitor_opt {
+            app_monitor.stop().await;
+        }
+        if let Some(s) = self.session.take() {
+            s.close().await;
+        }
+    }
+}
+
+async fn next_message(
+    session: &mut Option<Session>,
+) -> Result<Option<pb::CoordinatorMessage>, tonic::Status> {
+    match session {
+        Some(s) => s.next_message().await,
+        None => std::future::pending().await,
+    }
+}
+
+fn labels(app_version: &str) -> pb::AgentMessage {
+    pb::AgentMessage {
+        kind: Some(pb::agent_message::Kind::Labels(pb::LabelsUpdate {
+            app_version: app_version.to_owned(),
+        })),
+    }
+}
