@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use rollguard_common::sample::AppHealth;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use super::accumulator::{lock, Accumulator};
 use super::config::AppConfig;
@@ -20,9 +21,13 @@ pub(crate) struct AppMonitor {
 }
 
 impl AppMonitor {
-    /// Spawns the scraper and/or prober; they stop when `shutdown` is
-    /// cancelled or [`AppMonitor::stop`] is called.
-    pub(crate) fn start(config: &AppConfig, shutdown: &CancellationToken) -> AppMonitor {
+    /// Spawns the scraper and/or prober on `tracker`; they stop when
+    /// `shutdown` is cancelled or [`AppMonitor::stop`] is called.
+    pub(crate) fn start(
+        config: &AppConfig,
+        shutdown: &CancellationToken,
+        tracker: &TaskTracker,
+    ) -> AppMonitor {
         let shared = Arc::new(Mutex::new(Accumulator::new(
             config.scrape.is_some(),
             config.probe.is_some(),
@@ -32,7 +37,7 @@ impl AppMonitor {
         let mut tasks = Vec::new();
         if let Some(scrape) = &config.scrape {
             tracing::info!(url = %scrape.url, interval = ?scrape.interval, "scraping app metrics");
-            tasks.push(tokio::spawn(scrape::run(
+            tasks.push(tracker.spawn(scrape::run(
                 scrape.clone(),
                 client.clone(),
                 Arc::clone(&shared),
@@ -41,7 +46,7 @@ impl AppMonitor {
         }
         if let Some(probe) = &config.probe {
             tracing::info!(url = %probe.url, interval = ?probe.interval, "probing app health");
-            tasks.push(tokio::spawn(probe::run(
+            tasks.push(tracker.spawn(probe::run(
                 probe.clone(),
                 client,
                 Arc::clone(&shared),

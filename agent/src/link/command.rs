@@ -22,6 +22,7 @@ use rollguard_common::{CommandStatus, HostId};
 use rollguard_proto::v1 as pb;
 use rollguard_proto::{duration_to_pb, time_from_pb, time_to_pb};
 use tokio::sync::mpsc;
+use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::action;
@@ -53,11 +54,14 @@ pub(crate) struct Commands {
     update_rx: mpsc::Receiver<Update>,
     /// Actions started and not yet finished.
     running: usize,
+    /// Where action tasks are spawned, so shutdown can wait for them.
+    tracker: TaskTracker,
 }
 
 impl Commands {
-    /// Returns the policy for the actions `config` defines, over `journal`.
-    pub(crate) fn new(config: &Config, journal: Journal) -> Commands {
+    /// Returns the policy for the actions `config` defines, over `journal`;
+    /// action tasks are spawned on `tracker`.
+    pub(crate) fn new(config: &Config, journal: Journal, tracker: TaskTracker) -> Commands {
         let (update_tx, update_rx) = mpsc::channel(UPDATE_CAPACITY);
         Commands {
             journal,
@@ -67,6 +71,7 @@ impl Commands {
             update_tx,
             update_rx,
             running: 0,
+            tracker,
         }
     }
 
@@ -185,7 +190,7 @@ impl Commands {
         let state_dir = self.state_dir.clone();
         let update_tx = self.update_tx.clone();
         let started_at_unix_ms = unix_ms(now);
-        tokio::spawn(async move {
+        self.tracker.spawn(async move {
             let _ = update_tx
                 .send(Update {
                     command_id: id.clone(),

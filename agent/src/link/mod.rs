@@ -28,6 +28,7 @@ use rollguard_common::time::unix_ms;
 use rollguard_proto::duration_to_pb;
 use rollguard_proto::v1 as pb;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use self::backoff::Backoff;
 use self::command::{update_message, Commands};
@@ -68,13 +69,17 @@ pub(crate) struct Link {
     /// Identifies this process's sequence numbers to the coordinator.
     session_id: u64,
     app_version: String,
+    /// Every task the link spawns (actions, app scrapes and probes), so
+    /// that stopping can wait for them.
+    tracker: TaskTracker,
 }
 
 impl Link {
     /// Returns a link that runs the actions `config` defines, journalled in `journal`.
     pub(crate) fn new(config: Config, journal: Journal) -> Link {
+        let tracker = TaskTracker::new();
         Link {
-            commands: Commands::new(&config, journal),
+            commands: Commands::new(&config, journal, tracker.clone()),
             config,
             samples: ResendBuffer::new(),
             pending: VecDeque::new(),
@@ -82,6 +87,7 @@ impl Link {
             backoff: Backoff::new(),
             session_id: fastrand::u64(1..),
             app_version: String::new(),
+            tracker,
         }
     }
 
@@ -94,7 +100,7 @@ impl Link {
             .config
             .app
             .as_ref()
-            .map(|app| AppMonitor::start(app, &shutdown));
+            .map(|app| AppMonitor::start(app, &shutdown, &self.tracker));
         // The first tick is one interval after the collector's baseline, so the
         // first rates cover a whole interval rather than a few microseconds.
         let interval = self.config.interval;
@@ -245,7 +251,7 @@ impl Link {
 
     /// Stop order: collectors are done (the loop ended); let a running action
     /// finish within the grace period and report it; stop the app tasks;
-    /// then close the stream.
+    /// wait for every tracked task (same deadline); then close the stream.
     async fn stop(mut self, app_monitor_opt: Option<AppMonitor>) {
         let deadline = tokio::time::Instant::now() + self.config.shutdown_grace;
         while self.commands.running() > 0 {
@@ -265,6 +271,19 @@ impl Link {
         }
         if let Some(app_monitor) = app_monitor_opt {
             app_monitor.stop().await;
+        }
+        // Normally everything has ended by now; this catches a task that
+        // outlived its owner's wait. Past the grace, the runtime drops what
+        // is left (an action's process is killed on drop).
+        self.tracker.close();
+        if tokio::time::timeout_at(deadline, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                tasks = self.tracker.len(),
+                "stopping with agent tasks still running"
+            );
         }
         if let Some(s) = self.session.take() {
             s.close().await;

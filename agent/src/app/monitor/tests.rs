@@ -65,6 +65,7 @@ async fn monitor_scrapes_and_probes_until_stopped() {
     let monitor = AppMonitor::start(
         &fast_config(metrics.uri("/metrics"), health.uri("/healthz")),
         &shutdown,
+        &TaskTracker::new(),
     );
     let total = wait_for(&monitor, |total| {
         total.requests == 4.0 && total.scrapes >= 3 && total.probes >= 2
@@ -90,7 +91,7 @@ async fn monitor_stops_on_shutdown_even_mid_request() {
     if let Some(probe) = &mut config.probe {
         probe.timeout = Duration::from_secs(60);
     }
-    let monitor = AppMonitor::start(&config, &shutdown);
+    let monitor = AppMonitor::start(&config, &shutdown, &TaskTracker::new());
     // Both tasks are inside a request that will not end on its own.
     let deadline = Instant::now() + Duration::from_secs(10);
     while hanging.hits() < 2 {
