@@ -20,7 +20,7 @@
 //! scheduling (the caller decides when to call [`Collector::collect`]), no
 //! async (every read is a small procfs file and takes microseconds).
 
-// Wired into the agent loop by the stream module.
+// Called on every tick of the agent loop in `link` (`Link::on_tick`).
 
 mod cpu;
 mod disk;
