@@ -21,6 +21,9 @@ mod command;
 mod resend;
 mod session;
 
+#[cfg(test)]
+mod tests;
+
 use std::collections::VecDeque;
 use std::time::{Instant, SystemTime};
 
