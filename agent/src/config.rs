@@ -233,25 +233,7 @@ impl RawConfig {
             .cohort
             .parse()
             .map_err(|m: String| ConfigError::invalid("cohort", m))?;
-        let version = match (self.version_file, self.version_command) {
-            (Some(_), Some(_)) => {
-                return Err(ConfigError::invalid(
-                    "version_command",
-                    "set either version_file or version_command, not both",
-                ))
-            }
-            (Some(path), None) => VersionSource::File(path),
-            (None, Some(argv)) => {
-                if argv.is_empty() || argv[0].is_empty() {
-                    return Err(ConfigError::invalid(
-                        "version_command",
-                        "must name a program",
-                    ));
-                }
-                VersionSource::Command(argv)
-            }
-            (None, None) => VersionSource::Fixed(self.app_version),
-        };
+        let version = version_source(self.version_file, self.version_command, self.app_version)?;
         let interval = config::parse_positive_duration("interval", &self.interval)?;
         if interval < Duration::from_millis(100) {
             return Err(ConfigError::invalid("interval", "must be at least 100ms"));
@@ -263,24 +245,8 @@ impl RawConfig {
         let app = AppConfig::from_raw(self.app, interval)?;
         let mut actions = BTreeMap::new();
         for (name, raw) in self.actions {
-            let key = format!("actions.{name}");
-            validate_name("action name", &name).map_err(|m| ConfigError::invalid(&key, m))?;
-            if raw.command.is_empty() || raw.command[0].is_empty() {
-                return Err(ConfigError::invalid(
-                    format!("{key}.command"),
-                    "must be a non-empty argv, e.g. [\"/usr/local/bin/switch-version\", \"stable\"]",
-                ));
-            }
-            let timeout = config::parse_positive_duration(&format!("{key}.timeout"), &raw.timeout)?;
-            actions.insert(
-                name,
-                Action {
-                    argv: raw.command,
-                    timeout,
-                    env: raw.env,
-                    working_dir: raw.working_dir,
-                },
-            );
+            let checked = action(&name, raw)?;
+            actions.insert(name, checked);
         }
         Ok(Config {
             coordinator: self.coordinator,
@@ -302,6 +268,50 @@ impl RawConfig {
             otlp_endpoint: self.telemetry.endpoint().map(str::to_owned),
         })
     }
+}
+
+/// Picks where the app version comes from: at most one of the file and the command.
+fn version_source(
+    version_file: Option<PathBuf>,
+    version_command: Option<Vec<String>>,
+    app_version: String,
+) -> Result<VersionSource, ConfigError> {
+    match (version_file, version_command) {
+        (Some(_), Some(_)) => Err(ConfigError::invalid(
+            "version_command",
+            "set either version_file or version_command, not both",
+        )),
+        (Some(path), None) => Ok(VersionSource::File(path)),
+        (None, Some(argv)) => {
+            if argv.is_empty() || argv[0].is_empty() {
+                return Err(ConfigError::invalid(
+                    "version_command",
+                    "must name a program",
+                ));
+            }
+            Ok(VersionSource::Command(argv))
+        }
+        (None, None) => Ok(VersionSource::Fixed(app_version)),
+    }
+}
+
+/// Checks the `[actions.NAME]` table `raw`.
+fn action(name: &str, raw: RawAction) -> Result<Action, ConfigError> {
+    let key = format!("actions.{name}");
+    validate_name("action name", name).map_err(|m| ConfigError::invalid(&key, m))?;
+    if raw.command.is_empty() || raw.command[0].is_empty() {
+        return Err(ConfigError::invalid(
+            format!("{key}.command"),
+            "must be a non-empty argv, e.g. [\"/usr/local/bin/switch-version\", \"stable\"]",
+        ));
+    }
+    let timeout = config::parse_positive_duration(&format!("{key}.timeout"), &raw.timeout)?;
+    Ok(Action {
+        argv: raw.command,
+        timeout,
+        env: raw.env,
+        working_dir: raw.working_dir,
+    })
 }
 
 #[cfg(test)]
