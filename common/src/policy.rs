@@ -9,19 +9,24 @@
 //! a pass), the first `pass` resets the count; hearing from no host at all is
 //! the monitor being blind and never rolls back by itself.
 
+mod cohort;
 mod config;
+mod display;
 mod evaluate;
 mod round;
+mod rule;
+mod state;
+mod verdict;
 
 pub use config::{
     HostPattern, Metric, MetricKind, Policy, RawPolicy, RawRule, Rule, VerdictAction, APP_METRICS,
     HOST_METRICS,
 };
-pub use evaluate::{
-    advance, evaluate, format_value, CohortFigures, Decision, Evaluation, JudgeState, RoundInput,
-    RuleOutcome, Verdict,
-};
-pub use round::{merge_buckets, quantile_ms, AppTotals, HostRound};
+pub use display::format_value;
+pub use evaluate::evaluate;
+pub use round::{merge_buckets, quantile_ms, AppTotals, HostRound, RoundInput};
+pub use state::{advance, Decision, JudgeState};
+pub use verdict::{CohortFigures, Evaluation, RuleOutcome, Verdict};
 
 #[cfg(test)]
 mod tests;

@@ -1,4 +1,5 @@
-//! What one host contributed to one round, and how a cohort's hosts add up.
+//! What one round holds: each host's contribution ([`HostRound`]), how a
+//! cohort's hosts add up, and the [`RoundInput`] a round is judged on.
 //!
 //! Rounds are windowed by the coordinator's receive time: every sample that
 //! arrives during a round is added to its host's [`HostRound`]. App counts
@@ -9,6 +10,19 @@ use crate::exposition::histogram_quantile;
 use crate::ids::HostId;
 use crate::sample::{AppHealth, Bucket, HostSample};
 use crate::Cohort;
+
+/// The data of one round of one deployment.
+#[derive(Debug, Clone, Copy)]
+pub struct RoundInput<'a> {
+    /// Hosts that sent at least one sample during the round.
+    pub hosts: &'a [HostRound],
+    /// Length of the round, for `request_rate`.
+    pub round_secs: f64,
+    /// Beta hosts of the deployment seen in the last 24 h (blast radius).
+    pub beta_seen: u32,
+    /// All hosts of the deployment seen in the last 24 h.
+    pub hosts_seen: u32,
+}
 
 /// App counts of one host or cohort over one round.
 #[derive(Debug, Clone, Default, PartialEq)]
