@@ -13,6 +13,7 @@ mod cohort;
 mod config;
 mod display;
 mod evaluate;
+mod gate;
 mod round;
 mod rule;
 mod state;

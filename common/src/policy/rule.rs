@@ -1,10 +1,10 @@
 //! Judging one rule in one round: its limits, its baseline, and why a value
 //! is missing.
 
-use super::cohort::cohort_value;
+use super::cohort::CohortRound;
 use super::config::{Metric, MetricKind, Policy, Rule};
 use super::display::format_value;
-use super::round::{AppTotals, HostRound, RoundInput};
+use super::round::{AppTotals, HostRound};
 use super::verdict::{RuleOutcome, Verdict};
 
 /// Why a cohort's value is missing, and whether that is `error` (unreadable) or `inconclusive` (too little).
@@ -86,17 +86,20 @@ fn missing(
     }
 }
 
+/// A rule's verdict other than pass, and why.
+type NotPass = (Verdict, String);
+
+/// Judges `rule` on the beta cohort (and the baseline, for a relative rule).
 pub(super) fn judge_rule(
     policy: &Policy,
     rule: &Rule,
-    input: &RoundInput<'_>,
-    (beta, beta_app): (&[&HostRound], &AppTotals),
-    (baseline, baseline_app): (&[&HostRound], &AppTotals),
+    round_secs: f64,
+    beta: &CohortRound<'_>,
+    baseline: &CohortRound<'_>,
 ) -> RuleOutcome {
     let metric = &rule.metric;
-    let value = cohort_value(metric, beta, beta_app, input.round_secs).filter(|v| !v.is_nan());
-    let baseline_value =
-        cohort_value(metric, baseline, baseline_app, input.round_secs).filter(|v| !v.is_nan());
+    let value = beta.value(metric, round_secs).filter(|v| !v.is_nan());
+    let baseline_value = baseline.value(metric, round_secs).filter(|v| !v.is_nan());
     let mut outcome = RuleOutcome {
         metric: metric.name.clone(),
         value,
@@ -106,87 +109,111 @@ pub(super) fn judge_rule(
         verdict: Verdict::Pass,
         note: String::new(),
     };
-    let fmt = |v: f64| format_value(v);
-    // Too few requests makes rates and latencies noise, not evidence.
-    if metric.needs_requests() && beta_app.requests < policy.min_requests {
-        outcome.verdict = Verdict::Inconclusive;
-        outcome.note = format!(
-            "{}: {} beta requests < min_requests {}",
-            metric.name,
-            fmt(beta_app.requests),
-            fmt(policy.min_requests)
-        );
-        return outcome;
-    }
-    let Some(value) = value else {
-        let (verdict, note) = missing(metric, "beta", beta, beta_app);
+    // Each step either passes the value on or decides the rule; `limit`
+    // keeps the last threshold set, even when a later step decides.
+    let limit = &mut outcome.limit;
+    let judged = evidence(policy, metric, value, beta, "beta").and_then(|value| {
+        within_bounds(rule, value, limit)?;
+        match rule.max_ratio_to_baseline {
+            Some(ratio) => {
+                within_ratio(policy, rule, ratio, value, baseline_value, baseline, limit)
+            }
+            None => Ok(()),
+        }
+    });
+    if let Err((verdict, note)) = judged {
         outcome.verdict = verdict;
         outcome.note = note;
-        return outcome;
-    };
+    }
+    outcome
+}
+
+/// Returns a cohort's value when there is enough data to judge it.
+fn evidence(
+    policy: &Policy,
+    metric: &Metric,
+    value: Option<f64>,
+    cohort: &CohortRound<'_>,
+    cohort_name: &str,
+) -> Result<f64, NotPass> {
+    // Too few requests makes rates and latencies noise, not evidence.
+    if metric.needs_requests() && cohort.app.requests < policy.min_requests {
+        return Err((
+            Verdict::Inconclusive,
+            format!(
+                "{}: {} {cohort_name} requests < min_requests {}",
+                metric.name,
+                format_value(cohort.app.requests),
+                format_value(policy.min_requests)
+            ),
+        ));
+    }
+    value.ok_or_else(|| missing(metric, cohort_name, &cohort.hosts, &cohort.app))
+}
+
+/// Checks `max` and `min`.
+fn within_bounds(rule: &Rule, value: f64, limit: &mut Option<f64>) -> Result<(), NotPass> {
+    let name = &rule.metric.name;
+    let fmt = format_value;
     if let Some(max) = rule.max {
-        outcome.limit = Some(max);
+        *limit = Some(max);
         if value > max {
-            outcome.verdict = Verdict::Fail;
-            outcome.note = format!("{} {} > max {}", metric.name, fmt(value), fmt(max));
-            return outcome;
+            let note = format!("{name} {} > max {}", fmt(value), fmt(max));
+            return Err((Verdict::Fail, note));
         }
     }
     if let Some(min) = rule.min {
-        outcome.limit.get_or_insert(min);
+        limit.get_or_insert(min);
         if value < min {
-            outcome.verdict = Verdict::Fail;
-            outcome.note = format!("{} {} < min {}", metric.name, fmt(value), fmt(min));
-            return outcome;
+            let note = format!("{name} {} < min {}", fmt(value), fmt(min));
+            return Err((Verdict::Fail, note));
         }
     }
-    if let Some(ratio) = rule.max_ratio_to_baseline {
-        if (baseline.len() as u32) < policy.min_hosts {
-            outcome.verdict = Verdict::Inconclusive;
-            outcome.note = format!(
+    Ok(())
+}
+
+/// Checks `max_ratio_to_baseline`: beta > ratio × max(baseline, min_baseline) breaks it.
+fn within_ratio(
+    policy: &Policy,
+    rule: &Rule,
+    ratio: f64,
+    value: f64,
+    baseline_value: Option<f64>,
+    baseline: &CohortRound<'_>,
+    limit: &mut Option<f64>,
+) -> Result<(), NotPass> {
+    let metric = &rule.metric;
+    let fmt = format_value;
+    if (baseline.n_hosts() as u32) < policy.min_hosts {
+        return Err((
+            Verdict::Inconclusive,
+            format!(
                 "{}: {} baseline host(s) reporting < min_hosts {}",
                 metric.name,
-                baseline.len(),
+                baseline.n_hosts(),
                 policy.min_hosts
-            );
-            return outcome;
-        }
-        if metric.needs_requests() && baseline_app.requests < policy.min_requests {
-            outcome.verdict = Verdict::Inconclusive;
-            outcome.note = format!(
-                "{}: {} baseline requests < min_requests {}",
-                metric.name,
-                fmt(baseline_app.requests),
-                fmt(policy.min_requests)
-            );
-            return outcome;
-        }
-        let Some(base) = baseline_value else {
-            let (verdict, note) = missing(metric, "baseline", baseline, baseline_app);
-            outcome.verdict = verdict;
-            outcome.note = note;
-            return outcome;
-        };
-        let floored = base.max(rule.min_baseline);
-        let limit = ratio * floored;
-        outcome.limit = Some(limit);
-        if value > limit {
-            outcome.verdict = Verdict::Fail;
-            outcome.note = format!(
-                "{} {} > {} × baseline {}{} = {}",
-                metric.name,
-                fmt(value),
-                fmt(ratio),
-                fmt(base),
-                if floored > base {
-                    format!(" (floored to {})", fmt(floored))
-                } else {
-                    String::new()
-                },
-                fmt(limit)
-            );
-            return outcome;
-        }
+            ),
+        ));
     }
-    outcome
+    let base = evidence(policy, metric, baseline_value, baseline, "baseline")?;
+    let floored = base.max(rule.min_baseline);
+    let threshold = ratio * floored;
+    *limit = Some(threshold);
+    if value > threshold {
+        let floor_note = if floored > base {
+            format!(" (floored to {})", fmt(floored))
+        } else {
+            String::new()
+        };
+        let note = format!(
+            "{} {} > {} × baseline {}{floor_note} = {}",
+            metric.name,
+            fmt(value),
+            fmt(ratio),
+            fmt(base),
+            fmt(threshold)
+        );
+        return Err((Verdict::Fail, note));
+    }
+    Ok(())
 }
