@@ -345,66 +345,7 @@ impl RawPolicy {
         }
         let mut rules = Vec::with_capacity(self.rules.len());
         for (idx, raw) in self.rules.into_iter().enumerate() {
-            let rule_key = format!("{key}.rules[{idx}]");
-            let metric = Metric::parse(&raw.metric)
-                .map_err(|m| ConfigError::invalid(format!("{rule_key}.metric"), m))?;
-            if raw.max.is_none() && raw.min.is_none() && raw.max_ratio_to_baseline.is_none() {
-                return Err(ConfigError::invalid(
-                    rule_key,
-                    "a rule needs `max`, `min` or `max_ratio_to_baseline`",
-                ));
-            }
-            for (name, value) in [
-                ("max", raw.max),
-                ("min", raw.min),
-                ("max_ratio_to_baseline", raw.max_ratio_to_baseline),
-                ("min_baseline", raw.min_baseline),
-            ] {
-                if value.is_some_and(|v| !v.is_finite()) {
-                    return Err(ConfigError::invalid(
-                        format!("{rule_key}.{name}"),
-                        "must be a finite number",
-                    ));
-                }
-            }
-            if raw.max_ratio_to_baseline.is_some_and(|r| r <= 0.0) {
-                return Err(ConfigError::invalid(
-                    format!("{rule_key}.max_ratio_to_baseline"),
-                    "must be greater than 0",
-                ));
-            }
-            match (raw.max_ratio_to_baseline, raw.min_baseline) {
-                (None, Some(_)) => {
-                    return Err(ConfigError::invalid(
-                        format!("{rule_key}.min_baseline"),
-                        "only applies with max_ratio_to_baseline",
-                    ))
-                }
-                // A ratio to a baseline near zero turns noise into a breach
-                // (5 x 0 errors is 0): the floor is asked for, not guessed.
-                (Some(_), None) => {
-                    return Err(ConfigError::invalid(
-                        format!("{rule_key}.min_baseline"),
-                        "is required with max_ratio_to_baseline: the floor the baseline \
-                         counts as when it is lower (e.g. 0.01 for error_rate, 10 for a \
-                         latency in ms; 0 for none)",
-                    ))
-                }
-                (_, Some(floor)) if floor < 0.0 => {
-                    return Err(ConfigError::invalid(
-                        format!("{rule_key}.min_baseline"),
-                        "must not be negative",
-                    ))
-                }
-                _ => {}
-            }
-            rules.push(Rule {
-                metric,
-                max: raw.max,
-                min: raw.min,
-                max_ratio_to_baseline: raw.max_ratio_to_baseline,
-                min_baseline: raw.min_baseline.unwrap_or(0.0),
-            });
+            rules.push(raw.validate(&format!("{key}.rules[{idx}]"))?);
         }
         Ok(Policy {
             rollback_action: self.rollback_action,
@@ -418,6 +359,72 @@ impl RawPolicy {
             on_inconclusive: self.on_inconclusive,
             on_error: self.on_error,
             rules,
+        })
+    }
+}
+
+impl RawRule {
+    /// Checks one rule; `rule_key` is its path for error messages, e.g.
+    /// `deployments.web.rules[0]`.
+    fn validate(self, rule_key: &str) -> Result<Rule, ConfigError> {
+        let metric = Metric::parse(&self.metric)
+            .map_err(|m| ConfigError::invalid(format!("{rule_key}.metric"), m))?;
+        if self.max.is_none() && self.min.is_none() && self.max_ratio_to_baseline.is_none() {
+            return Err(ConfigError::invalid(
+                rule_key,
+                "a rule needs `max`, `min` or `max_ratio_to_baseline`",
+            ));
+        }
+        for (name, value) in [
+            ("max", self.max),
+            ("min", self.min),
+            ("max_ratio_to_baseline", self.max_ratio_to_baseline),
+            ("min_baseline", self.min_baseline),
+        ] {
+            if value.is_some_and(|v| !v.is_finite()) {
+                return Err(ConfigError::invalid(
+                    format!("{rule_key}.{name}"),
+                    "must be a finite number",
+                ));
+            }
+        }
+        if self.max_ratio_to_baseline.is_some_and(|r| r <= 0.0) {
+            return Err(ConfigError::invalid(
+                format!("{rule_key}.max_ratio_to_baseline"),
+                "must be greater than 0",
+            ));
+        }
+        match (self.max_ratio_to_baseline, self.min_baseline) {
+            (None, Some(_)) => {
+                return Err(ConfigError::invalid(
+                    format!("{rule_key}.min_baseline"),
+                    "only applies with max_ratio_to_baseline",
+                ))
+            }
+            // A ratio to a baseline near zero turns noise into a breach
+            // (5 x 0 errors is 0): the floor is asked for, not guessed.
+            (Some(_), None) => {
+                return Err(ConfigError::invalid(
+                    format!("{rule_key}.min_baseline"),
+                    "is required with max_ratio_to_baseline: the floor the baseline \
+                     counts as when it is lower (e.g. 0.01 for error_rate, 10 for a \
+                     latency in ms; 0 for none)",
+                ))
+            }
+            (_, Some(floor)) if floor < 0.0 => {
+                return Err(ConfigError::invalid(
+                    format!("{rule_key}.min_baseline"),
+                    "must not be negative",
+                ))
+            }
+            _ => {}
+        }
+        Ok(Rule {
+            metric,
+            max: self.max,
+            min: self.min,
+            max_ratio_to_baseline: self.max_ratio_to_baseline,
+            min_baseline: self.min_baseline.unwrap_or(0.0),
         })
     }
 }
