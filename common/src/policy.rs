@@ -14,6 +14,7 @@ mod config;
 mod display;
 mod evaluate;
 mod gate;
+mod host_figure;
 mod round;
 mod rule;
 mod state;

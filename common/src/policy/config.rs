@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::host_figure::HostFigure;
 use crate::config::{parse_positive_duration, ConfigError};
 use crate::ids::validate_name;
 
@@ -23,23 +24,7 @@ pub const APP_METRICS: &[&str] = &[
 ];
 
 /// Host metrics, averaged over a cohort's hosts.
-pub const HOST_METRICS: &[&str] = &[
-    "cpu_percent",
-    "memory_percent",
-    "load1",
-    "load5",
-    "load15",
-    "swap_used_bytes",
-    "disk_read_bytes_per_sec",
-    "disk_write_bytes_per_sec",
-    "disk_read_ops_per_sec",
-    "disk_write_ops_per_sec",
-    "net_rx_bytes_per_sec",
-    "net_tx_bytes_per_sec",
-    "psi_cpu_some_avg10",
-    "psi_memory_some_avg10",
-    "psi_io_some_avg10",
-];
+pub const HOST_METRICS: &[&str] = &HostFigure::NAMES;
 
 /// What a verdict other than pass/fail does to the consecutive count.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

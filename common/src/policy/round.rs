@@ -6,6 +6,7 @@
 //! add up (requests, errors, bucket deltas); host figures are the mean of
 //! the host's samples in the round; gauges keep the latest value.
 
+use super::host_figure::{HostFigure, PerFigure};
 use crate::exposition::histogram_quantile;
 use crate::ids::HostId;
 use crate::sample::{AppHealth, Bucket, HostSample};
@@ -113,9 +114,10 @@ pub struct HostRound {
     pub cohort: Cohort,
     /// Samples received in the round.
     pub samples: u32,
-    /// Sums of host figures over the samples (divide by `samples`).
-    sums: [f64; 15],
-    /// Host figures that some samples lacked (PSI): samples that had them.
+    /// Sums of host figures over the samples (divide by `samples`, or by
+    /// `psi_samples` for the PSI figures).
+    sums: PerFigure,
+    /// Samples that had PSI figures, which some samples lack.
     psi_samples: u32,
     pub app: AppTotals,
     /// Latest gauge values.
@@ -129,7 +131,7 @@ impl HostRound {
             host_id,
             cohort,
             samples: 0,
-            sums: [0.0; 15],
+            sums: PerFigure::default(),
             psi_samples: 0,
             app: AppTotals::default(),
             gauges: Vec::new(),
@@ -139,28 +141,13 @@ impl HostRound {
     /// Adds one received sample.
     pub fn add(&mut self, sample: &HostSample) {
         self.samples = self.samples.saturating_add(1);
-        let figures = [
-            sample.cpu_percent,
-            sample.memory_percent(),
-            sample.load1,
-            sample.load5,
-            sample.load15,
-            sample.swap_used_bytes as f64,
-            sample.disk_read_bytes_per_sec,
-            sample.disk_write_bytes_per_sec,
-            sample.disk_read_ops_per_sec,
-            sample.disk_write_ops_per_sec,
-            sample.net_rx_bytes_per_sec,
-            sample.net_tx_bytes_per_sec,
-        ];
-        for (sum, value) in self.sums.iter_mut().zip(figures) {
-            *sum += value;
-        }
-        if let Some(p) = sample.pressure {
+        if sample.pressure.is_some() {
             self.psi_samples = self.psi_samples.saturating_add(1);
-            self.sums[12] += p.cpu_some_avg10;
-            self.sums[13] += p.memory_some_avg10;
-            self.sums[14] += p.io_some_avg10;
+        }
+        for figure in HostFigure::ALL {
+            if let Some(value) = figure.of(sample) {
+                self.sums[figure] += value;
+            }
         }
         if let Some(app) = &sample.app {
             // Several samples of one host count as one reporting host.
@@ -178,14 +165,13 @@ impl HostRound {
         if self.samples == 0 {
             return None;
         }
-        let idx = super::config::HOST_METRICS
-            .iter()
-            .position(|m| *m == name)?;
-        // HOST_METRICS order: 0..=4 cpu mem load1 load5 load15, 5 swap, 6..=9 disk, 10..=11 net, 12..=14 psi.
-        if idx >= 12 {
-            return (self.psi_samples > 0).then(|| self.sums[idx] / f64::from(self.psi_samples));
-        }
-        Some(self.sums[idx] / f64::from(self.samples))
+        let figure = HostFigure::from_name(name)?;
+        let n_samples = if figure.is_pressure() {
+            self.psi_samples
+        } else {
+            self.samples
+        };
+        (n_samples > 0).then(|| self.sums[figure] / f64::from(n_samples))
     }
 
     /// Returns the latest value of a gauge.

@@ -887,3 +887,56 @@ fn unreadable_or_missing_data_is_never_a_pass() {
         "1 beta host(s) reporting < min_hosts 2",
     );
 }
+
+/// Issue 9: host figures are named slots, not bare indices into a table.
+#[test]
+fn every_host_figure_has_its_own_name_and_slot() {
+    use super::host_figure::HostFigure;
+    assert_eq!(HOST_METRICS.len(), HostFigure::COUNT);
+    for (idx, figure) in HostFigure::ALL.into_iter().enumerate() {
+        assert_eq!(figure as usize, idx, "{figure:?} is out of ALL's order");
+        assert_eq!(HOST_METRICS[idx], figure.name());
+        assert_eq!(HostFigure::from_name(figure.name()), Some(figure));
+    }
+}
+
+/// Issue 9: each host metric reads its own field, averaged over the
+/// samples (PSI over the samples that had it).
+#[test]
+fn every_host_metric_is_the_mean_of_its_own_field() {
+    let with = |scale: f64, psi: bool| {
+        let mut s = HostSample::empty(SystemTime::UNIX_EPOCH, Duration::from_secs(1));
+        s.cpu_percent = 1.0 * scale;
+        s.memory_total_bytes = 1000;
+        s.memory_used_bytes = (20.0 * scale) as u64;
+        s.load1 = 3.0 * scale;
+        s.load5 = 4.0 * scale;
+        s.load15 = 5.0 * scale;
+        s.swap_used_bytes = (6.0 * scale) as u64;
+        s.disk_read_bytes_per_sec = 7.0 * scale;
+        s.disk_write_bytes_per_sec = 8.0 * scale;
+        s.disk_read_ops_per_sec = 9.0 * scale;
+        s.disk_write_ops_per_sec = 10.0 * scale;
+        s.net_rx_bytes_per_sec = 11.0 * scale;
+        s.net_tx_bytes_per_sec = 12.0 * scale;
+        s.pressure = psi.then_some(Pressure {
+            cpu_some_avg10: 13.0 * scale,
+            memory_some_avg10: 14.0 * scale,
+            io_some_avg10: 15.0 * scale,
+        });
+        s
+    };
+    let mut host = HostRound::new(HostId::new("web-1".to_owned()), Cohort::Beta);
+    assert_eq!(host.host_figure("cpu_percent"), None);
+    host.add(&with(1.0, true));
+    host.add(&with(3.0, false));
+    // Every field but PSI is the mean of scale 1 and 3; PSI only saw scale 1.
+    let expected = [
+        2.0, 4.0, 6.0, 8.0, 10.0, 12.0, 14.0, 16.0, 18.0, 20.0, 22.0, 24.0, 13.0, 14.0, 15.0,
+    ];
+    assert_eq!(HOST_METRICS.len(), expected.len());
+    for (name, want) in HOST_METRICS.iter().zip(expected) {
+        assert_eq!(host.host_figure(name), Some(want), "{name}");
+    }
+    assert_eq!(host.host_figure("no_such_metric"), None);
+}
