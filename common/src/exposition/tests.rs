@@ -2,6 +2,8 @@ use std::fmt::Write as _;
 
 use super::*;
 
+mod properties;
+
 const NODE_EXPORTER: &str = include_str!("../../tests/fixtures/node_exporter-1.5.0.prom");
 const PROMETHEUS: &str = include_str!("../../tests/fixtures/prometheus-2.42.0.prom");
 
