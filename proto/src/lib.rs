@@ -1,9 +1,12 @@
-//! The rollguard.v1 wire contract: the code generated from `proto/` and every
-//! conversion between wire (`pb`) and domain (`rollguard_common`) types.
+//! The rollguard.v1 wire contract: the code generated from `proto/` and the
+//! conversions between wire (`pb`) and domain (`rollguard_common`) types.
 //!
-//! This is the only crate that builds or matches `pb` types; the agent and
-//! coordinator convert at their gRPC edge and work with domain types inside.
-//! It does not hold any service logic.
+//! Other crates build `pb` messages too, but only at their gRPC edge: the
+//! agent's link and the coordinator's services, agent streams and
+//! rollguardctl put envelopes and requests together (with the conversions
+//! here), and the end-to-end tests and loadgen speak the protocol directly.
+//! Past the edge the agent and coordinator work with domain types only.
+//! This crate holds no service logic.
 #![forbid(unsafe_code)]
 
 pub mod compact;
