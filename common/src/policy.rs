@@ -8,6 +8,12 @@
 //! rollback, `inconclusive` and `error` hold by default (they never count as
 //! a pass), the first `pass` resets the count; hearing from no host at all is
 //! the monitor being blind and never rolls back by itself.
+//!
+//! Files: `config` (rules as written and checked), `host_figure` (the host
+//! metrics), `round` (what each host adds to a round), `cohort` (a cohort's
+//! values), `rule` (judging one rule), `gate` (what overrules the rules),
+//! `evaluate` (one round's verdict), `verdict` (its types), `state` (the
+//! consecutive count) and `display` (how figures read).
 
 mod cohort;
 mod config;
