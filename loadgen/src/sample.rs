@@ -10,8 +10,8 @@
 
 use std::time::{Duration, SystemTime};
 
-use rollguard_proto::v1 as pb;
-use rollguard_proto::{duration_to_pb, time_to_pb};
+use rollguard_common::sample::{AppHealth, Bucket, DiskIo, FilesystemUsage, NetIo, Pressure};
+use rollguard_common::HostSample;
 
 /// Latency bucket bounds in seconds: Prometheus' defaults and +Inf, as the agent sends them.
 const BOUNDS: [f64; 12] = [
@@ -39,7 +39,7 @@ const GIB: u64 = 1 << 30;
 pub(crate) struct SampleGen {
     rng: u64,
     /// The last sample; numbers are updated in place, names stay.
-    template: pb::HostSample,
+    template: HostSample,
 }
 
 impl SampleGen {
@@ -48,8 +48,7 @@ impl SampleGen {
         let mut gen = SampleGen {
             // Never zero: xorshift stays at zero forever.
             rng: (0x9E37_79B9_7F4A_7C15 ^ (idx as u64 + 1).wrapping_mul(0x2545_F491_4F6C_DD1D)) | 1,
-            template: pb::HostSample {
-                interval: Some(duration_to_pb(interval)),
+            template: HostSample {
                 memory_total_bytes: 16 * GIB,
                 filesystems: vec![
                     filesystem("/", "/dev/nvme0n1p2", "ext4", 64 * GIB),
@@ -58,7 +57,7 @@ impl SampleGen {
                 disks: vec![disk("nvme0n1"), disk("nvme1n1")],
                 interfaces: vec![interface("eth0"), interface("eth1")],
                 cpu_core_percent: vec![0.0; 4],
-                ..Default::default()
+                ..HostSample::empty(SystemTime::now(), interval)
             },
         };
         gen.step(SystemTime::now());
@@ -66,7 +65,7 @@ impl SampleGen {
     }
 
     /// Returns the sample of the interval that ends at `collected_at`.
-    pub(crate) fn next(&mut self, collected_at: SystemTime) -> pb::HostSample {
+    pub(crate) fn next(&mut self, collected_at: SystemTime) -> HostSample {
         self.step(collected_at);
         self.template.clone()
     }
@@ -78,16 +77,16 @@ impl SampleGen {
         let (disk_read, disk_write) = (self.around(4e6, 0.5), self.around(9e6, 0.5));
         let (read_ops, write_ops) = (self.around(300.0, 0.5), self.around(700.0, 0.5));
         let (rx, tx) = (self.around(2.5e7, 0.3), self.around(1.8e7, 0.3));
-        let pressure = pb::Pressure {
+        let pressure = Pressure {
             cpu_some_avg10: self.around(2.0, 0.5),
             memory_some_avg10: self.around(0.3, 0.5),
             io_some_avg10: self.around(1.1, 0.5),
         };
         let app = self.app();
         let disk_shares = [0.3, 0.7];
-        let disks: Vec<pb::DiskIo> = disk_shares
+        let disks: Vec<DiskIo> = disk_shares
             .iter()
-            .map(|share| pb::DiskIo {
+            .map(|share| DiskIo {
                 read_bytes_per_sec: disk_read * share,
                 write_bytes_per_sec: disk_write * share,
                 read_ops_per_sec: (read_ops * share).round(),
@@ -97,7 +96,7 @@ impl SampleGen {
             .collect();
         let mut nets = Vec::new();
         for share in [0.8, 0.2] {
-            nets.push(pb::NetIo {
+            nets.push(NetIo {
                 rx_bytes_per_sec: rx * share,
                 tx_bytes_per_sec: tx * share,
                 rx_packets_per_sec: (rx * share / 900.0).round(),
@@ -108,7 +107,7 @@ impl SampleGen {
         let fs_used = [self.around(0.42, 0.01), self.around(0.67, 0.01)];
 
         let s = &mut self.template;
-        s.collected_at = Some(time_to_pb(collected_at));
+        s.collected_at = collected_at;
         s.cpu_percent = cores.iter().sum::<f64>() / cores.len() as f64;
         s.cpu_core_percent = cores;
         (s.load1, s.load5, s.load15) = (load1, load5, load15);
@@ -120,13 +119,13 @@ impl SampleGen {
         (s.net_rx_bytes_per_sec, s.net_tx_bytes_per_sec) = (rx, tx);
         s.pressure = Some(pressure);
         for (slot, value) in s.disks.iter_mut().zip(disks) {
-            *slot = pb::DiskIo {
+            *slot = DiskIo {
                 device: std::mem::take(&mut slot.device),
                 ..value
             };
         }
         for (slot, value) in s.interfaces.iter_mut().zip(nets) {
-            *slot = pb::NetIo {
+            *slot = NetIo {
                 interface: std::mem::take(&mut slot.interface),
                 ..value
             };
@@ -139,13 +138,13 @@ impl SampleGen {
 
     /// One interval of app health: ~200 requests, a few errors, the latency
     /// histogram delta, the gauges the agent copies by default, and one probe.
-    fn app(&mut self) -> pb::AppHealth {
+    fn app(&mut self) -> AppHealth {
         let requests = self.around(200.0, 0.1).round();
         let errors = (self.next_f64() * 3.0).floor();
         let latency_buckets = BOUNDS
             .iter()
             .zip(LATENCY_SHAPE)
-            .map(|(&upper_bound, share)| pb::HistogramBucket {
+            .map(|(&upper_bound, share)| Bucket {
                 upper_bound,
                 cumulative_count: (requests * share).round(),
             })
@@ -153,7 +152,7 @@ impl SampleGen {
         let probe_ms = self.around(2.0, 0.5);
         let probe_latency_buckets = BOUNDS
             .iter()
-            .map(|&upper_bound| pb::HistogramBucket {
+            .map(|&upper_bound| Bucket {
                 upper_bound,
                 cumulative_count: if probe_ms / 1000.0 <= upper_bound {
                     1.0
@@ -162,19 +161,18 @@ impl SampleGen {
                 },
             })
             .collect();
-        pb::AppHealth {
+        AppHealth {
             requests,
             errors,
             latency_buckets,
             latency_count: requests,
             latency_sum_seconds: requests * self.around(0.03, 0.2),
-            gauges: [
-                ("queue_depth".to_owned(), self.around(12.0, 0.5).round()),
+            // Sorted by name, as the agent keeps them.
+            gauges: vec![
                 ("cache_hit_ratio".to_owned(), self.around(0.93, 0.02)),
+                ("queue_depth".to_owned(), self.around(12.0, 0.5).round()),
                 ("worker_health".to_owned(), 1.0),
-            ]
-            .into_iter()
-            .collect(),
+            ],
             scrape_enabled: true,
             scrapes: 1,
             probe_enabled: true,
@@ -199,13 +197,8 @@ impl SampleGen {
     }
 }
 
-fn filesystem(
-    mount_point: &str,
-    device: &str,
-    fs_type: &str,
-    total_bytes: u64,
-) -> pb::FilesystemUsage {
-    pb::FilesystemUsage {
+fn filesystem(mount_point: &str, device: &str, fs_type: &str, total_bytes: u64) -> FilesystemUsage {
+    FilesystemUsage {
         mount_point: mount_point.to_owned(),
         device: device.to_owned(),
         fs_type: fs_type.to_owned(),
@@ -214,15 +207,15 @@ fn filesystem(
     }
 }
 
-fn disk(device: &str) -> pb::DiskIo {
-    pb::DiskIo {
+fn disk(device: &str) -> DiskIo {
+    DiskIo {
         device: device.to_owned(),
         ..Default::default()
     }
 }
 
-fn interface(name: &str) -> pb::NetIo {
-    pb::NetIo {
+fn interface(name: &str) -> NetIo {
+    NetIo {
         interface: name.to_owned(),
         ..Default::default()
     }

@@ -171,8 +171,8 @@ pub(crate) async fn run(
                     kind: Some(pb::agent_message::Kind::Samples(pb::SampleBatch {
                         first_seq: seq + 1,
                         samples: vec![match &mut compactor {
-                            Some(compactor) => compactor.compact(&sample),
-                            None => sample,
+                            Some(compactor) => compactor.encode(&sample),
+                            None => pb::HostSample::from(&sample),
                         }],
                     })),
                 };

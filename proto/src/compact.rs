@@ -4,12 +4,15 @@
 //! gauges, and its histogram bounds) hardly ever changes, yet it was more than
 //! half of every sample's bytes. The agent's [`Compactor`] sends the layout in
 //! a stream's first sample and again only when it changes; the coordinator's
-//! [`Expander`] fills it back in, so everything past the stream handler sees
-//! whole samples. Both hold the state of one stream: a new stream starts over
-//! with a whole sample, so a resend after a reconnect needs nothing special.
+//! [`Expander`] fills it back in. Both convert in one step, domain sample to
+//! wire and wire to domain, and hold the state of one stream: a new stream
+//! starts over with a whole sample, so a resend after a reconnect needs
+//! nothing special.
 
-use std::collections::HashMap;
+use rollguard_common::sample::Bucket;
+use rollguard_common::HostSample;
 
+use crate::convert::{fields_from_pb, sample_to_pb, Names};
 use crate::v1 as pb;
 use crate::WireError;
 
@@ -27,17 +30,18 @@ struct Layout {
     /// Bounds as bits: +Inf and every other bound compare exactly.
     latency_bounds: Vec<u64>,
     probe_bounds: Vec<u64>,
-    /// In byte order.
+    /// Sorted, without repeats: the order of a compact sample's values.
     gauge_names: Vec<String>,
 }
 
 impl Layout {
-    fn of(sample: &pb::HostSample) -> Layout {
+    fn of(sample: &HostSample) -> Layout {
         let app = sample.app.as_ref();
         let mut gauge_names: Vec<String> = app
-            .map(|a| a.gauges.keys().cloned().collect())
+            .map(|a| a.gauges.iter().map(|(name, _)| name.clone()).collect())
             .unwrap_or_default();
         gauge_names.sort_unstable();
+        gauge_names.dedup();
         Layout {
             filesystems: sample
                 .filesystems
@@ -58,9 +62,10 @@ impl Layout {
         }
     }
 
-    /// Whether `sample` has this layout (compared without allocating).
-    fn matches(&self, sample: &pb::HostSample) -> bool {
-        let same_bounds = |layout: &[u64], buckets: &[pb::HistogramBucket]| {
+    /// Whether `sample` has this layout (compared without allocating). A
+    /// sample with a gauge name twice never has one: it goes whole.
+    fn matches(&self, sample: &HostSample) -> bool {
+        let same_bounds = |layout: &[u64], buckets: &[Bucket]| {
             layout.len() == buckets.len()
                 && layout
                     .iter()
@@ -72,7 +77,10 @@ impl Layout {
                 same_bounds(&self.latency_bounds, &app.latency_buckets)
                     && same_bounds(&self.probe_bounds, &app.probe_latency_buckets)
                     && app.gauges.len() == self.gauge_names.len()
-                    && self.gauge_names.iter().all(|n| app.gauges.contains_key(n))
+                    && app
+                        .gauges
+                        .iter()
+                        .all(|(name, _)| self.gauge_names.binary_search(name).is_ok())
             }
             None => {
                 self.latency_bounds.is_empty()
@@ -102,12 +110,12 @@ impl Layout {
     }
 }
 
-fn bounds(buckets: &[pb::HistogramBucket]) -> Vec<u64> {
+fn bounds(buckets: &[Bucket]) -> Vec<u64> {
     buckets.iter().map(|b| b.upper_bound.to_bits()).collect()
 }
 
 /// Whether every count of `buckets` is a whole number that `u64` holds exactly.
-fn counts_fit(buckets: &[pb::HistogramBucket]) -> bool {
+fn counts_fit(buckets: &[Bucket]) -> bool {
     buckets.iter().all(|b| {
         let c = b.cumulative_count;
         c.fract() == 0.0 && (0.0..=MAX_EXACT_COUNT).contains(&c)
@@ -133,8 +141,9 @@ impl Compactor {
         self.layout = None;
     }
 
-    /// The form of the whole sample `sample` to send next on this stream.
-    pub fn compact(&mut self, sample: &pb::HostSample) -> pb::HostSample {
+    /// The wire form of `sample` to send next on this stream: compact when
+    /// the stream has its layout and its counts are whole, else whole.
+    pub fn encode(&mut self, sample: &HostSample) -> pb::HostSample {
         let app_counts_fit = sample
             .app
             .as_ref()
@@ -143,68 +152,15 @@ impl Compactor {
         if !same {
             self.layout = Some(Layout::of(sample));
         }
-        if !same || !app_counts_fit {
-            return sample.clone();
-        }
-        let blank = String::new;
-        pb::HostSample {
-            same_layout: true,
-            filesystems: sample
-                .filesystems
-                .iter()
-                .map(|f| pb::FilesystemUsage {
-                    mount_point: blank(),
-                    device: blank(),
-                    fs_type: blank(),
-                    ..*f
-                })
-                .collect(),
-            disks: sample
-                .disks
-                .iter()
-                .map(|d| pb::DiskIo {
-                    device: blank(),
-                    ..*d
-                })
-                .collect(),
-            interfaces: sample
-                .interfaces
-                .iter()
-                .map(|n| pb::NetIo {
-                    interface: blank(),
-                    ..*n
-                })
-                .collect(),
-            app: sample.app.as_ref().map(compact_app),
-            cpu_core_percent: sample.cpu_core_percent.clone(),
-            ..*sample
+        if same && app_counts_fit {
+            sample_to_pb(sample, Names::LeftOut)
+        } else {
+            sample_to_pb(sample, Names::Sent)
         }
     }
 }
 
-fn compact_app(app: &pb::AppHealth) -> pb::AppHealth {
-    let counts = |buckets: &[pb::HistogramBucket]| {
-        buckets
-            .iter()
-            .map(|b| b.cumulative_count as u64)
-            .collect::<Vec<u64>>()
-    };
-    let mut gauges: Vec<(&String, f64)> = app.gauges.iter().map(|(k, v)| (k, *v)).collect();
-    gauges.sort_unstable_by(|a, b| a.0.cmp(b.0));
-    pb::AppHealth {
-        latency_buckets: Vec::new(),
-        probe_latency_buckets: Vec::new(),
-        gauges: HashMap::new(),
-        latency_counts: counts(&app.latency_buckets),
-        probe_latency_counts: counts(&app.probe_latency_buckets),
-        gauge_values: gauges.into_iter().map(|(_, v)| v).collect(),
-        scrape_error: app.scrape_error.clone(),
-        probe_error: app.probe_error.clone(),
-        ..*app
-    }
-}
-
-/// The coordinator's side: turns each sample of one stream back into a whole one.
+/// The coordinator's side: turns each sample of one stream into a domain sample.
 #[derive(Debug, Default)]
 pub struct Expander {
     /// The layout of the stream's last whole sample.
@@ -217,10 +173,12 @@ impl Expander {
         Expander::default()
     }
 
-    /// Fills in what a compact `sample` left out, or takes a whole sample's
-    /// layout as the stream's. Errs, changing nothing, on a compact sample
-    /// that does not fit the stream's layout or a whole one with compact parts.
-    pub fn expand(&mut self, sample: &mut pb::HostSample) -> Result<(), WireError> {
+    /// The domain form of `sample`: a whole one is checked and its layout
+    /// becomes the stream's; a compact one gets its names and bounds from
+    /// that layout. Errs, changing nothing, on a sample that is not valid, a
+    /// compact one that does not fit the layout, or a whole one with compact
+    /// parts.
+    pub fn decode(&mut self, sample: &pb::HostSample) -> Result<HostSample, WireError> {
         if !sample.same_layout {
             if let Some(app) = &sample.app {
                 if !app.latency_counts.is_empty()
@@ -233,41 +191,47 @@ impl Expander {
                     ));
                 }
             }
-            self.layout = Some(Layout::of(sample));
-            return Ok(());
+            let whole = HostSample::try_from(sample)?;
+            self.layout = Some(Layout::of(&whole));
+            return Ok(whole);
         }
         let layout = self.layout.as_ref().ok_or_else(|| {
             WireError::invalid("same_layout", "no earlier whole sample on this stream")
         })?;
         check_fits(layout, sample)?;
-        for (f, (mount_point, device, fs_type)) in
-            sample.filesystems.iter_mut().zip(&layout.filesystems)
-        {
-            f.mount_point.clone_from(mount_point);
-            f.device.clone_from(device);
-            f.fs_type.clone_from(fs_type);
-        }
-        for (d, name) in sample.disks.iter_mut().zip(&layout.disks) {
-            d.device.clone_from(name);
-        }
-        for (i, name) in sample.interfaces.iter_mut().zip(&layout.interfaces) {
-            i.interface.clone_from(name);
-        }
-        if let Some(app) = &mut sample.app {
-            app.latency_buckets = buckets(&layout.latency_bounds, &app.latency_counts);
-            app.probe_latency_buckets = buckets(&layout.probe_bounds, &app.probe_latency_counts);
-            app.gauges = layout
-                .gauge_names
-                .iter()
-                .cloned()
-                .zip(app.gauge_values.iter().copied())
-                .collect();
-            app.latency_counts = Vec::new();
-            app.probe_latency_counts = Vec::new();
-            app.gauge_values = Vec::new();
-        }
-        sample.same_layout = false;
-        Ok(())
+        let mut decoded = fields_from_pb(sample)?;
+        fill_in(layout, sample, &mut decoded);
+        decoded
+            .validate()
+            .map_err(|message| WireError::invalid("sample", message))?;
+        Ok(decoded)
+    }
+}
+
+/// Puts the layout's names and bounds into a compact sample's figures.
+fn fill_in(layout: &Layout, wire: &pb::HostSample, sample: &mut HostSample) {
+    for (f, (mount_point, device, fs_type)) in
+        sample.filesystems.iter_mut().zip(&layout.filesystems)
+    {
+        f.mount_point.clone_from(mount_point);
+        f.device.clone_from(device);
+        f.fs_type.clone_from(fs_type);
+    }
+    for (d, name) in sample.disks.iter_mut().zip(&layout.disks) {
+        d.device.clone_from(name);
+    }
+    for (i, name) in sample.interfaces.iter_mut().zip(&layout.interfaces) {
+        i.interface.clone_from(name);
+    }
+    if let (Some(app), Some(wire_app)) = (&mut sample.app, &wire.app) {
+        app.latency_buckets = buckets(&layout.latency_bounds, &wire_app.latency_counts);
+        app.probe_latency_buckets = buckets(&layout.probe_bounds, &wire_app.probe_latency_counts);
+        app.gauges = layout
+            .gauge_names
+            .iter()
+            .cloned()
+            .zip(wire_app.gauge_values.iter().copied())
+            .collect();
     }
 }
 
@@ -339,11 +303,11 @@ fn check_fits(layout: &Layout, sample: &pb::HostSample) -> Result<(), WireError>
     count("app.gauge_values", layout.gauge_names.len(), gauges)
 }
 
-fn buckets(bounds: &[u64], counts: &[u64]) -> Vec<pb::HistogramBucket> {
+fn buckets(bounds: &[u64], counts: &[u64]) -> Vec<Bucket> {
     bounds
         .iter()
         .zip(counts)
-        .map(|(bits, count)| pb::HistogramBucket {
+        .map(|(bits, count)| Bucket {
             upper_bound: f64::from_bits(*bits),
             cumulative_count: *count as f64,
         })

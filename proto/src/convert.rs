@@ -167,66 +167,90 @@ impl pb::HostResult {
 
 impl From<&HostSample> for pb::HostSample {
     fn from(s: &HostSample) -> Self {
-        pb::HostSample {
-            collected_at: Some(time_to_pb(s.collected_at)),
-            interval: Some(duration_to_pb(s.interval)),
-            cpu_percent: s.cpu_percent,
-            load1: s.load1,
-            load5: s.load5,
-            load15: s.load15,
-            memory_total_bytes: s.memory_total_bytes,
-            memory_used_bytes: s.memory_used_bytes,
-            memory_available_bytes: s.memory_available_bytes,
-            swap_used_bytes: s.swap_used_bytes,
-            disk_read_bytes_per_sec: s.disk_read_bytes_per_sec,
-            disk_write_bytes_per_sec: s.disk_write_bytes_per_sec,
-            net_rx_bytes_per_sec: s.net_rx_bytes_per_sec,
-            net_tx_bytes_per_sec: s.net_tx_bytes_per_sec,
-            pressure: s.pressure.map(pressure_to_pb),
-            cpu_core_percent: s.cpu_core_percent.clone(),
-            filesystems: s
-                .filesystems
-                .iter()
-                .map(|f| pb::FilesystemUsage {
-                    mount_point: f.mount_point.clone(),
-                    device: f.device.clone(),
-                    fs_type: f.fs_type.clone(),
-                    used_bytes: f.used_bytes,
-                    total_bytes: f.total_bytes,
-                })
-                .collect(),
-            disks: s
-                .disks
-                .iter()
-                .map(|d| pb::DiskIo {
-                    device: d.device.clone(),
-                    read_bytes_per_sec: d.read_bytes_per_sec,
-                    write_bytes_per_sec: d.write_bytes_per_sec,
-                    read_ops_per_sec: d.read_ops_per_sec,
-                    write_ops_per_sec: d.write_ops_per_sec,
-                })
-                .collect(),
-            interfaces: s
-                .interfaces
-                .iter()
-                .map(|n| pb::NetIo {
-                    interface: n.interface.clone(),
-                    rx_bytes_per_sec: n.rx_bytes_per_sec,
-                    tx_bytes_per_sec: n.tx_bytes_per_sec,
-                    rx_packets_per_sec: n.rx_packets_per_sec,
-                    tx_packets_per_sec: n.tx_packets_per_sec,
-                    rx_errors_per_sec: n.rx_errors_per_sec,
-                    tx_errors_per_sec: n.tx_errors_per_sec,
-                    rx_drops_per_sec: n.rx_drops_per_sec,
-                    tx_drops_per_sec: n.tx_drops_per_sec,
-                })
-                .collect(),
-            disk_read_ops_per_sec: s.disk_read_ops_per_sec,
-            disk_write_ops_per_sec: s.disk_write_ops_per_sec,
-            app: s.app.as_ref().map(app_to_pb),
-            same_layout: false,
-        }
+        sample_to_pb(s, Names::Sent)
     }
+}
+
+/// Whether a sample's names go on the wire, or only its figures (a compact
+/// sample: the stream's layout has the names, see `compact`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Names {
+    Sent,
+    LeftOut,
+}
+
+/// The wire form of `s`, in one step from the domain.
+pub(crate) fn sample_to_pb(s: &HostSample, names: Names) -> pb::HostSample {
+    let name = |n: &String| match names {
+        Names::Sent => n.clone(),
+        Names::LeftOut => String::new(),
+    };
+    pb::HostSample {
+        collected_at: Some(time_to_pb(s.collected_at)),
+        interval: Some(duration_to_pb(s.interval)),
+        cpu_percent: s.cpu_percent,
+        load1: s.load1,
+        load5: s.load5,
+        load15: s.load15,
+        memory_total_bytes: s.memory_total_bytes,
+        memory_used_bytes: s.memory_used_bytes,
+        memory_available_bytes: s.memory_available_bytes,
+        swap_used_bytes: s.swap_used_bytes,
+        disk_read_bytes_per_sec: s.disk_read_bytes_per_sec,
+        disk_write_bytes_per_sec: s.disk_write_bytes_per_sec,
+        net_rx_bytes_per_sec: s.net_rx_bytes_per_sec,
+        net_tx_bytes_per_sec: s.net_tx_bytes_per_sec,
+        pressure: s.pressure.map(pressure_to_pb),
+        cpu_core_percent: s.cpu_core_percent.clone(),
+        filesystems: s
+            .filesystems
+            .iter()
+            .map(|f| pb::FilesystemUsage {
+                mount_point: name(&f.mount_point),
+                device: name(&f.device),
+                fs_type: name(&f.fs_type),
+                used_bytes: f.used_bytes,
+                total_bytes: f.total_bytes,
+            })
+            .collect(),
+        disks: s
+            .disks
+            .iter()
+            .map(|d| pb::DiskIo {
+                device: name(&d.device),
+                read_bytes_per_sec: d.read_bytes_per_sec,
+                write_bytes_per_sec: d.write_bytes_per_sec,
+                read_ops_per_sec: d.read_ops_per_sec,
+                write_ops_per_sec: d.write_ops_per_sec,
+            })
+            .collect(),
+        interfaces: s
+            .interfaces
+            .iter()
+            .map(|n| pb::NetIo {
+                interface: name(&n.interface),
+                rx_bytes_per_sec: n.rx_bytes_per_sec,
+                tx_bytes_per_sec: n.tx_bytes_per_sec,
+                rx_packets_per_sec: n.rx_packets_per_sec,
+                tx_packets_per_sec: n.tx_packets_per_sec,
+                rx_errors_per_sec: n.rx_errors_per_sec,
+                tx_errors_per_sec: n.tx_errors_per_sec,
+                rx_drops_per_sec: n.rx_drops_per_sec,
+                tx_drops_per_sec: n.tx_drops_per_sec,
+            })
+            .collect(),
+        disk_read_ops_per_sec: s.disk_read_ops_per_sec,
+        disk_write_ops_per_sec: s.disk_write_ops_per_sec,
+        app: s.app.as_ref().map(|app| app_to_pb(app, names)),
+        same_layout: names == Names::LeftOut,
+    }
+}
+
+/// A compact sample's gauge values: in the order of their sorted names.
+pub(crate) fn sorted_gauge_values(gauges: &[(String, f64)]) -> Vec<f64> {
+    let mut sorted: Vec<&(String, f64)> = gauges.iter().collect();
+    sorted.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    sorted.into_iter().map(|(_, value)| *value).collect()
 }
 
 fn buckets_to_pb(buckets: &[Bucket]) -> Vec<pb::HistogramBucket> {
@@ -249,14 +273,28 @@ fn buckets_from_pb(buckets: &[pb::HistogramBucket]) -> Vec<Bucket> {
         .collect()
 }
 
-fn app_to_pb(app: &AppHealth) -> pb::AppHealth {
+/// The app's figures; with names left out, histograms go as counts (their
+/// bounds are in the layout) and gauges as values in name order.
+fn app_to_pb(app: &AppHealth, names: Names) -> pb::AppHealth {
+    let counts = |buckets: &[Bucket]| -> Vec<u64> {
+        buckets.iter().map(|b| b.cumulative_count as u64).collect()
+    };
+    let whole = names == Names::Sent;
     pb::AppHealth {
         requests: app.requests,
         errors: app.errors,
-        latency_buckets: buckets_to_pb(&app.latency_buckets),
+        latency_buckets: if whole {
+            buckets_to_pb(&app.latency_buckets)
+        } else {
+            Vec::new()
+        },
         latency_count: app.latency_count,
         latency_sum_seconds: app.latency_sum_seconds,
-        gauges: app.gauges.iter().cloned().collect(),
+        gauges: if whole {
+            app.gauges.iter().cloned().collect()
+        } else {
+            std::collections::HashMap::new()
+        },
         scrape_enabled: app.scrape_enabled,
         scrapes: app.scrapes,
         scrape_errors: app.scrape_errors,
@@ -265,10 +303,26 @@ fn app_to_pb(app: &AppHealth) -> pb::AppHealth {
         probes: app.probes,
         probe_errors: app.probe_errors,
         probe_error: app.probe_error.clone(),
-        probe_latency_buckets: buckets_to_pb(&app.probe_latency_buckets),
-        latency_counts: Vec::new(),
-        probe_latency_counts: Vec::new(),
-        gauge_values: Vec::new(),
+        probe_latency_buckets: if whole {
+            buckets_to_pb(&app.probe_latency_buckets)
+        } else {
+            Vec::new()
+        },
+        latency_counts: if whole {
+            Vec::new()
+        } else {
+            counts(&app.latency_buckets)
+        },
+        probe_latency_counts: if whole {
+            Vec::new()
+        } else {
+            counts(&app.probe_latency_buckets)
+        },
+        gauge_values: if whole {
+            Vec::new()
+        } else {
+            sorted_gauge_values(&app.gauges)
+        },
     }
 }
 
@@ -325,83 +379,90 @@ impl TryFrom<&pb::HostSample> for HostSample {
                 "a compact sample must be expanded against its stream",
             ));
         }
-        let collected_at = time_from_pb(
-            "collected_at",
-            s.collected_at
-                .as_ref()
-                .ok_or(WireError::Missing("collected_at"))?,
-        )?;
-        let interval = duration_from_pb(
-            "interval",
-            s.interval.as_ref().ok_or(WireError::Missing("interval"))?,
-        )?;
-        let sample = HostSample {
-            collected_at,
-            interval,
-            cpu_percent: s.cpu_percent,
-            cpu_core_percent: s.cpu_core_percent.clone(),
-            load1: s.load1,
-            load5: s.load5,
-            load15: s.load15,
-            memory_total_bytes: s.memory_total_bytes,
-            memory_used_bytes: s.memory_used_bytes,
-            memory_available_bytes: s.memory_available_bytes,
-            swap_used_bytes: s.swap_used_bytes,
-            filesystems: s
-                .filesystems
-                .iter()
-                .map(|f| FilesystemUsage {
-                    mount_point: f.mount_point.clone(),
-                    device: f.device.clone(),
-                    fs_type: f.fs_type.clone(),
-                    used_bytes: f.used_bytes,
-                    total_bytes: f.total_bytes,
-                })
-                .collect(),
-            disks: s
-                .disks
-                .iter()
-                .map(|d| DiskIo {
-                    device: d.device.clone(),
-                    read_bytes_per_sec: d.read_bytes_per_sec,
-                    write_bytes_per_sec: d.write_bytes_per_sec,
-                    read_ops_per_sec: d.read_ops_per_sec,
-                    write_ops_per_sec: d.write_ops_per_sec,
-                })
-                .collect(),
-            disk_read_bytes_per_sec: s.disk_read_bytes_per_sec,
-            disk_write_bytes_per_sec: s.disk_write_bytes_per_sec,
-            disk_read_ops_per_sec: s.disk_read_ops_per_sec,
-            disk_write_ops_per_sec: s.disk_write_ops_per_sec,
-            interfaces: s
-                .interfaces
-                .iter()
-                .map(|n| NetIo {
-                    interface: n.interface.clone(),
-                    rx_bytes_per_sec: n.rx_bytes_per_sec,
-                    tx_bytes_per_sec: n.tx_bytes_per_sec,
-                    rx_packets_per_sec: n.rx_packets_per_sec,
-                    tx_packets_per_sec: n.tx_packets_per_sec,
-                    rx_errors_per_sec: n.rx_errors_per_sec,
-                    tx_errors_per_sec: n.tx_errors_per_sec,
-                    rx_drops_per_sec: n.rx_drops_per_sec,
-                    tx_drops_per_sec: n.tx_drops_per_sec,
-                })
-                .collect(),
-            net_rx_bytes_per_sec: s.net_rx_bytes_per_sec,
-            net_tx_bytes_per_sec: s.net_tx_bytes_per_sec,
-            pressure: s.pressure.map(|p| Pressure {
-                cpu_some_avg10: p.cpu_some_avg10,
-                memory_some_avg10: p.memory_some_avg10,
-                io_some_avg10: p.io_some_avg10,
-            }),
-            app: s.app.as_ref().map(app_from_pb),
-        };
+        let sample = fields_from_pb(s)?;
         sample
             .validate()
             .map_err(|message| WireError::invalid("sample", message))?;
         Ok(sample)
     }
+}
+
+/// Every figure of `s` as it is on the wire, unchecked: a compact sample's
+/// names and histograms are left empty for its stream's layout to fill.
+pub(crate) fn fields_from_pb(s: &pb::HostSample) -> Result<HostSample, WireError> {
+    let collected_at = time_from_pb(
+        "collected_at",
+        s.collected_at
+            .as_ref()
+            .ok_or(WireError::Missing("collected_at"))?,
+    )?;
+    let interval = duration_from_pb(
+        "interval",
+        s.interval.as_ref().ok_or(WireError::Missing("interval"))?,
+    )?;
+    let sample = HostSample {
+        collected_at,
+        interval,
+        cpu_percent: s.cpu_percent,
+        cpu_core_percent: s.cpu_core_percent.clone(),
+        load1: s.load1,
+        load5: s.load5,
+        load15: s.load15,
+        memory_total_bytes: s.memory_total_bytes,
+        memory_used_bytes: s.memory_used_bytes,
+        memory_available_bytes: s.memory_available_bytes,
+        swap_used_bytes: s.swap_used_bytes,
+        filesystems: s
+            .filesystems
+            .iter()
+            .map(|f| FilesystemUsage {
+                mount_point: f.mount_point.clone(),
+                device: f.device.clone(),
+                fs_type: f.fs_type.clone(),
+                used_bytes: f.used_bytes,
+                total_bytes: f.total_bytes,
+            })
+            .collect(),
+        disks: s
+            .disks
+            .iter()
+            .map(|d| DiskIo {
+                device: d.device.clone(),
+                read_bytes_per_sec: d.read_bytes_per_sec,
+                write_bytes_per_sec: d.write_bytes_per_sec,
+                read_ops_per_sec: d.read_ops_per_sec,
+                write_ops_per_sec: d.write_ops_per_sec,
+            })
+            .collect(),
+        disk_read_bytes_per_sec: s.disk_read_bytes_per_sec,
+        disk_write_bytes_per_sec: s.disk_write_bytes_per_sec,
+        disk_read_ops_per_sec: s.disk_read_ops_per_sec,
+        disk_write_ops_per_sec: s.disk_write_ops_per_sec,
+        interfaces: s
+            .interfaces
+            .iter()
+            .map(|n| NetIo {
+                interface: n.interface.clone(),
+                rx_bytes_per_sec: n.rx_bytes_per_sec,
+                tx_bytes_per_sec: n.tx_bytes_per_sec,
+                rx_packets_per_sec: n.rx_packets_per_sec,
+                tx_packets_per_sec: n.tx_packets_per_sec,
+                rx_errors_per_sec: n.rx_errors_per_sec,
+                tx_errors_per_sec: n.tx_errors_per_sec,
+                rx_drops_per_sec: n.rx_drops_per_sec,
+                tx_drops_per_sec: n.tx_drops_per_sec,
+            })
+            .collect(),
+        net_rx_bytes_per_sec: s.net_rx_bytes_per_sec,
+        net_tx_bytes_per_sec: s.net_tx_bytes_per_sec,
+        pressure: s.pressure.map(|p| Pressure {
+            cpu_some_avg10: p.cpu_some_avg10,
+            memory_some_avg10: p.memory_some_avg10,
+            io_some_avg10: p.io_some_avg10,
+        }),
+        app: s.app.as_ref().map(app_from_pb),
+    };
+    Ok(sample)
 }
 
 #[cfg(test)]

@@ -8,7 +8,6 @@
 use std::collections::VecDeque;
 
 use rollguard_common::HostSample;
-use rollguard_proto::v1 as pb;
 
 /// Samples kept while unacked (at 1 s, two minutes).
 const SAMPLE_BUFFER: usize = 120;
@@ -16,7 +15,7 @@ const SAMPLE_BUFFER: usize = 120;
 /// Unacked samples, each with its sequence number, oldest first.
 #[derive(Debug)]
 pub(crate) struct ResendBuffer {
-    samples: VecDeque<(u64, pb::HostSample)>,
+    samples: VecDeque<(u64, HostSample)>,
     next_seq: u64,
 }
 
@@ -35,13 +34,14 @@ impl ResendBuffer {
         if self.samples.len() == SAMPLE_BUFFER {
             self.samples.pop_front();
         }
-        self.samples
-            .push_back((self.next_seq, pb::HostSample::from(sample)));
+        // Kept as the domain sample: the stream's encoding (whole or
+        // compact) is chosen when it is sent, in one step.
+        self.samples.push_back((self.next_seq, sample.clone()));
         self.next_seq += 1;
     }
 
     /// Returns the newest sample and its sequence number.
-    pub(crate) fn newest(&self) -> Option<(u64, &pb::HostSample)> {
+    pub(crate) fn newest(&self) -> Option<(u64, &HostSample)> {
         self.samples.back().map(|(seq, sample)| (*seq, sample))
     }
 
@@ -54,10 +54,7 @@ impl ResendBuffer {
 
     /// Returns every buffered sample, oldest first, in runs of at most
     /// `max_batch` (at least one).
-    pub(crate) fn chunks(
-        &mut self,
-        max_batch: usize,
-    ) -> std::slice::Chunks<'_, (u64, pb::HostSample)> {
+    pub(crate) fn chunks(&mut self, max_batch: usize) -> std::slice::Chunks<'_, (u64, HostSample)> {
         self.samples.make_contiguous().chunks(max_batch.max(1))
     }
 }

@@ -11,6 +11,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::{Duration, Instant};
 
+use rollguard_common::HostSample;
 use rollguard_proto::compact::Compactor;
 use rollguard_proto::v1 as pb;
 use rollguard_proto::v1::agent_service_client::AgentServiceClient;
@@ -95,11 +96,11 @@ impl Session {
     pub(crate) fn batch<'a>(
         &mut self,
         first_seq: u64,
-        samples: impl Iterator<Item = &'a pb::HostSample>,
+        samples: impl Iterator<Item = &'a HostSample>,
     ) -> pb::AgentMessage {
         let samples = match &mut self.compactor {
-            Some(compactor) => samples.map(|s| compactor.compact(s)).collect(),
-            None => samples.cloned().collect(),
+            Some(compactor) => samples.map(|s| compactor.encode(s)).collect(),
+            None => samples.map(pb::HostSample::from).collect(),
         };
         pb::AgentMessage {
             kind: Some(pb::agent_message::Kind::Samples(pb::SampleBatch {

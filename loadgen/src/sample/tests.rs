@@ -9,8 +9,11 @@ use super::SampleGen;
 fn a_sample_passes_the_coordinators_checks() {
     let mut samples = SampleGen::new(7, Duration::from_secs(1));
     for _ in 0..100 {
-        let wire = samples.next(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000));
+        let made = samples.next(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000));
+        // Through the wire and back, as the coordinator takes it.
+        let wire = rollguard_proto::v1::HostSample::from(&made);
         let sample = HostSample::try_from(&wire).expect("a valid sample");
+        assert_eq!(sample, made);
         assert_eq!(sample.cpu_core_percent.len(), 4);
         assert_eq!(sample.filesystems.len(), 2);
         assert_eq!(sample.disks.len(), 2);
@@ -37,6 +40,7 @@ fn the_encoded_size_is_that_of_a_busy_host() {
     // Every figure is non-zero, so none is left out of the encoding: a
     // sample is several hundred bytes. A change here changes the wire figures.
     let mut samples = SampleGen::new(0, Duration::from_secs(1));
-    let len = samples.next(SystemTime::now()).encoded_len();
+    let wire = rollguard_proto::v1::HostSample::from(&samples.next(SystemTime::now()));
+    let len = wire.encoded_len();
     assert!((600..1500).contains(&len), "encoded length {len}");
 }

@@ -1,14 +1,17 @@
+use std::time::{Duration, SystemTime};
+
 use prost::Message;
+use rollguard_common::sample::{AppHealth, DiskIo, FilesystemUsage, NetIo};
 
 use super::*;
 
 const BOUNDS: [f64; 4] = [0.01, 0.1, 1.0, f64::INFINITY];
 
-fn bucket_list(counts: [f64; 4]) -> Vec<pb::HistogramBucket> {
+fn bucket_list(counts: [f64; 4]) -> Vec<Bucket> {
     BOUNDS
         .iter()
         .zip(counts)
-        .map(|(&upper_bound, cumulative_count)| pb::HistogramBucket {
+        .map(|(&upper_bound, cumulative_count)| Bucket {
             upper_bound,
             cumulative_count,
         })
@@ -16,62 +19,65 @@ fn bucket_list(counts: [f64; 4]) -> Vec<pb::HistogramBucket> {
 }
 
 /// A whole sample as the agent makes it; `n` moves every figure.
-fn sample(n: u32) -> pb::HostSample {
+fn sample(n: u32) -> HostSample {
     let f = f64::from(n);
-    pb::HostSample {
+    let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + u64::from(n));
+    HostSample {
         cpu_percent: 10.0 + f,
         cpu_core_percent: vec![5.0 + f, 15.0],
         memory_used_bytes: 1 << 30,
-        filesystems: vec![pb::FilesystemUsage {
+        memory_total_bytes: 4 << 30,
+        filesystems: vec![FilesystemUsage {
             mount_point: "/".to_owned(),
             device: "/dev/nvme0n1p2".to_owned(),
             fs_type: "ext4".to_owned(),
             used_bytes: 100 + u64::from(n),
             total_bytes: 1000,
         }],
-        disks: vec![pb::DiskIo {
+        disks: vec![DiskIo {
             device: "nvme0n1".to_owned(),
             read_bytes_per_sec: 4096.0 * f,
             ..Default::default()
         }],
         interfaces: ["eth0", "eth1"]
             .iter()
-            .map(|name| pb::NetIo {
+            .map(|name| NetIo {
                 interface: (*name).to_owned(),
                 rx_bytes_per_sec: 1e6 + f,
                 ..Default::default()
             })
             .collect(),
-        app: Some(pb::AppHealth {
+        app: Some(AppHealth {
             requests: 200.0 + f,
             errors: 2.0,
             latency_buckets: bucket_list([10.0 + f, 150.0, 199.0, 200.0 + f]),
+            latency_count: 200.0 + f,
             probe_latency_buckets: bucket_list([1.0, 1.0, 1.0, 1.0]),
-            gauges: [("queue_depth", 12.0 + f), ("cache_hit_ratio", 0.93)]
-                .into_iter()
-                .map(|(k, v)| (k.to_owned(), v))
-                .collect(),
+            // Sorted by name, as the agent makes them.
+            gauges: vec![
+                ("cache_hit_ratio".to_owned(), 0.93),
+                ("queue_depth".to_owned(), 12.0 + f),
+            ],
             scrape_enabled: true,
             scrapes: 1,
             probe_error: "timed out".to_owned(),
             ..Default::default()
         }),
-        ..Default::default()
+        ..HostSample::empty(at, Duration::from_secs(1))
     }
 }
 
 /// Sends `samples` through one stream's compactor and expander.
-fn through_stream(samples: &[pb::HostSample]) -> Vec<(pb::HostSample, pb::HostSample)> {
+fn through_stream(samples: &[HostSample]) -> Vec<pb::HostSample> {
     let mut compactor = Compactor::new();
     let mut expander = Expander::new();
     samples
         .iter()
         .map(|whole| {
-            let sent = compactor.compact(whole);
-            let mut received = sent.clone();
-            expander.expand(&mut received).expect("expands");
+            let sent = compactor.encode(whole);
+            let received = expander.decode(&sent).expect("decodes");
             assert_eq!(&received, whole, "the coordinator sees the whole sample");
-            (sent, received)
+            sent
         })
         .collect()
 }
@@ -80,9 +86,9 @@ fn through_stream(samples: &[pb::HostSample]) -> Vec<(pb::HostSample, pb::HostSa
 fn first_sample_is_whole_and_later_ones_are_compact() {
     let samples: Vec<_> = (0..3).map(sample).collect();
     let sent = through_stream(&samples);
-    assert!(!sent[0].0.same_layout);
-    assert_eq!(sent[0].0, samples[0]);
-    for (compact, _) in &sent[1..] {
+    assert!(!sent[0].same_layout);
+    assert_eq!(sent[0], pb::HostSample::from(&samples[0]));
+    for compact in &sent[1..] {
         assert!(compact.same_layout);
         assert!(compact.filesystems[0].mount_point.is_empty());
         assert!(compact.interfaces.iter().all(|i| i.interface.is_empty()));
@@ -97,7 +103,7 @@ fn first_sample_is_whole_and_later_ones_are_compact() {
 #[test]
 fn compact_sample_is_less_than_half_the_bytes() {
     let sent = through_stream(&[sample(1), sample(2)]);
-    let (whole, compact) = (sent[0].0.encoded_len(), sent[1].0.encoded_len());
+    let (whole, compact) = (sent[0].encoded_len(), sent[1].encoded_len());
     assert!(compact * 2 < whole, "compact {compact} B, whole {whole} B");
 }
 
@@ -112,7 +118,7 @@ fn a_changed_layout_is_sent_whole_and_becomes_the_new_one() {
         .as_mut()
         .expect("app")
         .gauges
-        .remove("queue_depth");
+        .retain(|(name, _)| name != "queue_depth");
     let mut no_app = sample(6);
     no_app.app = None;
     let mut back_to_eth2 = sample(7);
@@ -131,7 +137,7 @@ fn a_changed_layout_is_sent_whole_and_becomes_the_new_one() {
     ];
     let layout_sent: Vec<bool> = through_stream(&stream)
         .iter()
-        .map(|(sent, _)| !sent.same_layout)
+        .map(|sent| !sent.same_layout)
         .collect();
     assert_eq!(layout_sent, [true, true, false, true, true, true]);
 }
@@ -141,17 +147,17 @@ fn fractional_counts_go_whole_without_losing_the_layout() {
     let mut fractional = sample(2);
     fractional.app.as_mut().expect("app").latency_buckets[0].cumulative_count = 0.5;
     let sent = through_stream(&[sample(1), fractional, sample(3)]);
-    assert!(!sent[1].0.same_layout);
-    assert!(sent[2].0.same_layout);
+    assert!(!sent[1].same_layout);
+    assert!(sent[2].same_layout);
 }
 
 #[test]
 fn a_reset_compactor_sends_the_layout_again() {
     let mut compactor = Compactor::new();
-    compactor.compact(&sample(1));
+    compactor.encode(&sample(1));
     compactor.reset();
-    assert!(!compactor.compact(&sample(2)).same_layout);
-    assert!(compactor.compact(&sample(3)).same_layout);
+    assert!(!compactor.encode(&sample(2)).same_layout);
+    assert!(compactor.encode(&sample(3)).same_layout);
 }
 
 #[test]
@@ -161,24 +167,22 @@ fn compact_sample_without_an_app_expands() {
     let mut second = sample(2);
     second.app = None;
     let sent = through_stream(&[first, second]);
-    assert!(sent[1].0.same_layout);
+    assert!(sent[1].same_layout);
 }
 
-fn expect_rejected(expander: &mut Expander, mut bad: pb::HostSample, field: &str) {
-    let before = bad.clone();
-    match expander.expand(&mut bad) {
+fn expect_rejected(expander: &mut Expander, bad: pb::HostSample, field: &str) {
+    match expander.decode(&bad) {
         Err(WireError::Invalid { field: f, .. }) => assert_eq!(f, field),
         other => panic!("expected `{field}` rejected, got {other:?}"),
     }
-    assert_eq!(bad, before, "a rejected sample is left as it was");
 }
 
 #[test]
 fn hostile_compact_samples_are_rejected() {
     let compact = {
         let mut compactor = Compactor::new();
-        compactor.compact(&sample(1));
-        compactor.compact(&sample(2))
+        compactor.encode(&sample(1));
+        compactor.encode(&sample(2))
     };
     assert!(compact.same_layout);
 
@@ -186,7 +190,9 @@ fn hostile_compact_samples_are_rejected() {
     expect_rejected(&mut Expander::new(), compact.clone(), "same_layout");
 
     let mut expander = Expander::new();
-    expander.expand(&mut sample(1)).expect("whole sample");
+    expander
+        .decode(&pb::HostSample::from(&sample(1)))
+        .expect("whole sample");
     let mut extra_disk = compact.clone();
     extra_disk.disks.push(pb::DiskIo::default());
     expect_rejected(&mut expander, extra_disk, "disks");
@@ -205,14 +211,15 @@ fn hostile_compact_samples_are_rejected() {
         .push(1.0);
     expect_rejected(&mut expander, extra_gauge, "app.gauge_values");
     let mut with_buckets = compact.clone();
-    with_buckets.app.as_mut().expect("app").latency_buckets = bucket_list([0.0; 4]);
+    with_buckets.app.as_mut().expect("app").latency_buckets = pb::HostSample::from(&sample(2))
+        .app
+        .expect("app")
+        .latency_buckets;
     expect_rejected(&mut expander, with_buckets, "app");
-    let mut whole_with_counts = sample(3);
+    let mut whole_with_counts = pb::HostSample::from(&sample(3));
     whole_with_counts.app.as_mut().expect("app").latency_counts = vec![1];
     expect_rejected(&mut expander, whole_with_counts, "app");
 
     // The stream's layout survived every rejection.
-    let mut good = compact;
-    expander.expand(&mut good).expect("expands");
-    assert_eq!(good, sample(2));
+    assert_eq!(expander.decode(&compact).expect("decodes"), sample(2));
 }
