@@ -13,7 +13,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::config::Config;
-use crate::error::{Error, Result};
+use crate::error::{chain, Error, Result};
 use crate::fleet::Fleet;
 use crate::notify::Notifier;
 use crate::outbound::{command_message, AgentTx};
@@ -167,7 +167,7 @@ impl Issuer {
             // The decision is already durable and sent; a failure here only
             // loses the late-target list, which hosts' reconnects rebuild.
             if let Err(err) = self.store.queue(Write::Command(updated)).await {
-                tracing::warn!(%deployment, error = %err, "cannot store the updated targets");
+                tracing::warn!(%deployment, error = %chain(&err), "cannot store the updated targets");
             }
         }
         Ok(())

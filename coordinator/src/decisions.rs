@@ -23,7 +23,7 @@ use serde_json::json;
 use tracing::Instrument;
 
 use crate::broadcast::{Issuer, Missed, Origin};
-use crate::error::Result;
+use crate::error::{chain, Result};
 use crate::fleet::HostIdentity;
 use crate::store::{unix_ms, AuditRecord, CommandRecord, RoundRecord, Write};
 
@@ -171,7 +171,7 @@ impl Decisions {
                     }
                     Err(err) => {
                         // Not decided: stay armed so the next failing round tries again.
-                        tracing::error!(%deployment, error = %err, "cannot store the rollback decision; staying armed");
+                        tracing::error!(%deployment, error = %chain(&err), "cannot store the rollback decision; staying armed");
                         judged.state.armed = true;
                         record.state = judged.state;
                         false
@@ -193,7 +193,7 @@ impl Decisions {
         }
         for write in writes {
             if let Err(err) = self.issuer.store.queue(write).await {
-                tracing::warn!(%deployment, error = %err, "cannot store the round");
+                tracing::warn!(%deployment, error = %chain(&err), "cannot store the round");
             }
         }
         self.publish(deployment, current, Some(record.clone()));
@@ -253,7 +253,7 @@ impl Decisions {
         let stored = match self.issuer.store.commit(writes).await {
             Ok(()) => true,
             Err(err) => {
-                tracing::error!(%deployment, error = %err, "cannot store the dry-run decision");
+                tracing::error!(%deployment, error = %chain(&err), "cannot store the dry-run decision");
                 false
             }
         };
@@ -339,7 +339,7 @@ impl Decisions {
             .await
         {
             // The store refused it; an operator's rollback still reaches the host.
-            tracing::error!(%host_id, command_id, error = %err, "cannot issue the catch-up rollback");
+            tracing::error!(%host_id, command_id, error = %chain(&err), "cannot issue the catch-up rollback");
         }
     }
 
@@ -361,7 +361,7 @@ impl Decisions {
             .catch_up(&original, host_id.as_str(), Missed::NotTargeted)
             .await
         {
-            tracing::error!(%host_id, command_id = %original.command_id, error = %err, "cannot issue the catch-up rollback");
+            tracing::error!(%host_id, command_id = %original.command_id, error = %chain(&err), "cannot issue the catch-up rollback");
         }
     }
 }

@@ -15,7 +15,7 @@ use crate::broadcast::Issuer;
 use crate::config::Config;
 use crate::counters::Counters;
 use crate::decisions::Decisions;
-use crate::error::{Error, Result};
+use crate::error::{chain, Error, Result};
 use crate::fleet::Fleet;
 use crate::judge::Judge;
 use crate::metrics::Scrape;
@@ -306,7 +306,7 @@ impl Sweep {
             for chunk in seen.chunks(1000) {
                 let writes = chunk.iter().cloned().map(Write::Agent).collect();
                 if let Err(err) = self.store.commit(writes).await {
-                    tracing::warn!(error = %err, "cannot store when hosts were last seen");
+                    tracing::warn!(error = %chain(&err), "cannot store when hosts were last seen");
                     break;
                 }
             }
@@ -334,7 +334,7 @@ impl Sweep {
                     .queue(Write::ForgetCommand(command_id.to_string()))
                     .await
                 {
-                    tracing::warn!(error = %err, "cannot forget a command in the store");
+                    tracing::warn!(error = %chain(&err), "cannot forget a command in the store");
                     break;
                 }
             }

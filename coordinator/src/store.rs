@@ -22,7 +22,7 @@ use rollguard_common::{Cohort, CommandStatus};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::error::{Error, Result};
+use crate::error::{chain, Error, Result};
 
 const AGENTS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("agents");
 const COMMANDS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("commands");
@@ -273,7 +273,7 @@ impl Store {
                 match serde_json::from_slice(value.value()) {
                     Ok(round) => snapshot.latest_rounds.push(round),
                     Err(err) => {
-                        tracing::warn!(%deployment, error = %err, "skipping an unreadable stored round")
+                        tracing::warn!(%deployment, error = %chain(&err), "skipping an unreadable stored round")
                     }
                 }
             }
@@ -297,7 +297,7 @@ impl Store {
             let record: RoundRecord = match serde_json::from_slice(value.value()) {
                 Ok(record) => record,
                 Err(err) => {
-                    tracing::warn!(deployment, error = %err, "skipping an unreadable stored round");
+                    tracing::warn!(deployment, error = %chain(&err), "skipping an unreadable stored round");
                     continue;
                 }
             };
@@ -338,7 +338,7 @@ fn run_writer(
     let mut audit_seq = match next_audit_seq(db) {
         Ok(seq) => seq,
         Err(err) => {
-            tracing::error!(error = %err, "store writer cannot read the audit table");
+            tracing::error!(error = %chain(&err), "store writer cannot read the audit table");
             return;
         }
     };
@@ -359,7 +359,7 @@ fn run_writer(
         let mut result = apply(db, &batches, &mut audit_seq);
         if let Err(err) = &result {
             // Callers of queue() were told their write is on its way: try once more.
-            tracing::warn!(error = %err, n_writes, "store commit failed; retrying once");
+            tracing::warn!(error = %chain(err), n_writes, "store commit failed; retrying once");
             result = apply(db, &batches, &mut audit_seq);
         }
         counters.observe_commit(started.elapsed());
@@ -369,13 +369,13 @@ fn run_writer(
             "store batch committed"
         );
         if let Err(err) = &result {
-            tracing::error!(error = %err, n_writes, "store commit failed");
+            tracing::error!(error = %chain(err), n_writes, "store commit failed");
         }
         for batch in batches.drain(..) {
             if let Some(done_tx) = batch.done_tx {
                 let _ = done_tx.send(match &result {
                     Ok(()) => Ok(()),
-                    Err(err) => Err(Error::store("committing a batch", err.to_string())),
+                    Err(err) => Err(Error::store("committing a batch", chain(err))),
                 });
             }
         }

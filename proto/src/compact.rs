@@ -81,6 +81,12 @@ impl Layout {
                         .gauges
                         .iter()
                         .all(|(name, _)| self.gauge_names.binary_search(name).is_ok())
+                    // As many and all found: with every layout name among
+                    // them too, no name can be there twice.
+                    && self
+                        .gauge_names
+                        .iter()
+                        .all(|name| app.gauges.iter().any(|(g, _)| g == name))
             }
             None => {
                 self.latency_bounds.is_empty()

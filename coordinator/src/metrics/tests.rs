@@ -127,6 +127,8 @@ fn counters_and_the_histogram_carry_their_values() {
         r#"rollguard_verdicts_total{deployment="shop",verdict="fail"} 2"#,
         r#"rollguard_store_commit_duration_seconds_bucket{le="0.0025"} 0"#,
         r#"rollguard_store_commit_duration_seconds_bucket{le="0.005"} 1"#,
+        // The crate writes bounds as floats: `1.0` where the old page had `1`.
+        r#"rollguard_store_commit_duration_seconds_bucket{le="1.0"} 1"#,
         r#"rollguard_store_commit_duration_seconds_bucket{le="2.5"} 1"#,
         r#"rollguard_store_commit_duration_seconds_bucket{le="+Inf"} 2"#,
         "rollguard_store_commit_duration_seconds_count 2",

@@ -6,8 +6,9 @@
 //! `# TYPE` and adds the suffix to its samples only (OpenMetrics); a 0.0.4
 //! parser then sees samples of an untyped family, and `promtool check
 //! metrics` asks for the suffix. So the families are declared without it
-//! and their `# HELP`/`# TYPE` lines get it back here; and the OpenMetrics
-//! `# EOF` line is dropped. Nothing else is rewritten.
+//! and their `# HELP`/`# TYPE` lines get it back here; the OpenMetrics
+//! `# EOF` line is dropped; and an infinite value, which the crate writes
+//! `inf`, is written `+Inf` (`-Inf`) as before. Nothing else is rewritten.
 
 use std::collections::HashSet;
 
@@ -53,7 +54,20 @@ pub(crate) fn to_text_format(open_metrics: &str) -> String {
         });
         match retitled {
             Some(line) => out.push_str(&line),
-            None => out.push_str(line),
+            // The crate writes infinities as `inf`; the format spells them `+Inf`.
+            None => match line.strip_suffix(" inf") {
+                Some(head) if !line.starts_with('#') => {
+                    out.push_str(head);
+                    out.push_str(" +Inf");
+                }
+                _ => match line.strip_suffix(" -inf") {
+                    Some(head) if !line.starts_with('#') => {
+                        out.push_str(head);
+                        out.push_str(" -Inf");
+                    }
+                    _ => out.push_str(line),
+                },
+            },
         }
         out.push('\n');
     }
@@ -72,6 +86,16 @@ mod tests {
             to_text_format(open_metrics),
             "# HELP a_things_total Things.\n# TYPE a_things_total counter\na_things_total 3\n\
              # HELP b_level Level.\n# TYPE b_level gauge\nb_level 1.5\n"
+        );
+    }
+
+    #[test]
+    fn infinities_are_spelled_as_the_text_format_spells_them() {
+        let open_metrics =
+            "# HELP p P99 inf\n# TYPE p gauge\np{c=\"a\"} inf\np{c=\"b\"} -inf\np 1.0\n";
+        assert_eq!(
+            to_text_format(open_metrics),
+            "# HELP p P99 inf\n# TYPE p gauge\np{c=\"a\"} +Inf\np{c=\"b\"} -Inf\np 1.0\n"
         );
     }
 

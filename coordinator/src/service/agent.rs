@@ -24,6 +24,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::config::Config;
 use crate::counters::Counters;
 use crate::decisions::Decisions;
+use crate::error::chain;
 use crate::fleet::{Fleet, HostIdentity};
 use crate::notify::Notifier;
 use crate::outbound::{command_message, goodbye_message, AgentTx, Control, WireTx};
@@ -154,7 +155,7 @@ impl AgentLink {
             // Late targets are stored so GetCommand and restarts see them; if
             // the store is closing, the host still gets the command now.
             if let Err(err) = self.store.queue(Write::Command(record)).await {
-                tracing::warn!(host_id = %identity.host_id, error = %err, "cannot store a late target");
+                tracing::warn!(host_id = %identity.host_id, error = %chain(&err), "cannot store a late target");
             }
         }
         for record in &connected.pending {

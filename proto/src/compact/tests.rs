@@ -161,6 +161,20 @@ fn a_reset_compactor_sends_the_layout_again() {
 }
 
 #[test]
+fn a_gauge_named_twice_goes_whole_and_never_out_of_step() {
+    let mut twice = sample(2);
+    let app = twice.app.as_mut().expect("app");
+    // The layout has cache_hit_ratio and queue_depth: as many names, all found.
+    app.gauges = vec![
+        ("cache_hit_ratio".to_owned(), 0.5),
+        ("cache_hit_ratio".to_owned(), 0.6),
+    ];
+    let mut compactor = Compactor::new();
+    assert!(!compactor.encode(&sample(1)).same_layout);
+    assert!(!compactor.encode(&twice).same_layout);
+}
+
+#[test]
 fn compact_sample_without_an_app_expands() {
     let mut first = sample(1);
     first.app = None;
