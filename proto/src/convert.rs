@@ -276,25 +276,11 @@ fn buckets_from_pb(buckets: &[pb::HistogramBucket]) -> Vec<Bucket> {
 /// The app's figures; with names left out, histograms go as counts (their
 /// bounds are in the layout) and gauges as values in name order.
 fn app_to_pb(app: &AppHealth, names: Names) -> pb::AppHealth {
-    let counts = |buckets: &[Bucket]| -> Vec<u64> {
-        buckets.iter().map(|b| b.cumulative_count as u64).collect()
-    };
-    let whole = names == Names::Sent;
-    pb::AppHealth {
+    let mut wire = pb::AppHealth {
         requests: app.requests,
         errors: app.errors,
-        latency_buckets: if whole {
-            buckets_to_pb(&app.latency_buckets)
-        } else {
-            Vec::new()
-        },
         latency_count: app.latency_count,
         latency_sum_seconds: app.latency_sum_seconds,
-        gauges: if whole {
-            app.gauges.iter().cloned().collect()
-        } else {
-            std::collections::HashMap::new()
-        },
         scrape_enabled: app.scrape_enabled,
         scrapes: app.scrapes,
         scrape_errors: app.scrape_errors,
@@ -303,27 +289,24 @@ fn app_to_pb(app: &AppHealth, names: Names) -> pb::AppHealth {
         probes: app.probes,
         probe_errors: app.probe_errors,
         probe_error: app.probe_error.clone(),
-        probe_latency_buckets: if whole {
-            buckets_to_pb(&app.probe_latency_buckets)
-        } else {
-            Vec::new()
-        },
-        latency_counts: if whole {
-            Vec::new()
-        } else {
-            counts(&app.latency_buckets)
-        },
-        probe_latency_counts: if whole {
-            Vec::new()
-        } else {
-            counts(&app.probe_latency_buckets)
-        },
-        gauge_values: if whole {
-            Vec::new()
-        } else {
-            sorted_gauge_values(&app.gauges)
-        },
+        ..Default::default()
+    };
+    match names {
+        Names::Sent => {
+            wire.latency_buckets = buckets_to_pb(&app.latency_buckets);
+            wire.probe_latency_buckets = buckets_to_pb(&app.probe_latency_buckets);
+            wire.gauges = app.gauges.iter().cloned().collect();
+        }
+        Names::LeftOut => {
+            let counts = |buckets: &[Bucket]| -> Vec<u64> {
+                buckets.iter().map(|b| b.cumulative_count as u64).collect()
+            };
+            wire.latency_counts = counts(&app.latency_buckets);
+            wire.probe_latency_counts = counts(&app.probe_latency_buckets);
+            wire.gauge_values = sorted_gauge_values(&app.gauges);
+        }
     }
+    wire
 }
 
 fn app_from_pb(app: &pb::AppHealth) -> AppHealth {

@@ -151,21 +151,20 @@ impl Rig {
             .collect()
     }
 
-    /// Rounds stored, oldest first, once the queued writes are in.
-    async fn stored_rounds(&self, n: usize) -> Vec<RoundRecord> {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            let rounds = self
-                .store
-                .rounds(self.deployment.as_str(), 0, 1000)
-                .expect("rounds read");
-            if rounds.len() >= n || tokio::time::Instant::now() > deadline {
-                let mut rounds = rounds;
-                rounds.sort_by_key(|r| r.seq);
-                return rounds;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+    /// Rounds stored, oldest first, once the queued writes are in: the
+    /// writer commits in queue order, so an empty commit after them waits
+    /// for them.
+    async fn stored_rounds(&self) -> Vec<RoundRecord> {
+        self.store
+            .commit(Vec::new())
+            .await
+            .expect("the store commits");
+        let mut rounds = self
+            .store
+            .rounds(self.deployment.as_str(), 0, 1000)
+            .expect("rounds read");
+        rounds.sort_by_key(|r| r.seq);
+        rounds
     }
 }
 
@@ -202,7 +201,7 @@ async fn a_rollback_is_decided_once_after_the_configured_failing_rounds() {
     assert!(host.commands().is_empty());
 
     // The deciding round is stored with its command, beside the others.
-    let rounds = rig.stored_rounds(4).await;
+    let rounds = rig.stored_rounds().await;
     let seqs: Vec<u64> = rounds.iter().map(|r| r.seq).collect();
     assert_eq!(seqs, [0, 1, 2, 3]);
     assert_eq!(rounds[2].command_id, deciding.command_id);
