@@ -14,6 +14,7 @@ mod convert;
 mod error;
 pub mod otel;
 pub mod process;
+pub mod tls;
 
 pub use convert::{duration_from_pb, duration_to_pb, time_from_pb, time_to_pb};
 pub use error::WireError;
