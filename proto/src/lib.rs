@@ -19,6 +19,21 @@ pub mod tls;
 pub use convert::{duration_from_pb, duration_to_pb, time_from_pb, time_to_pb};
 pub use error::WireError;
 
+#[cfg(test)]
+mod rpc_tests {
+    use super::Rpc;
+
+    #[test]
+    fn every_rpc_reads_back_from_its_path() {
+        assert!(Rpc::ALL.len() >= 11);
+        for rpc in Rpc::ALL {
+            assert_eq!(Rpc::from_path(rpc.path()), Some(*rpc));
+        }
+        assert_eq!(Rpc::Connect.path(), "/rollguard.v1.AgentService/Connect");
+        assert_eq!(Rpc::from_path("/rollguard.v1.ControlService/Nope"), None);
+    }
+}
+
 /// The generated `rollguard.v1` messages, clients and servers.
 #[allow(
     missing_docs,
@@ -30,6 +45,8 @@ pub use error::WireError;
 pub mod v1 {
     tonic::include_proto!("rollguard.v1");
 }
+
+include!(concat!(env!("OUT_DIR"), "/rpc.rs"));
 
 /// The encoded descriptor set of every rollguard.v1 file, for server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
