@@ -44,7 +44,10 @@ fn write_rpc_enum(
                 if methods.iter().any(|(v, _)| *v == variant) {
                     return Err(format!("two services have a method named {variant}").into());
                 }
-                methods.push((variant, format!("/{package}.{}/{}", service.name(), method.name())));
+                methods.push((
+                    variant,
+                    format!("/{package}.{}/{}", service.name(), method.name()),
+                ));
             }
         }
     }
@@ -66,7 +69,9 @@ fn write_rpc_enum(
     }
     code.push_str("        }\n    }\n\n    /// The RPC a request path names, if any.\n    pub fn from_path(path: &str) -> Option<Rpc> {\n        match path {\n");
     for (variant, path) in &methods {
-        code.push_str(&format!("            \"{path}\" => Some(Rpc::{variant}),\n"));
+        code.push_str(&format!(
+            "            \"{path}\" => Some(Rpc::{variant}),\n"
+        ));
     }
     code.push_str("            _ => None,\n        }\n    }\n}\n");
     std::fs::write(path, code)?;

@@ -7,7 +7,9 @@ use std::time::Duration;
 use rollguard_common::config::{self, ConfigError, RawTelemetry, Sources};
 use rollguard_common::ids::validate_name;
 use rollguard_common::{Cohort, DeploymentName, HostId};
+use rollguard_proto::tls::{ClientFiles, Identity};
 use serde::{Deserialize, Serialize};
+use tonic::transport::ClientTlsConfig;
 
 use crate::app::config::AppConfig;
 use crate::collect::{CollectConfig, DEFAULT_EXCLUDED_INTERFACES};
@@ -55,6 +57,18 @@ pub struct RawConfig {
     pub telemetry: RawTelemetry,
     /// Application health: a metrics scrape and/or a health probe.
     pub app: RawApp,
+    /// Mutual TLS to the coordinator (needed for an `https://` coordinator).
+    pub tls: RawTls,
+}
+
+/// The `[tls]` table: the CA that signed the coordinator's certificate,
+/// and this agent's certificate (`rollguardctl pki issue agent HOST_ID`) and key.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawTls {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// One `[actions.NAME]` table.
@@ -119,6 +133,7 @@ impl Default for RawConfig {
             collect: RawCollect::default(),
             telemetry: RawTelemetry::default(),
             app: RawApp::default(),
+            tls: RawTls::default(),
         }
     }
 }
@@ -162,6 +177,8 @@ pub struct Config {
     pub(crate) app: Option<AppConfig>,
     /// OTLP endpoint for traces, if configured (else `OTEL_EXPORTER_OTLP_ENDPOINT`).
     pub otlp_endpoint: Option<String>,
+    /// TLS to the coordinator, read from `[tls]`, when the URL is `https://`.
+    pub tls: Option<ClientTlsConfig>,
 }
 
 impl Config {
@@ -188,6 +205,57 @@ impl Config {
     }
 }
 
+/// Reads `[tls]` when the coordinator URL needs it: the client settings and
+/// the host id the certificate names.
+fn coordinator_tls(
+    coordinator: &str,
+    raw: &RawTls,
+) -> Result<Option<(ClientTlsConfig, String)>, ConfigError> {
+    let https = coordinator.starts_with("https://");
+    let set = [&raw.ca, &raw.cert, &raw.key]
+        .into_iter()
+        .filter(|p| !p.as_os_str().is_empty())
+        .count();
+    if !https {
+        if set > 0 {
+            return Err(ConfigError::invalid(
+                "coordinator",
+                format!("[tls] is set, so `{coordinator}` must be an https:// URL"),
+            ));
+        }
+        return Ok(None);
+    }
+    for (key, path) in [
+        ("tls.ca", &raw.ca),
+        ("tls.cert", &raw.cert),
+        ("tls.key", &raw.key),
+    ] {
+        if path.as_os_str().is_empty() {
+            return Err(ConfigError::invalid(
+                key,
+                format!("an https:// coordinator ({coordinator}) needs [tls] ca, cert and key"),
+            ));
+        }
+    }
+    let loaded = ClientFiles {
+        ca: &raw.ca,
+        cert: &raw.cert,
+        key: &raw.key,
+    }
+    .load()
+    .map_err(|err| ConfigError::invalid("tls", err.to_string()))?;
+    match loaded.identity {
+        Identity::Agent(host_id) => Ok(Some((loaded.config, host_id))),
+        other => Err(ConfigError::invalid(
+            "tls.cert",
+            format!(
+                "{} names {other}, not an agent (rollguardctl pki issue agent HOST_ID)",
+                raw.cert.display()
+            ),
+        )),
+    }
+}
+
 impl RawConfig {
     /// Loads the layers: defaults, file, env, then flags.
     pub fn load(sources: Sources<'_>) -> Result<Self, ConfigError> {
@@ -208,13 +276,25 @@ impl RawConfig {
                 format!("`{}` is not an http:// or https:// URL", self.coordinator),
             ));
         }
-        let host_id = if self.host_id.is_empty() {
-            rustix::system::uname()
+        let tls = coordinator_tls(&self.coordinator, &self.tls)?;
+        let host_id = match (&tls, self.host_id.is_empty()) {
+            // With TLS the certificate names the host; a flag may only agree.
+            (Some((_, certified)), true) => certified.clone(),
+            (Some((_, certified)), false) if *certified != self.host_id => {
+                return Err(ConfigError::invalid(
+                    "host_id",
+                    format!(
+                        "`{}` differs from `{certified}`, the host its certificate ({}) names",
+                        self.host_id,
+                        self.tls.cert.display()
+                    ),
+                ));
+            }
+            (_, true) => rustix::system::uname()
                 .nodename()
                 .to_string_lossy()
-                .into_owned()
-        } else {
-            self.host_id
+                .into_owned(),
+            (_, false) => self.host_id,
         };
         validate_name("host_id", &host_id).map_err(|m| ConfigError::invalid("host_id", m))?;
         if self.deployment.is_empty() {
@@ -249,6 +329,7 @@ impl RawConfig {
             actions.insert(name, checked);
         }
         Ok(Config {
+            tls: tls.map(|(config, _)| config),
             coordinator: self.coordinator,
             host_id: HostId::new(host_id),
             deployment: DeploymentName::new(self.deployment),

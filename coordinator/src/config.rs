@@ -1,7 +1,8 @@
 //! The coordinator's config: raw (serde) form, validation, and the checked
 //! [`Config`] that the rest of the crate sees.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -10,6 +11,7 @@ use rollguard_common::config::{self, ConfigError, RawTelemetry, Sources};
 use rollguard_common::ids::validate_name;
 use rollguard_common::policy::{Policy, RawPolicy};
 use rollguard_common::DeploymentName;
+use rollguard_proto::tls::Identity;
 use serde::{Deserialize, Serialize};
 
 /// Rollback targets are the beta hosts seen within this window; a host
@@ -53,6 +55,35 @@ pub struct RawConfig {
     pub telemetry: RawTelemetry,
     /// The `/metrics` endpoint.
     pub metrics: RawMetrics,
+    /// Mutual TLS on the gRPC listener; all three files or none.
+    pub tls: RawTls,
+    /// Who may do what (with `[tls]`).
+    pub auth: RawAuth,
+    /// Most gRPC connections open at once; a connection past it waits in
+    /// the kernel's backlog until one closes.
+    pub max_connections: usize,
+    /// Most concurrent streams (calls) on one HTTP/2 connection.
+    pub max_streams_per_connection: u32,
+}
+
+/// The `[tls]` table: the coordinator's certificate and key, and the CA
+/// that signs every caller's certificate.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawTls {
+    pub cert: String,
+    pub key: String,
+    pub client_ca: String,
+}
+
+/// The `[auth]` table.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAuth {
+    /// Operator certificate names -> `viewer` | `operator` | `admin`.
+    pub roles: BTreeMap<String, String>,
+    /// Identities refused whatever their certificate: `agent/NAME`, `operator/NAME`.
+    pub revoked: Vec<String>,
 }
 
 /// The `[metrics]` table.
@@ -87,6 +118,10 @@ impl Default for RawConfig {
             notify: RawNotify::default(),
             telemetry: RawTelemetry::default(),
             metrics: RawMetrics::default(),
+            tls: RawTls::default(),
+            auth: RawAuth::default(),
+            max_connections: 16_384,
+            max_streams_per_connection: 1024,
         }
     }
 }
@@ -118,6 +153,123 @@ pub struct Config {
     pub webhook_url: Option<String>,
     /// OTLP endpoint for traces, if configured (else `OTEL_EXPORTER_OTLP_ENDPOINT`).
     pub otlp_endpoint: Option<String>,
+    /// Mutual TLS on the gRPC listener, if configured.
+    pub tls: Option<TlsFiles>,
+    /// Roles and revocations (in force only with TLS).
+    pub auth: AuthPolicy,
+    /// Most gRPC connections open at once.
+    pub max_connections: usize,
+    /// Most concurrent streams on one connection.
+    pub max_streams_per_connection: u32,
+}
+
+/// The files of `[tls]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_ca: PathBuf,
+}
+
+/// What a bound operator may do; each role may do all the ones before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Role {
+    /// Every read: status, watch, agents, deployments, why, report, history, results.
+    Viewer,
+    /// A viewer that may also roll back and rearm.
+    Operator,
+    /// An operator that may also change the fleet's trust.
+    Admin,
+}
+
+impl Role {
+    fn parse(value: &str) -> Option<Role> {
+        match value {
+            "viewer" => Some(Role::Viewer),
+            "operator" => Some(Role::Operator),
+            "admin" => Some(Role::Admin),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::Viewer => "viewer",
+            Role::Operator => "operator",
+            Role::Admin => "admin",
+        })
+    }
+}
+
+/// The checked `[auth]` table.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuthPolicy {
+    /// Operator name -> role; an operator not here may call nothing.
+    pub roles: BTreeMap<String, Role>,
+    /// Identities refused at once.
+    pub revoked: BTreeSet<Identity>,
+}
+
+impl RawAuth {
+    /// Checks `[auth]`; used at start and on every SIGHUP.
+    pub fn validate(self) -> Result<AuthPolicy, ConfigError> {
+        let mut roles = BTreeMap::new();
+        for (name, role) in self.roles {
+            let key = format!("auth.roles.{name}");
+            validate_name("operator name", &name).map_err(|m| ConfigError::invalid(&key, m))?;
+            let role = Role::parse(&role).ok_or_else(|| {
+                ConfigError::invalid(
+                    &key,
+                    format!("`{role}` is not a role (viewer, operator or admin)"),
+                )
+            })?;
+            roles.insert(name, role);
+        }
+        let mut revoked = BTreeSet::new();
+        for entry in self.revoked {
+            let identity = Identity::parse_key(&entry).ok_or_else(|| {
+                ConfigError::invalid(
+                    "auth.revoked",
+                    format!("`{entry}` is not agent/NAME or operator/NAME"),
+                )
+            })?;
+            revoked.insert(identity);
+        }
+        Ok(AuthPolicy { roles, revoked })
+    }
+}
+
+impl RawTls {
+    fn validate(self) -> Result<Option<TlsFiles>, ConfigError> {
+        let set = [&self.cert, &self.key, &self.client_ca]
+            .iter()
+            .filter(|v| !v.trim().is_empty())
+            .count();
+        match set {
+            0 => Ok(None),
+            3 => Ok(Some(TlsFiles {
+                cert: PathBuf::from(self.cert),
+                key: PathBuf::from(self.key),
+                client_ca: PathBuf::from(self.client_ca),
+            })),
+            _ => {
+                let missing = [
+                    ("tls.cert", &self.cert),
+                    ("tls.key", &self.key),
+                    ("tls.client_ca", &self.client_ca),
+                ]
+                .into_iter()
+                .find(|(_, v)| v.trim().is_empty())
+                .map_or("tls", |(key, _)| key);
+                Err(ConfigError::invalid(
+                    missing,
+                    "[tls] needs cert, key and client_ca together",
+                ))
+            }
+        }
+    }
 }
 
 impl Config {
@@ -162,12 +314,13 @@ impl RawConfig {
                 format!("`{}` is not an address ({err})", self.listen),
             )
         })?;
-        if !listen.ip().is_loopback() && !self.insecure_listen {
+        let tls = self.tls.validate()?;
+        if !listen.ip().is_loopback() && tls.is_none() && !self.insecure_listen {
             return Err(ConfigError::invalid(
                 "listen",
                 format!(
-                    "{listen} is not a loopback address; without TLS and authentication the \
-                     coordinator listens off loopback only with --insecure-listen"
+                    "{listen} is not a loopback address; without [tls] the coordinator \
+                     listens off loopback only with --insecure-listen"
                 ),
             ));
         }
@@ -207,6 +360,19 @@ impl RawConfig {
                 "must be at least 24h and at least command_ttl",
             ));
         }
+        let auth = self.auth.validate()?;
+        if self.max_connections == 0 {
+            return Err(ConfigError::invalid(
+                "max_connections",
+                "must be at least 1",
+            ));
+        }
+        if self.max_streams_per_connection == 0 {
+            return Err(ConfigError::invalid(
+                "max_streams_per_connection",
+                "must be at least 1",
+            ));
+        }
         let mut deployments = BTreeMap::new();
         for (name, raw) in self.deployments {
             let key = format!("deployments.{name}");
@@ -236,6 +402,10 @@ impl RawConfig {
             deployments,
             webhook_url,
             otlp_endpoint: self.telemetry.endpoint().map(str::to_owned),
+            tls,
+            auth,
+            max_connections: self.max_connections,
+            max_streams_per_connection: self.max_streams_per_connection,
         })
     }
 }

@@ -7,6 +7,7 @@
 //! `rollguard_common::policy`; `judge` runs it, `decisions` acts on it.
 #![forbid(unsafe_code)]
 
+mod auth;
 mod broadcast;
 pub mod config;
 mod counters;
@@ -15,6 +16,7 @@ mod decisions;
 mod error;
 mod fleet;
 mod judge;
+mod listener;
 mod metrics;
 mod notify;
 mod outbound;
@@ -23,4 +25,4 @@ mod service;
 mod store;
 
 pub use error::{BoxError, Error, Result};
-pub use server::{raise_nofile_limit, run, ADDR_FILE, HTTP_ADDR_FILE};
+pub use server::{raise_nofile_limit, run, ReloadAuth, ADDR_FILE, HTTP_ADDR_FILE};

@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::Parser;
 use rollguard_common::config::Sources;
 use rollguard_coordinator::config::{RawConfig, ENV_PREFIX};
+use rollguard_coordinator::ReloadAuth;
 
 /// The rollguard coordinator: aggregates fleet health, stores decisions and
 /// sends rollbacks to beta hosts.
@@ -22,6 +23,16 @@ struct Cli {
     /// Allow a non-loopback --listen while there is no TLS or authentication.
     #[arg(long)]
     insecure_listen: bool,
+    /// Certificate of the gRPC listener (PEM); with --tls-key and
+    /// --tls-client-ca it turns on mutual TLS (config `[tls] cert`).
+    #[arg(long, value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// Private key of --tls-cert (config `[tls] key`).
+    #[arg(long, value_name = "FILE")]
+    tls_key: Option<PathBuf>,
+    /// CA that signs every caller's certificate (config `[tls] client_ca`).
+    #[arg(long, value_name = "FILE")]
+    tls_client_ca: Option<PathBuf>,
     /// HTTP address for /metrics, /healthz and /readyz [default: 127.0.0.1:7601].
     #[arg(long, value_name = "ADDR")]
     http_listen: Option<String>,
@@ -49,14 +60,17 @@ fn main() -> ExitCode {
     if let Some(dir) = cli.data_dir {
         overrides.push(("data_dir", dir.display().to_string()));
     }
-    let config = match RawConfig::load(Sources {
-        file: cli.config.as_deref(),
-        env_prefix: ENV_PREFIX,
-        env: None,
-        overrides,
-    })
-    .and_then(RawConfig::validate)
-    {
+    for (key, path) in [
+        ("tls.cert", &cli.tls_cert),
+        ("tls.key", &cli.tls_key),
+        ("tls.client_ca", &cli.tls_client_ca),
+    ] {
+        if let Some(path) = path {
+            overrides.push((key, path.display().to_string()));
+        }
+    }
+    let file = cli.config;
+    let config = match load(file.as_deref(), &overrides).and_then(RawConfig::validate) {
         Ok(config) => config,
         Err(err) => {
             eprintln!("rollguard-coordinator: bad config: {err}");
@@ -82,7 +96,10 @@ fn main() -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
-    match serve(config) {
+    // SIGHUP reads [auth] again from the same file, env and flags.
+    let reload_auth: ReloadAuth =
+        Box::new(move || load(file.as_deref(), &overrides).and_then(|raw| raw.auth.validate()));
+    match serve(config, reload_auth) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("rollguard-coordinator: {err:#}");
@@ -91,7 +108,23 @@ fn main() -> ExitCode {
     }
 }
 
-fn serve(config: rollguard_coordinator::config::Config) -> anyhow::Result<()> {
+/// Reads the config's layers: defaults, the file, env, then the flags.
+fn load(
+    file: Option<&std::path::Path>,
+    overrides: &[(&'static str, String)],
+) -> Result<RawConfig, rollguard_common::config::ConfigError> {
+    RawConfig::load(Sources {
+        file,
+        env_prefix: ENV_PREFIX,
+        env: None,
+        overrides: overrides.to_vec(),
+    })
+}
+
+fn serve(
+    config: rollguard_coordinator::config::Config,
+    reload_auth: ReloadAuth,
+) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -100,14 +133,17 @@ fn serve(config: rollguard_coordinator::config::Config) -> anyhow::Result<()> {
         let endpoint = rollguard_proto::otel::resolve_endpoint(config.otlp_endpoint.as_deref());
         let telemetry =
             rollguard_proto::otel::init("rollguard-coordinator", "info", endpoint.as_deref());
-        let result = serve_inner(config).await;
+        let result = serve_inner(config, reload_auth).await;
         // Spans are flushed last, after every stream and task has stopped.
         telemetry.shutdown().await;
         result
     })
 }
 
-async fn serve_inner(config: rollguard_coordinator::config::Config) -> anyhow::Result<()> {
+async fn serve_inner(
+    config: rollguard_coordinator::config::Config,
+    reload_auth: ReloadAuth,
+) -> anyhow::Result<()> {
     {
         rollguard_coordinator::raise_nofile_limit();
         let listener = tokio::net::TcpListener::bind(config.listen)
@@ -121,6 +157,7 @@ async fn serve_inner(config: rollguard_coordinator::config::Config) -> anyhow::R
             listener,
             http_listener,
             rollguard_proto::process::shutdown_signal(),
+            reload_auth,
         )
         .await
         .context("running the coordinator")

@@ -11,13 +11,17 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use rollguard_common::config::ConfigError;
+
+use crate::auth::{AuthLayer, Authority};
 use crate::broadcast::Issuer;
-use crate::config::Config;
+use crate::config::{AuthPolicy, Config};
 use crate::counters::Counters;
 use crate::decisions::Decisions;
 use crate::error::{chain, Error, Result};
 use crate::fleet::Fleet;
 use crate::judge::Judge;
+use crate::listener::{limited_incoming, server_tls};
 use crate::metrics::Scrape;
 use crate::notify::Notifier;
 use crate::outbound::AgentTx;
@@ -129,14 +133,19 @@ impl Parts {
     }
 }
 
+/// Reads `[auth]` again (on SIGHUP): the config's sources as at start.
+pub type ReloadAuth = Box<dyn Fn() -> std::result::Result<AuthPolicy, ConfigError> + Send + Sync>;
+
 /// Serves on `listener` until `shutdown` completes, then stops in order:
 /// health NOT_SERVING, Goodbye to and end of every agent and watch stream,
-/// the server, the remaining tasks, and the store.
+/// the server, the remaining tasks, and the store. On SIGHUP `reload_auth`
+/// puts a newly read `[auth]` in force.
 pub async fn run(
     config: Config,
     listener: TcpListener,
     http_listener: TcpListener,
     shutdown: impl Future<Output = ()>,
+    reload_auth: ReloadAuth,
 ) -> Result<()> {
     let http_addr = http_listener
         .local_addr()
@@ -157,9 +166,34 @@ pub async fn run(
         .map_err(|err| Error::server("building the reflection service", err))?;
 
     let server_shutdown = CancellationToken::new();
-    let server = tonic::transport::Server::builder()
+    let authority = Arc::new(Authority::new(
+        parts.config.tls.is_some(),
+        parts.config.auth.clone(),
+    ));
+    let mut builder = tonic::transport::Server::builder();
+    match &parts.config.tls {
+        Some(files) => {
+            builder = builder
+                .tls_config(server_tls(files)?)
+                .map_err(|err| Error::server("setting up TLS", err))?;
+        }
+        None if !local_addr.ip().is_loopback() => {
+            tracing::warn!(%local_addr, "listening off loopback WITHOUT TLS (--insecure-listen): anyone who can reach this port can roll back any deployment");
+        }
+        None => {}
+    }
+    let incoming = limited_incoming(
+        listener,
+        parts.config.max_connections,
+        server_shutdown.clone(),
+    );
+    let server = builder
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .max_concurrent_streams(Some(parts.config.max_streams_per_connection))
+        .layer(AuthLayer {
+            authority: Arc::clone(&authority),
+        })
         .add_service(health_service)
         .add_service(reflection)
         .add_service(
@@ -170,11 +204,7 @@ pub async fn run(
         .add_service(pb::control_service_server::ControlServiceServer::new(
             parts.control(),
         ))
-        .serve_with_incoming_shutdown(
-            // Small messages (acks, commands) go out at once, not behind Nagle.
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-            server_shutdown.clone().cancelled_owned(),
-        );
+        .serve_with_incoming_shutdown(incoming, server_shutdown.clone().cancelled_owned());
     let mut server = tokio::spawn(server);
     let tracker = &parts.tracker;
     tracker.spawn(parts.judge().run(parts.streams_shutdown.clone()));
@@ -184,6 +214,11 @@ pub async fn run(
         parts.scrape(),
         tracker.clone(),
         server_shutdown.clone(),
+    ));
+    tracker.spawn(reload_on_hangup(
+        authority,
+        reload_auth,
+        parts.streams_shutdown.clone(),
     ));
     write_addr_file(&parts.config.data_dir, ADDR_FILE, local_addr).await;
     write_addr_file(&parts.config.data_dir, HTTP_ADDR_FILE, http_addr).await;
@@ -226,6 +261,39 @@ pub async fn run(
     }
     stop(parts, writer, deadline).await;
     Ok(())
+}
+
+/// On every SIGHUP, reads `[auth]` again and puts it in force; a bad one
+/// is logged and the one in force stays.
+async fn reload_on_hangup(
+    authority: Arc<Authority>,
+    reload_auth: ReloadAuth,
+    shutdown: CancellationToken,
+) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hangups = match signal(SignalKind::hangup()) {
+        Ok(hangups) => hangups,
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot listen for SIGHUP: [auth] is read only at start");
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            got = hangups.recv() => if got.is_none() { return },
+        }
+        match reload_auth() {
+            Ok(policy) => {
+                let (n_roles, n_revoked) = (policy.roles.len(), policy.revoked.len());
+                let ended = authority.reload(policy);
+                tracing::info!(n_roles, n_revoked, ended, "SIGHUP: [auth] reloaded");
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "SIGHUP: the config is bad; [auth] in force is kept");
+            }
+        }
+    }
 }
 
 /// Opens the store and reads what it holds, off the runtime's threads.

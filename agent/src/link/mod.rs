@@ -53,7 +53,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         )
     })?;
     tracing::info!(path = %journal.path().display(), "command journal open");
-    let connector = GrpcConnector::new(&config.coordinator)?;
+    let connector = GrpcConnector::new(&config.coordinator, config.tls.clone())?;
     Link::new(config, journal).run(connector, shutdown).await;
     tracing::info!("agent stopped");
     Ok(())

@@ -18,7 +18,7 @@ use rollguard_proto::v1::agent_service_client::AgentServiceClient;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
-use tonic::transport::Endpoint;
+use tonic::transport::{ClientTlsConfig, Endpoint};
 
 /// Upstream queue of one session.
 pub(crate) const UPSTREAM_CAPACITY: usize = 64;
@@ -139,8 +139,17 @@ pub(crate) struct GrpcConnector {
 
 impl GrpcConnector {
     /// Checks the coordinator URL; nothing connects until [`Connector::open`].
-    pub(crate) fn new(coordinator: &str) -> anyhow::Result<GrpcConnector> {
-        let endpoint = Endpoint::from_shared(coordinator.to_owned())?
+    /// With `tls`, the coordinator's certificate is verified against the
+    /// CA and its SAN against the URL's host, and this agent presents its own.
+    pub(crate) fn new(
+        coordinator: &str,
+        tls: Option<ClientTlsConfig>,
+    ) -> anyhow::Result<GrpcConnector> {
+        let mut endpoint = Endpoint::from_shared(coordinator.to_owned())?;
+        if let Some(tls) = tls {
+            endpoint = endpoint.tls_config(tls)?;
+        }
+        let endpoint = endpoint
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(30))

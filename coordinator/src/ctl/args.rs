@@ -3,6 +3,7 @@
 //!
 //! Parsing only; what each command does lives in its own module.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -19,6 +20,15 @@ pub struct Cli {
         default_value = "http://127.0.0.1:7600"
     )]
     pub coordinator: String,
+    /// CA certificate that signed the coordinator's (for an https:// coordinator).
+    #[arg(long, global = true, env = "ROLLGUARD_CA", value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+    /// This operator's certificate (`rollguardctl pki issue operator NAME`).
+    #[arg(long, global = true, env = "ROLLGUARD_CERT", value_name = "FILE")]
+    pub cert: Option<PathBuf>,
+    /// The key of --cert.
+    #[arg(long, global = true, env = "ROLLGUARD_KEY", value_name = "FILE")]
+    pub key: Option<PathBuf>,
     /// Output format.
     #[arg(short = 'o', long = "output", global = true, value_enum, default_value_t = Format::Table)]
     pub output: Format,
@@ -27,6 +37,25 @@ pub struct Cli {
     pub otlp_endpoint: Option<String>,
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Cli {
+    /// The client TLS settings of `--ca`, `--cert` and `--key`: all three or
+    /// none, and required for an `https://` coordinator.
+    pub fn tls(&self) -> anyhow::Result<Option<tonic::transport::ClientTlsConfig>> {
+        let https = self.coordinator.starts_with("https://");
+        match (&self.ca, &self.cert, &self.key) {
+            (None, None, None) if !https => Ok(None),
+            (Some(ca), Some(cert), Some(key)) => {
+                let files = rollguard_proto::tls::ClientFiles { ca, cert, key };
+                Ok(Some(files.load()?.config))
+            }
+            _ => anyhow::bail!(
+                "an https:// coordinator needs --ca, --cert and --key together \
+                 (or ROLLGUARD_CA, ROLLGUARD_CERT, ROLLGUARD_KEY)"
+            ),
+        }
+    }
 }
 
 /// How results are printed.

@@ -5,18 +5,27 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Context};
 use rollguard_proto::v1::control_service_client::ControlServiceClient;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 /// Time allowed to establish the connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default deadline of one call.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Connects to the coordinator with the CLI's connect timeout.
-pub async fn connect(url: &str) -> anyhow::Result<ControlServiceClient<Channel>> {
-    let endpoint = Endpoint::from_shared(url.to_owned())
+/// Connects to the coordinator with the CLI's connect timeout; with `tls`,
+/// over mutual TLS.
+pub async fn connect(
+    url: &str,
+    tls: Option<ClientTlsConfig>,
+) -> anyhow::Result<ControlServiceClient<Channel>> {
+    let mut endpoint = Endpoint::from_shared(url.to_owned())
         .with_context(|| format!("bad coordinator URL `{url}`"))?
         .connect_timeout(CONNECT_TIMEOUT);
+    if let Some(tls) = tls {
+        endpoint = endpoint
+            .tls_config(tls)
+            .with_context(|| format!("TLS settings for {url}"))?;
+    }
     let channel = endpoint
         .connect()
         .await
@@ -30,8 +39,22 @@ pub(crate) fn request<T>(message: T) -> tonic::Request<T> {
     request
 }
 
+/// One line: the status code in words, then the coordinator's reason
+/// (`permission denied: operator carol has role viewer; rollback needs operator`).
 pub(crate) fn status_error(status: tonic::Status) -> anyhow::Error {
-    anyhow!("{:?}: {}", status.code(), status.message())
+    anyhow!("{}: {}", code_words(status.code()), status.message())
+}
+
+/// `PermissionDenied` -> `permission denied`.
+fn code_words(code: tonic::Code) -> String {
+    let mut words = String::new();
+    for (i, c) in format!("{code:?}").chars().enumerate() {
+        if c.is_uppercase() && i > 0 {
+            words.push(' ');
+        }
+        words.push(c.to_ascii_lowercase());
+    }
+    words
 }
 
 /// Names the operator in the audit history: `user@host (rollguardctl)`.

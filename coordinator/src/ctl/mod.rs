@@ -49,7 +49,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
     if let Command::Demo(args) = cli.command {
         return demo::run(args).await;
     }
-    let mut client = connect(&cli.coordinator).await?;
+    let mut client = connect(&cli.coordinator, cli.tls()?).await?;
     let format = cli.output;
     match cli.command {
         Command::Status { deployment, watch } => {

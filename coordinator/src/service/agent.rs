@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::auth::Caller;
 use crate::config::Config;
 use crate::counters::Counters;
 use crate::decisions::Decisions;
@@ -72,8 +73,14 @@ impl pb::agent_service_server::AgentService for AgentLink {
         if self.streams_shutdown.is_cancelled() {
             return Err(Status::unavailable("the coordinator is shutting down"));
         }
+        let caller = Caller::of(&request);
         let mut inbound = request.into_inner();
         let identity = self.hello(&mut inbound).await?;
+        // Identity comes from the certificate: an agent may speak only for
+        // its own host, and nothing about another host changes.
+        caller.check_host(identity.host_id.as_str()).inspect_err(|status| {
+            tracing::warn!(host_id = %identity.host_id, reason = status.message(), "agent stream refused");
+        })?;
         let (control_tx, control_rx) = mpsc::channel(OUTBOUND_CAPACITY);
         let (wire_tx, wire_rx) = mpsc::channel(OUTBOUND_CAPACITY);
         let welcome = pb::CoordinatorMessage {
@@ -99,6 +106,7 @@ impl pb::agent_service_server::AgentService for AgentLink {
             conn_id,
             expander: Expander::new(),
             wire_tx,
+            caller,
         };
         self.tracker.spawn(session.run(inbound, control_rx));
         Ok(Response::new(Box::pin(
@@ -182,6 +190,8 @@ struct Session {
     /// How far back a sample may go and still count to the current round.
     round_window: Duration,
     wire_tx: WireTx,
+    /// The certificate's caller: its revocation ends the stream.
+    caller: Caller,
 }
 
 impl Session {
@@ -192,8 +202,13 @@ impl Session {
         mut control_rx: mpsc::Receiver<Control>,
     ) {
         let shutdown = self.link.streams_shutdown.clone();
+        let caller = self.caller.clone();
         let end: Option<Status> = loop {
             tokio::select! {
+                () = caller.revoked() => {
+                    tracing::warn!(host_id = %self.identity.host_id, "agent stream ended: its certificate is revoked");
+                    break Some(Status::permission_denied("this agent's identity is revoked"));
+                }
                 () = shutdown.cancelled() => {
                     // Never wait on an agent that stopped reading: the end of the
                     // stream tells it as much as the Goodbye would.

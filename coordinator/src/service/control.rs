@@ -19,6 +19,7 @@ use tokio_util::task::TaskTracker;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
+use crate::auth::Caller;
 use crate::config::Config;
 use crate::decisions::Decisions;
 use crate::error::Error;
@@ -107,6 +108,7 @@ impl pb::control_service_server::ControlService for Control {
         &self,
         request: Request<pb::WatchFleetStatusRequest>,
     ) -> Result<Response<Self::WatchFleetStatusStream>, Status> {
+        let caller = Caller::of(&request);
         let deployment = request.into_inner().deployment;
         optional_deployment(&deployment)?;
         let (tx, rx) = mpsc::channel(4);
@@ -118,6 +120,11 @@ impl pb::control_service_server::ControlService for Control {
             loop {
                 tokio::select! {
                     () = shutdown.cancelled() => break,
+                    () = caller.revoked() => {
+                        let revoked = Status::permission_denied("this operator's identity is revoked or its role changed");
+                        let _ = tx.try_send(Err(revoked));
+                        break;
+                    }
                     _ = ticker.tick() => {}
                 }
                 let status = control.status(&deployment);
@@ -149,6 +156,7 @@ impl pb::control_service_server::ControlService for Control {
         request: Request<pb::RollbackRequest>,
     ) -> Result<Response<pb::RollbackResponse>, Status> {
         let trace_context = rollguard_proto::otel::from_metadata(request.metadata());
+        let caller = Caller::of(&request);
         let request = request.into_inner();
         validate_name("deployment", &request.deployment).map_err(Status::invalid_argument)?;
         let reason = request.reason.trim();
@@ -159,11 +167,7 @@ impl pb::control_service_server::ControlService for Control {
             return Err(Status::invalid_argument("reason or actor is too long"));
         }
         let deployment = DeploymentName::new(request.deployment.clone());
-        let actor = if request.actor.is_empty() {
-            "unknown".to_owned()
-        } else {
-            request.actor.clone()
-        };
+        let actor = caller.actor(&request.actor);
         // The CLI's trace continues here (W3C context in the request metadata).
         let span =
             tracing::info_span!("control.rollback", deployment = %deployment, actor = %actor);
@@ -257,14 +261,14 @@ impl pb::control_service_server::ControlService for Control {
         &self,
         request: Request<pb::RearmRequest>,
     ) -> Result<Response<pb::RearmResponse>, Status> {
+        let caller = Caller::of(&request);
         let request = request.into_inner();
         validate_name("deployment", &request.deployment).map_err(Status::invalid_argument)?;
+        if request.actor.len() > 256 {
+            return Err(Status::invalid_argument("actor is too long"));
+        }
         let deployment = DeploymentName::new(request.deployment.clone());
-        let actor = if request.actor.is_empty() {
-            "unknown".to_owned()
-        } else {
-            request.actor
-        };
+        let actor = caller.actor(&request.actor);
         let was_armed = self
             .decisions
             .rearm(&deployment, request.reason, actor)

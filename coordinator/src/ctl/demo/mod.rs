@@ -89,7 +89,7 @@ async fn script(
         );
     }
 
-    let mut client = connect(&url).await?;
+    let mut client = connect(&url, None).await?;
     show_agents_reporting(&client, hosts.len()).await?;
     watch_until_disarmed(&mut client, args, dir).await?;
     let command = show_rollback_results(&mut client).await?;
