@@ -150,6 +150,9 @@ pub enum Command {
     },
     /// Run a whole local fleet (coordinator and three agents) and a rollback.
     Demo(DemoArgs),
+    /// Make the fleet's CA and certificates for mutual TLS (no coordinator
+    /// needed).
+    Pki(PkiArgs),
 }
 
 /// Returns true when the arguments ask for `-o json` (for errors found
@@ -186,6 +189,84 @@ pub struct DemoArgs {
     /// How long the beta app behaves before it starts failing.
     #[arg(long, default_value = "12s")]
     pub(super) fail_after: String,
+}
+
+/// `rollguardctl pki`: its subcommands.
+#[derive(Debug, clap::Args)]
+pub struct PkiArgs {
+    #[command(subcommand)]
+    pub(super) command: PkiCommand,
+}
+
+/// What `rollguardctl pki` does.
+#[derive(Debug, Subcommand)]
+pub(crate) enum PkiCommand {
+    /// Make a new CA: DIR/ca.pem and DIR/ca-key.pem (refuses to replace one).
+    Init {
+        /// Where the CA goes (created if missing).
+        #[arg(long)]
+        dir: PathBuf,
+        /// How long the CA is valid (e.g. 3650d, 10y); default 3650 days.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        valid_for: Option<Duration>,
+    },
+    /// Issue a certificate and key signed by the CA in --dir.
+    #[command(subcommand)]
+    Issue(IssueKind),
+    /// Print a certificate's identity, SANs, serial, validity and usages.
+    Show {
+        /// A PEM certificate file.
+        file: PathBuf,
+    },
+}
+
+/// The kinds of certificate `pki issue` makes.
+#[derive(Debug, Subcommand)]
+pub(crate) enum IssueKind {
+    /// A server certificate for the coordinator: DIR/NAME.pem and
+    /// DIR/NAME-key.pem (serverAuth; default 365 days).
+    Coordinator {
+        /// File name and subject CN.
+        name: String,
+        /// A DNS name or IP address clients dial (repeatable; at least one).
+        #[arg(long = "san", value_name = "HOST_OR_IP", required = true)]
+        sans: Vec<String>,
+        #[command(flatten)]
+        flags: IssueFlags,
+    },
+    /// A client certificate for a host's agent: DIR/HOST_ID.pem and
+    /// DIR/HOST_ID-key.pem (clientAuth; default 90 days).
+    Agent {
+        /// The host id the agent announces.
+        host_id: String,
+        #[command(flatten)]
+        flags: IssueFlags,
+    },
+    /// A client certificate for an operator or tool: DIR/NAME.pem and
+    /// DIR/NAME-key.pem (clientAuth; default 90 days).
+    Operator {
+        /// Who calls the control API.
+        name: String,
+        #[command(flatten)]
+        flags: IssueFlags,
+    },
+}
+
+/// Flags every `pki issue` takes.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct IssueFlags {
+    /// The directory holding ca.pem and ca-key.pem; the new files go there too.
+    #[arg(long)]
+    pub(super) dir: PathBuf,
+    /// How long the certificate is valid (e.g. 90d, 1y, 10m).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub(super) valid_for: Option<Duration>,
+    /// Replace an existing certificate and key of that name.
+    #[arg(long)]
+    pub(super) force: bool,
+    /// Issue one that expired yesterday (for tests of refusal).
+    #[arg(long, hide = true, conflicts_with = "valid_for")]
+    pub(super) expired: bool,
 }
 
 #[cfg(test)]

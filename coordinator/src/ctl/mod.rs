@@ -17,6 +17,7 @@ mod deployments;
 mod history;
 mod judgement;
 mod output;
+mod pki;
 mod rearm;
 mod report;
 mod results;
@@ -48,6 +49,10 @@ pub async fn run(cli: Cli) -> u8 {
 async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
     if let Command::Demo(args) = cli.command {
         return demo::run(args).await;
+    }
+    // Certificates are made locally: no coordinator to connect to.
+    if let Command::Pki(args) = cli.command {
+        return pki::run(args, cli.output);
     }
     let mut client = connect(&cli.coordinator, cli.tls()?).await?;
     let format = cli.output;
@@ -82,6 +87,6 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Report { deployment, window } => {
             report::report(&mut client, format, deployment, window).await
         }
-        Command::Demo(_) => unreachable!("handled above"),
+        Command::Demo(_) | Command::Pki(_) => unreachable!("handled above"),
     }
 }
