@@ -156,6 +156,12 @@ impl Proc {
         Ok(status)
     }
 
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<rustix::process::Pid> {
+        let child = self.child.as_ref()?;
+        rustix::process::Pid::from_raw(child.id() as i32)
+    }
+
     /// Returns the process's stderr so far (its log).
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
@@ -182,6 +188,19 @@ pub struct Coordinator {
 impl Coordinator {
     /// Starts a coordinator on `data_dir` with an optional TOML config, and waits until it listens.
     pub fn start(data_dir: &Path, config_toml: Option<&str>) -> anyhow::Result<Coordinator> {
+        Coordinator::launch(data_dir, config_toml, "http")
+    }
+
+    /// Starts a coordinator whose config has a `[tls]` table; its URL is `https://`.
+    pub fn start_tls(data_dir: &Path, config_toml: &str) -> anyhow::Result<Coordinator> {
+        Coordinator::launch(data_dir, Some(config_toml), "https")
+    }
+
+    fn launch(
+        data_dir: &Path,
+        config_toml: Option<&str>,
+        scheme: &str,
+    ) -> anyhow::Result<Coordinator> {
         std::fs::create_dir_all(data_dir)?;
         let addr_file = data_dir.join("coordinator.addr");
         // A restart on the same data dir must not read the last run's addresses.
@@ -219,7 +238,7 @@ impl Coordinator {
         )?;
         Ok(Coordinator {
             proc,
-            url: format!("http://{}", addr.trim()),
+            url: format!("{scheme}://{}", addr.trim()),
             data_dir: data_dir.to_path_buf(),
         })
     }
@@ -291,10 +310,18 @@ fn wait_for_addr_file(what: &str, path: &Path) -> anyhow::Result<String> {
 
 /// Runs rollguardctl against `url`.
 pub fn ctl(url: &str, args: &[&str]) -> CtlOutput {
-    let output: Output = Command::new(&binaries().ctl)
-        .arg("--coordinator")
-        .arg(url)
-        .args(args)
+    let mut command = Command::new(&binaries().ctl);
+    command.arg("--coordinator").arg(url).args(args);
+    run_ctl(&mut command)
+}
+
+/// Runs rollguardctl with any arguments (no `--coordinator`).
+pub fn ctl_args(args: &[&str]) -> CtlOutput {
+    run_ctl(Command::new(&binaries().ctl).args(args))
+}
+
+fn run_ctl(command: &mut Command) -> CtlOutput {
+    let output: Output = command
         .stdin(Stdio::null())
         .output()
         .expect("running rollguardctl");
@@ -302,6 +329,86 @@ pub fn ctl(url: &str, args: &[&str]) -> CtlOutput {
         status: output.status,
         stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// A CA and certificates made by `rollguardctl pki` in one directory.
+#[derive(Debug, Clone)]
+pub struct Pki {
+    pub dir: PathBuf,
+}
+
+impl Pki {
+    /// `rollguardctl pki init --dir DIR`.
+    pub fn init(dir: &Path) -> anyhow::Result<Pki> {
+        let dir_arg = dir.display().to_string();
+        let out = ctl_args(&["pki", "init", "--dir", &dir_arg]);
+        anyhow::ensure!(out.status.success(), "pki init failed: {}", out.stderr);
+        Ok(Pki {
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// `rollguardctl pki issue KIND NAME --dir DIR EXTRA...`.
+    pub fn issue(&self, kind: &str, name: &str, extra: &[&str]) -> anyhow::Result<()> {
+        let dir = self.dir.display().to_string();
+        let mut args = vec!["pki", "issue", kind, name, "--dir", &dir];
+        args.extend_from_slice(extra);
+        let out = ctl_args(&args);
+        anyhow::ensure!(
+            out.status.success(),
+            "pki issue {kind} {name} failed: {}",
+            out.stderr
+        );
+        Ok(())
+    }
+
+    pub fn ca(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+
+    pub fn cert(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.pem"))
+    }
+
+    pub fn key(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}-key.pem"))
+    }
+
+    /// The coordinator's `[tls]` table for the certificate `name`.
+    pub fn coordinator_toml(&self, name: &str) -> String {
+        format!(
+            "[tls]\ncert = \"{}\"\nkey = \"{}\"\nclient_ca = \"{}\"\n",
+            self.cert(name).display(),
+            self.key(name).display(),
+            self.ca().display()
+        )
+    }
+
+    /// An agent's `[tls]` table for the certificate `name`.
+    pub fn agent_toml(&self, name: &str) -> String {
+        format!(
+            "[tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
+            self.ca().display(),
+            self.cert(name).display(),
+            self.key(name).display()
+        )
+    }
+
+    /// Runs rollguardctl against `url` as the operator `name`.
+    pub fn ctl_as(&self, url: &str, name: &str, args: &[&str]) -> CtlOutput {
+        let mut command = Command::new(&binaries().ctl);
+        command
+            .arg("--coordinator")
+            .arg(url)
+            .arg("--ca")
+            .arg(self.ca())
+            .arg("--cert")
+            .arg(self.cert(name))
+            .arg("--key")
+            .arg(self.key(name))
+            .args(args);
+        run_ctl(&mut command)
     }
 }
 

@@ -5,4 +5,5 @@ mod fleet;
 mod journal;
 mod metrics;
 mod policy;
+mod tls;
 mod traces;
