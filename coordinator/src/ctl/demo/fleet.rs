@@ -44,12 +44,16 @@ impl Fleet {
         &mut self,
         dir: &Path,
         coordinator_bin: &Path,
+        pki: &DemoPki,
     ) -> anyhow::Result<String> {
         let data_dir = dir.join("coordinator-data");
         let addr_file = data_dir.join(crate::ADDR_FILE);
         std::fs::create_dir_all(&data_dir)?;
         let config = dir.join("coordinator.toml");
-        std::fs::write(&config, COORDINATOR_CONFIG)?;
+        std::fs::write(
+            &config,
+            format!("{COORDINATOR_CONFIG}\n{}", pki.coordinator_toml()),
+        )?;
         let coordinator = Command::new(coordinator_bin)
             .args([
                 "--listen",
@@ -69,7 +73,7 @@ impl Fleet {
             .context("starting the coordinator")?;
         self.children.push(("coordinator".to_owned(), coordinator));
         let addr = read_addr(&addr_file, "the coordinator to listen").await?;
-        let url = format!("http://{}", addr.trim());
+        let url = format!("https://{}", addr.trim());
         Ok(url)
     }
 
@@ -82,6 +86,7 @@ impl Fleet {
         [agent_bin, app_bin]: [&Path; 2],
         url: &str,
         (host_id, cohort, version): &Host,
+        pki: &DemoPki,
     ) -> anyhow::Result<String> {
         let state_dir = dir.join(host_id);
         std::fs::create_dir_all(&state_dir)?;
@@ -107,7 +112,14 @@ impl Fleet {
             read_addr(&app_addr_file, "the app to listen").await?.trim()
         );
         let config = state_dir.join("agent.toml");
-        std::fs::write(&config, agent_config(host_id, cohort, &state_dir, &app_url))?;
+        std::fs::write(
+            &config,
+            format!(
+                "{}\n{}",
+                agent_config(host_id, cohort, &state_dir, &app_url),
+                pki.agent_toml(host_id)
+            ),
+        )?;
         let child = Command::new(agent_bin)
             .arg("--config")
             .arg(&config)
@@ -143,6 +155,102 @@ impl Fleet {
             }
         }
         self.children.clear();
+    }
+}
+
+/// The demo's certificates: a CA, the coordinator's for 127.0.0.1, one per
+/// agent and one for the demo's own calls (operator `demo`, an admin).
+#[derive(Debug)]
+pub(super) struct DemoPki {
+    pub(super) dir: PathBuf,
+}
+
+/// The operator the demo calls as.
+pub(super) const OPERATOR: &str = "demo";
+
+impl DemoPki {
+    /// Makes the CA and every certificate under `dir/pki`.
+    pub(super) fn make(dir: &Path, hosts: &[Host]) -> anyhow::Result<DemoPki> {
+        use crate::ctl::pki::{
+            self, Leaf, Validity, CA_VALID_FOR, CLIENT_VALID_FOR, SERVER_VALID_FOR,
+        };
+        use rollguard_proto::tls::Identity;
+        let dir = dir.join("pki");
+        let now = std::time::SystemTime::now();
+        pki::init(&dir, Validity::starting(now, CA_VALID_FOR)?)?;
+        let coordinator = Leaf::Coordinator {
+            name: "coordinator".to_owned(),
+            sans: vec!["127.0.0.1".to_owned(), "localhost".to_owned()],
+        };
+        pki::issue(
+            &dir,
+            &coordinator,
+            Validity::starting(now, SERVER_VALID_FOR)?,
+            false,
+        )?;
+        let clients = hosts
+            .iter()
+            .map(|(host_id, _, _)| Identity::Agent(host_id.clone()))
+            .chain([Identity::Operator(OPERATOR.to_owned())]);
+        for identity in clients {
+            let leaf = Leaf::Client(identity);
+            pki::issue(
+                &dir,
+                &leaf,
+                Validity::starting(now, CLIENT_VALID_FOR)?,
+                false,
+            )?;
+        }
+        Ok(DemoPki { dir })
+    }
+
+    pub(super) fn file(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.pem"))
+    }
+
+    pub(super) fn key(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}-key.pem"))
+    }
+
+    fn coordinator_toml(&self) -> String {
+        format!(
+            "[tls]\ncert = \"{}\"\nkey = \"{}\"\nclient_ca = \"{}\"\n\n[auth.roles]\n{OPERATOR} = \"admin\"\n",
+            self.file("coordinator").display(),
+            self.key("coordinator").display(),
+            self.file("ca").display(),
+        )
+    }
+
+    fn agent_toml(&self, host_id: &str) -> String {
+        format!(
+            "[tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
+            self.file("ca").display(),
+            self.file(host_id).display(),
+            self.key(host_id).display(),
+        )
+    }
+
+    /// The demo's own client settings.
+    pub(super) fn client_tls(&self) -> anyhow::Result<tonic::transport::ClientTlsConfig> {
+        let ca = self.file("ca");
+        let cert = self.file(OPERATOR);
+        let key = self.key(OPERATOR);
+        let files = rollguard_proto::tls::ClientFiles {
+            ca: &ca,
+            cert: &cert,
+            key: &key,
+        };
+        Ok(files.load()?.config)
+    }
+
+    /// `rollguardctl --coordinator URL --ca .. --cert .. --key ..`, to copy.
+    pub(super) fn ctl_line(&self, url: &str) -> String {
+        format!(
+            "rollguardctl --coordinator {url} --ca {} --cert {} --key {}",
+            self.file("ca").display(),
+            self.file(OPERATOR).display(),
+            self.key(OPERATOR).display()
+        )
     }
 }
 

@@ -18,7 +18,7 @@ use rollguard_proto::v1 as pb;
 use rollguard_proto::v1::control_service_client::ControlServiceClient;
 use tonic::transport::Channel;
 
-use self::fleet::{poll, Fleet, Host, COORDINATOR_CONFIG, STABLE_VERSION};
+use self::fleet::{poll, DemoPki, Fleet, Host, COORDINATOR_CONFIG, OPERATOR, STABLE_VERSION};
 use super::agents::print_agents;
 use super::args::{DemoArgs, Format};
 use super::connect::connect;
@@ -72,16 +72,22 @@ async fn script(
     fleet: &mut Fleet,
 ) -> anyhow::Result<u8> {
     println!("== rollguard demo: working in {}", dir.display());
-    let url = fleet.start_coordinator(dir, coordinator_bin).await?;
+    let hosts = fleet::hosts(args);
+    let pki = DemoPki::make(dir, &hosts)?;
+    println!(
+        "== mutual TLS: a CA and certificates for the coordinator, {} agents and operator `{OPERATOR}` (admin) in {}",
+        hosts.len(),
+        pki.dir.display()
+    );
+    let url = fleet.start_coordinator(dir, coordinator_bin, &pki).await?;
     println!("== coordinator listening on {url}, policy for deployment `demo`:");
     for line in COORDINATOR_CONFIG.lines().filter(|l| !l.trim().is_empty()) {
         println!("   {line}");
     }
 
-    let hosts = fleet::hosts(args);
     for host in &hosts {
         let app_url = fleet
-            .start_host(args, dir, [agent_bin, app_bin], &url, host)
+            .start_host(args, dir, [agent_bin, app_bin], &url, host, &pki)
             .await?;
         let (host_id, cohort, version) = host;
         println!(
@@ -89,17 +95,21 @@ async fn script(
         );
     }
 
-    let mut client = connect(&url, None).await?;
+    let mut client = connect(&url, Some(pki.client_tls()?)).await?;
+    let ctl = pki.ctl_line(&url);
+    println!("== the demo calls the coordinator as operator `{OPERATOR}`, as this line does:\n   {ctl} status");
     show_agents_reporting(&client, hosts.len()).await?;
     watch_until_disarmed(&mut client, args, dir).await?;
     let command = show_rollback_results(&mut client).await?;
     show_why(&mut client).await?;
     show_evidence(dir, &hosts);
     show_agents_on_stable(&client).await?;
-    show_history(&mut client, &url).await?;
+    show_history(&mut client, &ctl).await?;
 
     if args.keep_running {
-        println!("\n== the fleet keeps running at {url}; try `rollguardctl --coordinator {url} status --watch`. Ctrl-C stops it.");
+        println!(
+            "\n== the fleet keeps running at {url}; try `{ctl} status --watch`. Ctrl-C stops it."
+        );
         std::future::pending::<()>().await;
     }
     let all_succeeded = command
@@ -260,7 +270,7 @@ async fn show_agents_on_stable(client: &ControlServiceClient<Channel>) -> anyhow
 }
 
 /// Prints the audit history and how to re-arm or roll back by hand.
-async fn show_history(client: &mut ControlServiceClient<Channel>, url: &str) -> anyhow::Result<()> {
+async fn show_history(client: &mut ControlServiceClient<Channel>, ctl: &str) -> anyhow::Result<()> {
     println!("\n== audit history");
     let history = client
         .history(pb::HistoryRequest::default())
@@ -277,7 +287,7 @@ async fn show_history(client: &mut ControlServiceClient<Channel>, url: &str) -> 
         );
     }
     println!(
-        "\nre-arm with `rollguardctl --coordinator {url} rearm demo`; roll back by hand with `rollguardctl --coordinator {url} rollback demo --reason ...`"
+        "\nre-arm with `{ctl} rearm demo`; roll back by hand with `{ctl} rollback demo --reason ...`"
     );
     Ok(())
 }
