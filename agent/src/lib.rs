@@ -12,6 +12,7 @@ pub mod action;
 pub(crate) mod app;
 pub(crate) mod collect;
 pub mod config;
+pub(crate) mod figures;
 pub mod journal;
 mod link;
 pub mod version;

@@ -2,13 +2,15 @@
 //!
 //! The scraper and prober share one behind a std `Mutex`; the lock is never
 //! held across an await. [`Accumulator::take`] hands the sample loop the
-//! counts since the previous call and starts over.
+//! counts since the previous call and starts over, with every figure the
+//! coordinator would reject dropped and counted (see `crate::figures`).
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use rollguard_common::sample::{AppHealth, Bucket};
 
 use super::{ProbeOutcome, ScrapeDelta};
+use crate::figures::{guard_app, Dropped};
 
 /// Longest failure reason sent; longer ones are cut at a char boundary.
 const MAX_REASON_BYTES: usize = 512;
@@ -33,6 +35,8 @@ pub(crate) const PROBE_BOUNDS: [f64; 12] = [
 #[derive(Debug)]
 pub(crate) struct Accumulator {
     health: AppHealth,
+    /// Figures left out of what was taken, and when that was last logged.
+    pub(super) dropped: Dropped,
 }
 
 impl Accumulator {
@@ -40,6 +44,7 @@ impl Accumulator {
     pub(crate) fn new(scrape_enabled: bool, probe_enabled: bool) -> Accumulator {
         Accumulator {
             health: fresh(scrape_enabled, probe_enabled, Vec::new()),
+            dropped: Dropped::default(),
         }
     }
 
@@ -55,6 +60,7 @@ impl Accumulator {
                 return;
             }
         };
+        self.dropped.add(delta.non_finite_gauges);
         health.requests += delta.requests;
         health.errors += delta.errors;
         if let Some(latency) = delta.latency {
@@ -101,13 +107,24 @@ impl Accumulator {
 
     /// Returns what was added since the last call and starts over, keeping
     /// what is enabled and the latest gauges (a gauge is a level, not a count).
+    ///
+    /// What is returned passes `AppHealth::validate`'s checks of figures:
+    /// sums over many scrapes can still overflow to infinity, so the guard
+    /// runs on every interval, not only on what a scrape reads.
     pub(crate) fn take(&mut self) -> AppHealth {
         let next = fresh(
             self.health.scrape_enabled,
             self.health.probe_enabled,
             self.health.gauges.clone(),
         );
-        std::mem::replace(&mut self.health, next)
+        let mut health = std::mem::replace(&mut self.health, next);
+        let dropped = guard_app(&mut health);
+        if dropped > 0 {
+            self.dropped.add(dropped);
+            // The gauges kept for the next interval lose what was dropped too.
+            self.health.gauges.clone_from(&health.gauges);
+        }
+        health
     }
 }
 

@@ -16,8 +16,10 @@
 //! - The scraper and prober run on their own intervals, independent of the
 //!   sample interval; the [`Accumulator`] lock is never held across an await.
 //! - What is sent always passes `AppHealth::validate` (errors <= requests,
-//!   at most `MAX_BUCKETS` buckets, no NaN), so one odd scrape cannot get a
-//!   whole sample rejected by the coordinator.
+//!   at most `MAX_BUCKETS` buckets, no NaN or infinite figure but a `+Inf`
+//!   bucket bound), so one odd scrape cannot get a whole sample rejected by
+//!   the coordinator, which would end the agent's stream. What had to be
+//!   left out for that is counted and logged (`crate::figures`).
 //!
 //! Deliberately NOT done here: TLS (https URLs are a config error for now),
 //! compression (no `Accept-Encoding` is sent), auth, OpenMetrics or protobuf

@@ -2,6 +2,7 @@
 //! the sample loop what they counted.
 
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use rollguard_common::sample::AppHealth;
 use tokio::task::JoinHandle;
@@ -60,9 +61,18 @@ impl AppMonitor {
         }
     }
 
-    /// Returns the app health since the previous call.
+    /// Returns the app health since the previous call, without a figure
+    /// the coordinator would reject; logs what was dropped at most once a minute.
     pub(crate) fn take(&self) -> AppHealth {
-        lock(&self.shared).take()
+        let (health, due_opt) = {
+            let mut accumulator = lock(&self.shared);
+            let health = accumulator.take();
+            (health, accumulator.dropped.due(Instant::now()))
+        };
+        if let Some(due) = due_opt {
+            due.log("app");
+        }
+        health
     }
 
     /// Stops the tasks and waits for them; an in-flight request is dropped.

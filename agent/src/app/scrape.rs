@@ -47,8 +47,10 @@ pub(crate) struct Reading {
     pub(crate) errors: Option<f64>,
     /// The latency histogram, when exposed and well-formed.
     pub(crate) latency: Option<Histogram>,
-    /// The configured gauges that are exposed, sorted by name.
+    /// The configured gauges that are exposed with a finite value, sorted by name.
     pub(crate) gauges: Vec<(String, f64)>,
+    /// Configured gauges exposed as NaN or an infinity, left out of `gauges`.
+    pub(crate) non_finite_gauges: u64,
 }
 
 /// What happened between two good scrapes.
@@ -62,6 +64,8 @@ pub(crate) struct ScrapeDelta {
     pub(crate) latency: Option<LatencyDelta>,
     /// The latest gauges.
     pub(crate) gauges: Vec<(String, f64)>,
+    /// Gauges the latest scrape exposed as NaN or an infinity, left out.
+    pub(crate) non_finite_gauges: u64,
 }
 
 /// Latency histogram deltas over a gap.
@@ -78,7 +82,8 @@ pub(crate) struct LatencyDelta {
 /// Reads the configured totals from one scrape body.
 ///
 /// Values that are NaN or infinite are treated as absent: they cannot be
-/// differenced, and the coordinator rejects non-finite counts.
+/// differenced, and the coordinator rejects non-finite figures (a sample
+/// with one ends the agent's stream). Gauges left out so are counted.
 pub(crate) fn read(body: &str, queries: &Queries) -> Result<Reading, String> {
     let exposition = parse(body).map_err(|err| err.to_string())?;
     let requests = finite(sum_counter(&exposition, &queries.requests));
@@ -99,20 +104,22 @@ pub(crate) fn read(body: &str, queries: &Queries) -> Result<Reading, String> {
         .as_ref()
         .and_then(|selector| histogram(&exposition, &selector.name, &selector.matchers))
         .and_then(sanitize);
-    let gauges = queries
-        .gauges
-        .iter()
-        .filter_map(|selector| {
-            gauge(&exposition, selector)
-                .filter(|value| !value.is_nan())
-                .map(|value| (selector.name.clone(), value))
-        })
-        .collect();
+    let mut non_finite_gauges = 0;
+    let mut gauges = Vec::with_capacity(queries.gauges.len());
+    for selector in &queries.gauges {
+        match gauge(&exposition, selector) {
+            // Also a sum of finite series can overflow to +Inf.
+            Some(value) if value.is_finite() => gauges.push((selector.name.clone(), value)),
+            Some(_) => non_finite_gauges += 1,
+            None => {}
+        }
+    }
     Ok(Reading {
         requests,
         errors: finite(errors),
         latency,
         gauges,
+        non_finite_gauges,
     })
 }
 
@@ -246,6 +253,7 @@ impl Scraper {
                 errors: 0.0,
                 latency: None,
                 gauges: current.gauges.clone(),
+                non_finite_gauges: current.non_finite_gauges,
             },
             Some(previous) => delta(previous, &current),
         };
@@ -292,6 +300,7 @@ fn delta(previous: &Reading, current: &Reading) -> ScrapeDelta {
         errors,
         latency: latency.as_ref().map(to_latency_delta),
         gauges: current.gauges.clone(),
+        non_finite_gauges: current.non_finite_gauges,
     }
 }
 

@@ -15,6 +15,9 @@
 //! - Rates cover exactly the monotonic interval between two calls. A counter
 //!   that goes backwards (device replaced, 32-bit wrap) gives 0 for that
 //!   interval, never a huge number.
+//! - No figure is NaN, infinite or negative: the coordinator would end the
+//!   stream on such a sample. Any that slips through is sent as 0, counted
+//!   and logged at most once a minute (`crate::figures`).
 //!
 //! Deliberately NOT done here: no per-process scan, no sysinfo crate, no
 //! scheduling (the caller decides when to call [`Collector::collect`]), no
@@ -39,6 +42,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 use rollguard_common::HostSample;
+
+use crate::figures::{guard_host, Dropped};
 
 /// Interface name prefixes excluded by default: loopback, plus virtual
 /// interfaces whose traffic is also counted on a physical interface
@@ -150,6 +155,8 @@ pub(crate) struct Collector {
     cpu: cpu::CpuState,
     disk: disk::DiskState,
     network: network::NetState,
+    /// Figures sent as 0 because they were not finite or negative.
+    dropped: Dropped,
 }
 
 // === impl Collector ===
@@ -172,6 +179,7 @@ impl Collector {
             cpu: cpu::CpuState::default(),
             disk: disk::DiskState::default(),
             network: network::NetState::default(),
+            dropped: Dropped::default(),
         };
         // Errors of the baseline are dropped: the first collect() reads the
         // same files again and reports whatever still fails.
@@ -192,6 +200,10 @@ impl Collector {
         let mut errors = Vec::new();
         self.read_counters(interval.as_secs_f64(), &mut sample, &mut errors);
         self.read_gauges(&mut sample, &mut errors);
+        self.dropped.add(guard_host(&mut sample));
+        if let Some(due) = self.dropped.due(now) {
+            due.log("host");
+        }
         Collected { sample, errors }
     }
 

@@ -30,6 +30,7 @@ fn delta(
         errors,
         latency,
         gauges: gauges.iter().map(|(n, v)| ((*n).to_owned(), *v)).collect(),
+        non_finite_gauges: 0,
     }
 }
 
@@ -106,4 +107,34 @@ fn long_reasons_are_cut_at_a_char_boundary() {
     let health = accumulator.take();
     assert!(health.scrape_error.len() <= MAX_REASON_BYTES);
     assert!(health.scrape_error.chars().all(|c| c == 'é'));
+}
+
+/// Regression (issue 10): sums over scrapes that overflow to infinity are
+/// dropped at take, counted, and the next interval starts clean.
+#[test]
+fn figures_that_overflow_are_dropped_at_take() {
+    let mut accumulator = Accumulator::new(true, false);
+    accumulator.record_scrape(Ok(delta(f64::MAX, 0.0, None, &[("ok", 1.0)])));
+    accumulator.record_scrape(Ok(delta(f64::MAX, 1.0, None, &[("ok", 2.0)])));
+    let health = accumulator.take();
+    health.validate().expect("what is taken passes validation");
+    assert_eq!(
+        render(&health),
+        "scrapes=2 requests=0 errors=0 gauges=[ok=2]"
+    );
+    assert_eq!(accumulator.dropped.total(), 1, "requests was +Inf");
+
+    accumulator.health.gauges.push(("bad".to_owned(), f64::NAN));
+    let health = accumulator.take();
+    assert_eq!(
+        render(&health),
+        "scrapes=0 requests=0 errors=0 gauges=[ok=2]"
+    );
+    assert_eq!(accumulator.dropped.total(), 2);
+    assert_eq!(
+        render(&accumulator.take()),
+        "scrapes=0 requests=0 errors=0 gauges=[ok=2]",
+        "a dropped gauge is not kept for the next interval"
+    );
+    assert_eq!(accumulator.dropped.total(), 2, "nor counted twice");
 }

@@ -301,6 +301,59 @@ fn gauges_are_copied_sorted() {
     );
 }
 
+/// Regression (issue 10): a gauge the app exports as NaN or an infinity
+/// is left out and counted; before, `+Inf` reached the coordinator, which
+/// rejected the sample and ended the agent's stream.
+#[test]
+fn non_finite_gauges_are_dropped_and_counted() {
+    let body_text = "# TYPE app_queue_depth gauge\napp_queue_depth NaN\n\
+                     app_cache_ratio +Inf\napp_backlog -Inf\napp_workers 4\n\
+                     app_split{a=\"1\"} 1e308\napp_split{a=\"2\"} 1e308\n";
+    let gauges = |raw: &mut RawApp| {
+        raw.gauges = [
+            "app_queue_depth",
+            "app_cache_ratio",
+            "app_backlog",
+            "app_workers",
+            "app_split",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+    };
+    let config = scrape_config(
+        "http://127.0.0.1:1/metrics".parse().expect("uri"),
+        Duration::from_secs(5),
+        gauges,
+    );
+    let reading = read(body_text, &config.queries).expect("a good body");
+    assert_eq!(reading.gauges, vec![("app_workers".to_owned(), 4.0)]);
+    assert_eq!(
+        reading.non_finite_gauges, 4,
+        "NaN, +Inf, -Inf and a sum that overflows"
+    );
+
+    let health = block_on(async move {
+        let mut scraper = Scraper::new(config, client::new());
+        let mut accumulator = Accumulator::new(true, false);
+        accumulator.record_scrape(Ok(scraper.advance(reading)));
+        let health = accumulator.take();
+        assert_eq!(accumulator.dropped.total(), 4);
+        health
+    });
+    health.validate().expect("what is sent passes validation");
+    assert_eq!(
+        render(&health),
+        "scrapes=1 requests=0 errors=0 gauges=[app_workers=4]"
+    );
+
+    // The same through a real scrape, which `check` validates.
+    check(
+        gauges,
+        vec![body(body_text)],
+        "scrapes=1 requests=0 errors=0 gauges=[app_workers=4]",
+    );
+}
+
 #[test]
 fn malformed_body_is_a_failed_scrape_that_keeps_the_baseline() {
     check(
