@@ -53,6 +53,8 @@ pub(crate) async fn run(
             deployment: deployment.to_owned(),
             reason: "rollguard-loadgen fan-out measurement".to_owned(),
             actor: "rollguard-loadgen".to_owned(),
+            // Each measurement is a rollback of its own.
+            request_id: String::new(),
         })
         .await
         .context("calling ControlService.Rollback")?

@@ -27,6 +27,7 @@ pub(crate) async fn rollback(
         deployment: deployment.clone(),
         reason,
         actor: actor(),
+        request_id: String::new(),
     });
     rollguard_proto::otel::to_metadata(&span, call.metadata_mut());
     let response = client
