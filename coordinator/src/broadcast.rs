@@ -32,16 +32,26 @@ pub(crate) struct Issuer {
 
 /// Who asked for a rollback.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Origin {
-    Manual,
+pub(crate) enum Origin<'a> {
+    /// An operator, with the call's idempotency key (empty for none).
+    Manual {
+        request_id: &'a str,
+    },
     Policy,
 }
 
-impl Origin {
+impl<'a> Origin<'a> {
     fn as_str(self) -> &'static str {
         match self {
-            Origin::Manual => "manual",
+            Origin::Manual { .. } => "manual",
             Origin::Policy => "policy",
+        }
+    }
+
+    fn request_id(self) -> &'a str {
+        match self {
+            Origin::Manual { request_id } => request_id,
+            Origin::Policy => "",
         }
     }
 }
@@ -62,7 +72,7 @@ impl Issuer {
         deployment: &DeploymentName,
         reason: &str,
         actor: &str,
-        origin: Origin,
+        origin: Origin<'_>,
         with: impl FnOnce(&CommandRecord) -> Vec<Write>,
     ) -> Result<CommandRecord> {
         let span = tracing::info_span!(
@@ -82,7 +92,7 @@ impl Issuer {
         deployment: &DeploymentName,
         reason: &str,
         actor: &str,
-        origin: Origin,
+        origin: Origin<'_>,
         with: impl FnOnce(&CommandRecord) -> Vec<Write>,
         span: &tracing::Span,
     ) -> Result<CommandRecord> {
@@ -106,6 +116,7 @@ impl Issuer {
             targets: targets.clone(),
             trace_context: rollguard_proto::otel::inject(span).into_iter().collect(),
             closed: false,
+            request_id: origin.request_id().to_owned(),
         };
         span.record("command_id", record.command_id.as_str());
         span.record("targets", targets.len());
@@ -223,6 +234,7 @@ impl Issuer {
             targets: vec![host_id.to_owned()],
             trace_context: rollguard_proto::otel::inject(&span).into_iter().collect(),
             closed: true,
+            request_id: String::new(),
         };
         let audit = AuditRecord {
             time_unix_ms: unix_ms(now),

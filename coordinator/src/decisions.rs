@@ -23,7 +23,7 @@ use serde_json::json;
 use tracing::Instrument;
 
 use crate::broadcast::{Issuer, Missed, Origin};
-use crate::error::{chain, Result};
+use crate::error::{chain, Error, Result};
 use crate::fleet::HostIdentity;
 use crate::store::{unix_ms, AuditRecord, CommandRecord, RoundRecord, Write};
 
@@ -266,15 +266,35 @@ impl Decisions {
     }
 
     /// An operator's rollback; the policy's arming is left as it is.
+    ///
+    /// With a non-empty `request_id` (an idempotency key) that a kept
+    /// command was made with, nothing is decided: that command is returned,
+    /// so a retried call cannot roll back twice. The key is looked up under
+    /// the decisions lock, which is held until the new command is in the
+    /// fleet: of two calls with one key, the second finds the first's.
     pub(crate) async fn rollback(
         &self,
         deployment: &DeploymentName,
         reason: &str,
         actor: &str,
+        request_id: &str,
     ) -> Result<CommandRecord> {
         let _judged = self.judged.lock().await;
+        if !request_id.is_empty() {
+            if let Some(record) = self.issuer.fleet.command_for_request(request_id) {
+                if record.deployment != deployment.as_str() {
+                    return Err(Error::FailedPrecondition(format!(
+                        "request_id `{request_id}` was used for a rollback of `{}`",
+                        record.deployment
+                    )));
+                }
+                tracing::info!(%deployment, command_id = %record.command_id, request_id, "rollback request repeated; returning its command");
+                return Ok(record);
+            }
+        }
+        let origin = Origin::Manual { request_id };
         self.issuer
-            .decide(deployment, reason, actor, Origin::Manual, |_| Vec::new())
+            .decide(deployment, reason, actor, origin, |_| Vec::new())
             .await
     }
 

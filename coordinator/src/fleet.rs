@@ -132,6 +132,9 @@ impl CommandState {
 struct Inner<Tx> {
     hosts: HashMap<HostId, HostEntry<Tx>>,
     commands: HashMap<CommandId, CommandState>,
+    /// The commands manual rollbacks made, by their idempotency key; an
+    /// entry lives exactly as long as its command does.
+    requests: HashMap<String, CommandId>,
     /// Every command's targets counted by their status, kept as targets and
     /// results come, so that a /metrics scrape does not walk them all under the lock.
     tally: HashMap<CommandStatus, u64>,
@@ -143,6 +146,7 @@ impl<Tx> Default for Inner<Tx> {
         Inner {
             hosts: HashMap::new(),
             commands: HashMap::new(),
+            requests: HashMap::new(),
             tally: HashMap::new(),
             next_conn_id: 0,
         }
@@ -153,8 +157,12 @@ impl<Tx> Inner<Tx> {
     /// Takes a new command in, its targets counted as not answered yet.
     fn insert_command(&mut self, state: CommandState) {
         *self.tally.entry(CommandStatus::NoAnswer).or_default() += state.target_set.len() as u64;
-        self.commands
-            .insert(CommandId::new(state.record.command_id.clone()), state);
+        let command_id = CommandId::new(state.record.command_id.clone());
+        if !state.record.request_id.is_empty() {
+            self.requests
+                .insert(state.record.request_id.clone(), command_id.clone());
+        }
+        self.commands.insert(command_id, state);
     }
 }
 
@@ -612,6 +620,14 @@ impl<Tx: Clone> Fleet<Tx> {
         (!caught_up).then(|| newest.record.clone())
     }
 
+    /// Returns the command the manual rollback with idempotency key
+    /// `request_id` made, while the command is kept.
+    pub(crate) fn command_for_request(&self, request_id: &str) -> Option<CommandRecord> {
+        let inner = self.lock();
+        let command_id = inner.requests.get(request_id)?;
+        inner.commands.get(command_id).map(|c| c.record.clone())
+    }
+
     /// Returns a command with one result per target.
     pub(crate) fn command(&self, command_id: &str) -> Option<CommandView> {
         let inner = self.lock();
@@ -730,12 +746,18 @@ impl<Tx: Clone> Fleet<Tx> {
             .map(|(id, _)| id.clone())
             .collect();
         let Inner {
-            commands, tally, ..
+            commands,
+            requests,
+            tally,
+            ..
         } = &mut *inner;
         for id in &old {
             let Some(state) = commands.remove(id) else {
                 continue;
             };
+            if requests.get(&state.record.request_id) == Some(id) {
+                requests.remove(&state.record.request_id);
+            }
             for target in &state.target_set {
                 let status = state
                     .results

@@ -97,6 +97,7 @@ mod tests {
             targets: vec!["a".to_owned()],
             trace_context: vec![("traceparent".to_owned(), "00-x".to_owned())],
             closed: false,
+            request_id: String::new(),
         }
     }
 

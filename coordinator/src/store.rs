@@ -72,6 +72,11 @@ pub(crate) struct CommandRecord {
     /// Only `targets` get it; no host joins late (a catch-up for one host).
     #[serde(default)]
     pub(crate) closed: bool,
+    /// The idempotency key of the manual rollback that made it; empty for
+    /// none. Kept with the command, so a retry finds it also after a
+    /// restart, and forgotten with it (`command_retention`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub(crate) request_id: String,
 }
 
 /// The latest state of one command on one host.

@@ -289,7 +289,7 @@ async fn a_manual_rollback_leaves_the_arming_alone() {
     let mut host = rig.connect("beta-1", SystemTime::now());
     let command = rig
         .decisions
-        .rollback(&rig.deployment, "by hand", "ops")
+        .rollback(&rig.deployment, "by hand", "ops", "")
         .await
         .expect("decided");
     assert_eq!(command.targets, ["beta-1"]);
@@ -299,7 +299,7 @@ async fn a_manual_rollback_leaves_the_arming_alone() {
     let unknown = DeploymentName::new("nowhere".to_owned());
     let err = rig
         .decisions
-        .rollback(&unknown, "by hand", "ops")
+        .rollback(&unknown, "by hand", "ops", "")
         .await
         .expect_err("never configured, never seen");
     assert!(matches!(err, crate::Error::NotFound(_)), "{err}");

@@ -65,6 +65,7 @@ fn result_counts_follow_targets_and_results() {
         targets: vec!["h1".to_owned(), "h2".to_owned(), "h3".to_owned()],
         trace_context: Vec::new(),
         closed: false,
+        request_id: String::new(),
     };
     let fleet = Fleet::from_snapshot(Snapshot {
         commands: vec![command],
@@ -133,6 +134,7 @@ fn decision(
         targets: targets.iter().map(|t| (*t).to_owned()).collect(),
         trace_context: Vec::new(),
         closed,
+        request_id: String::new(),
     }
 }
 

@@ -166,6 +166,7 @@ impl pb::control_service_server::ControlService for Control {
         if reason.len() > 1024 || request.actor.len() > 256 {
             return Err(Status::invalid_argument("reason or actor is too long"));
         }
+        check_request_id(&request.request_id)?;
         let deployment = DeploymentName::new(request.deployment.clone());
         let actor = caller.actor(&request.actor);
         // The CLI's trace continues here (W3C context in the request metadata).
@@ -174,7 +175,7 @@ impl pb::control_service_server::ControlService for Control {
         rollguard_proto::otel::set_parent(&span, &trace_context);
         let record = self
             .decisions
-            .rollback(&deployment, reason, &actor)
+            .rollback(&deployment, reason, &actor, &request.request_id)
             .instrument(span)
             .await?;
         Ok(Response::new(pb::RollbackResponse {
@@ -505,6 +506,24 @@ fn judgement_to_wire(record: &RoundRecord) -> pb::Judgement {
         baseline_requests: e.baseline.requests,
         command_id: record.command_id.clone(),
     }
+}
+
+/// Checks a rollback's idempotency key: empty (none), or at most 128 bytes
+/// of printable ASCII, so that the keys kept with the commands stay small
+/// and print as they are in logs.
+fn check_request_id(request_id: &str) -> Result<(), Status> {
+    const MAX_REQUEST_ID_BYTES: usize = 128;
+    if request_id.len() > MAX_REQUEST_ID_BYTES {
+        return Err(Status::invalid_argument(format!(
+            "request_id is longer than {MAX_REQUEST_ID_BYTES} bytes"
+        )));
+    }
+    if !request_id.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(Status::invalid_argument(
+            "request_id must be printable ASCII without spaces",
+        ));
+    }
+    Ok(())
 }
 
 fn optional_deployment(deployment: &str) -> Result<Option<DeploymentName>, Status> {

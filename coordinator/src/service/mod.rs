@@ -3,3 +3,6 @@
 
 pub(crate) mod agent;
 pub(crate) mod control;
+
+#[cfg(test)]
+mod tests;

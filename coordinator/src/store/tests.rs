@@ -31,6 +31,7 @@ fn command(id: &str) -> Write {
         targets: vec!["h1".to_owned()],
         trace_context: Vec::new(),
         closed: false,
+        request_id: String::new(),
     })
 }
 
