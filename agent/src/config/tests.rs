@@ -265,7 +265,22 @@ fn the_example_config_is_valid() {
     let path =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/agent.example.toml");
     let text = std::fs::read_to_string(&path).expect("the example");
-    let config = load(Some(&text), &[]).unwrap_or_else(|err| panic!("{}: {err}", path.display()));
+    // Its [tls] names files under /etc/rollguard that this machine lacks:
+    // the keys are known, and the error names the file it could not read.
+    let err = load(Some(&text), &[]).expect_err("no /etc/rollguard/pki here");
+    let message = err.to_string();
+    assert!(
+        message.contains("tls") && message.contains("/etc/rollguard/pki/"),
+        "{message}"
+    );
+    // The rest is valid as written.
+    let (plain, tls) = text.split_once("\n[tls]\n").expect("the example has [tls]");
+    assert!(!tls.contains("\n["), "[tls] is the last table");
+    let plain = plain.replace(
+        "coordinator = \"https://rollguard.example.com:7600\"",
+        "coordinator = \"http://rollguard.example.com:7600\"",
+    );
+    let config = load(Some(&plain), &[]).unwrap_or_else(|err| panic!("{}: {err}", path.display()));
     assert!(config.actions.contains_key("rollback"), "{config:?}");
 }
 
