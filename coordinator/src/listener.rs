@@ -146,3 +146,45 @@ impl AsyncWrite for Limited {
         self.stream.is_write_vectored()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::net::{TcpListener, TcpStream};
+    use tokio_stream::StreamExt;
+    use tokio_util::sync::CancellationToken;
+
+    use super::limited_incoming;
+
+    #[tokio::test]
+    async fn past_max_connections_the_next_one_waits_until_one_closes() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let mut incoming = limited_incoming(listener, 2, shutdown.clone());
+        let _c1 = TcpStream::connect(addr).await.unwrap();
+        let _c2 = TcpStream::connect(addr).await.unwrap();
+        // The kernel completes the third handshake (the backlog) but the
+        // server does not take it while two are open.
+        let _c3 = TcpStream::connect(addr).await.unwrap();
+        let first = incoming.next().await.unwrap().unwrap();
+        let second = incoming.next().await.unwrap().unwrap();
+        // Nothing else is taken: the accept loop waits for a slot, so the
+        // stream yields nothing however long we give it.
+        tokio::task::yield_now().await;
+        let waiting = tokio::time::timeout(Duration::from_millis(200), incoming.next()).await;
+        assert!(
+            waiting.is_err(),
+            "a third connection was taken past the cap"
+        );
+        drop(first);
+        let third = tokio::time::timeout(Duration::from_secs(10), incoming.next())
+            .await
+            .expect("taken once a slot is free")
+            .unwrap()
+            .unwrap();
+        drop((second, third));
+        shutdown.cancel();
+    }
+}

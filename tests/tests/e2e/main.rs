@@ -3,6 +3,7 @@
 mod bad_input;
 mod fleet;
 mod journal;
+mod limits;
 mod metrics;
 mod policy;
 mod tls;
