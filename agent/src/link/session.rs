@@ -65,7 +65,12 @@ impl Session {
         up_tx: mpsc::Sender<pb::AgentMessage>,
         mut inbound: Inbound,
     ) -> anyhow::Result<Session> {
-        let welcome = match inbound.next().await.transpose()? {
+        // A coordinator that accepts the stream but never welcomes must not
+        // hold the agent: it reconnects instead.
+        let first = tokio::time::timeout(CONNECT_TIMEOUT, inbound.next())
+            .await
+            .map_err(|_| anyhow::anyhow!("no Welcome within {CONNECT_TIMEOUT:?}"))?;
+        let welcome = match first.transpose()? {
             Some(pb::CoordinatorMessage {
                 kind: Some(pb::coordinator_message::Kind::Welcome(welcome)),
             }) => welcome,

@@ -346,3 +346,13 @@ async fn after_a_restart_the_journal_answers_and_nothing_reruns() {
     // Left behind when an assertion fails, for a look at the journal.
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn a_coordinator_that_never_welcomes_does_not_hold_the_agent() {
+    let (up_tx, _up_rx) = mpsc::channel(4);
+    // The stream is open (its sender lives) but nothing ever arrives on it.
+    let (_down_tx, down_rx) = mpsc::channel::<pb::CoordinatorMessage>(4);
+    let opened = Session::welcomed(up_tx, Box::pin(ReceiverStream::new(down_rx).map(Ok))).await;
+    let err = opened.err().expect("no Welcome, no session");
+    assert!(err.to_string().contains("no Welcome within"), "{err}");
+}
