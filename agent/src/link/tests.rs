@@ -353,6 +353,8 @@ async fn a_coordinator_that_never_welcomes_does_not_hold_the_agent() {
     // The stream is open (its sender lives) but nothing ever arrives on it.
     let (_down_tx, down_rx) = mpsc::channel::<pb::CoordinatorMessage>(4);
     let opened = Session::welcomed(up_tx, Box::pin(ReceiverStream::new(down_rx).map(Ok))).await;
-    let err = opened.err().expect("no Welcome, no session");
+    let Err(err) = opened else {
+        panic!("no Welcome, no session");
+    };
     assert!(err.to_string().contains("no Welcome within"), "{err}");
 }
