@@ -25,6 +25,10 @@ pub(crate) struct Counters {
     verdicts: Mutex<BTreeMap<(String, &'static str), u64>>,
     /// The store is open and the gRPC listener is up (`/readyz`).
     pub(crate) ready: AtomicBool,
+    /// The store's last commit failed; it is being reopened (`/readyz` 503).
+    store_failing: AtomicBool,
+    /// Failed commits and reopen attempts, and held writes dropped.
+    store_errors: AtomicU64,
 }
 
 /// The store commit histogram as read at one moment.
@@ -50,6 +54,25 @@ impl Counters {
             u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX),
             Ordering::Relaxed,
         );
+    }
+
+    /// Counts one failed store commit (or reopen, or dropped write).
+    pub(crate) fn store_error(&self) {
+        self.store_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Store errors so far.
+    pub(crate) fn store_errors(&self) -> u64 {
+        self.store_errors.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_store_failing(&self, failing: bool) {
+        self.store_failing.store(failing, Ordering::Relaxed);
+    }
+
+    /// Whether `/readyz` answers 200: serving, and the store commits.
+    pub(crate) fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed) && !self.store_failing.load(Ordering::Relaxed)
     }
 
     /// Counts one round's verdict.

@@ -13,7 +13,8 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 use rollguard_common::policy::{Decision, Evaluation, JudgeState};
@@ -40,6 +41,11 @@ const JUDGE: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("judge_stat
 const WRITE_QUEUE: usize = 8192;
 /// Most writes in one transaction.
 const MAX_BATCH: usize = 4096;
+/// While the store cannot commit, the writer reopens it this often.
+const REOPEN_EVERY: Duration = Duration::from_secs(2);
+/// Queued writes (not waited for) kept for after a reopen; past this the
+/// oldest are dropped, counted as store errors.
+const MAX_HELD_WRITES: usize = 65_536;
 
 /// A host as last seen, as stored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -162,9 +168,49 @@ struct Batch {
 /// Handle to the store; cheap to clone.
 #[derive(Debug, Clone)]
 pub(crate) struct Store {
-    db: Arc<Database>,
+    db: Slot,
     write_tx: mpsc::Sender<Batch>,
     path: PathBuf,
+}
+
+/// The open database, shared by readers and the writer. Empty while the
+/// writer reopens it after an I/O error (redb refuses every transaction
+/// after one until it is reopened).
+#[derive(Debug, Clone)]
+struct Slot(Arc<RwLock<Option<Arc<Database>>>>);
+
+impl Slot {
+    fn get(&self) -> Result<Arc<Database>> {
+        self.0
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or_else(|| Error::Store {
+                context: "the store is being reopened after an I/O error".to_owned(),
+                source: None,
+            })
+    }
+
+    fn set(&self, db: Option<Arc<Database>>) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = db;
+    }
+}
+
+/// Opens the database file and makes sure every table exists.
+fn open_db(path: &Path) -> Result<Database> {
+    let db = Database::create(path)?;
+    // Create the tables up front so readers never see them missing.
+    let txn = db.begin_write()?;
+    {
+        txn.open_table(AGENTS)?;
+        txn.open_table(COMMANDS)?;
+        txn.open_table(RESULTS)?;
+        txn.open_table(AUDIT)?;
+        txn.open_table(ROUNDS)?;
+        txn.open_table(JUDGE)?;
+    }
+    txn.commit()?;
+    Ok(db)
 }
 
 impl Store {
@@ -182,23 +228,19 @@ impl Store {
             )
         })?;
         let path = data_dir.join("rollguard.redb");
-        let db = Arc::new(Database::create(&path)?);
-        // Create the tables up front so readers never see them missing.
-        let txn = db.begin_write()?;
-        {
-            txn.open_table(AGENTS)?;
-            txn.open_table(COMMANDS)?;
-            txn.open_table(RESULTS)?;
-            txn.open_table(AUDIT)?;
-            txn.open_table(ROUNDS)?;
-            txn.open_table(JUDGE)?;
-        }
-        txn.commit()?;
+        let db = Slot(Arc::new(RwLock::new(Some(Arc::new(open_db(&path)?)))));
         let (write_tx, write_rx) = mpsc::channel(WRITE_QUEUE);
-        let writer_db = Arc::clone(&db);
+        let writer = Writer {
+            db: db.clone(),
+            path: path.clone(),
+            counters,
+            held: Vec::new(),
+            failing_since: None,
+            last_reopen: None,
+        };
         let writer = std::thread::Builder::new()
             .name("store-writer".to_owned())
-            .spawn(move || run_writer(&writer_db, write_rx, &counters))
+            .spawn(move || writer.run(write_rx))
             .map_err(|err| Error::store("starting the writer thread", err))?;
         Ok((Store { db, write_tx, path }, writer))
     }
@@ -244,7 +286,7 @@ impl Store {
 
     /// Reads every agent, command and result (at start). Blocking.
     pub(crate) fn load(&self) -> Result<Snapshot> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db.get()?.begin_read()?;
         let mut snapshot = Snapshot::default();
         for entry in txn.open_table(AGENTS)?.iter()? {
             let (_, value) = entry?;
@@ -294,7 +336,7 @@ impl Store {
         since_unix_ms: u64,
         limit: usize,
     ) -> Result<Vec<RoundRecord>> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db.get()?.begin_read()?;
         let table = txn.open_table(ROUNDS)?;
         let mut rounds = Vec::new();
         for entry in table.range((deployment, 0)..=(deployment, u64::MAX))?.rev() {
@@ -317,7 +359,7 @@ impl Store {
 
     /// Returns the newest `limit` audit entries, oldest first, optionally of one deployment. Blocking.
     pub(crate) fn audit(&self, deployment: Option<&str>, limit: usize) -> Result<Vec<AuditRecord>> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db.get()?.begin_read()?;
         let table = txn.open_table(AUDIT)?;
         let mut entries = Vec::new();
         for entry in table.iter()?.rev() {
@@ -335,57 +377,181 @@ impl Store {
     }
 }
 
-fn run_writer(
-    db: &Database,
-    mut write_rx: mpsc::Receiver<Batch>,
-    counters: &crate::counters::Counters,
-) {
-    let mut audit_seq = match next_audit_seq(db) {
-        Ok(seq) => seq,
-        Err(err) => {
-            tracing::error!(error = %chain(&err), "store writer cannot read the audit table");
-            return;
-        }
-    };
-    let mut batches = Vec::new();
-    while let Some(first) = write_rx.blocking_recv() {
-        batches.push(first);
-        let mut n_writes = batches[0].writes.len();
-        while n_writes < MAX_BATCH {
-            match write_rx.try_recv() {
-                Ok(batch) => {
-                    n_writes += batch.writes.len();
-                    batches.push(batch);
+/// The writer thread's state.
+struct Writer {
+    db: Slot,
+    path: PathBuf,
+    counters: Arc<crate::counters::Counters>,
+    /// Queued writes (nobody waits for them) that failed to commit: applied
+    /// again, first, once the store commits again.
+    held: Vec<Write>,
+    /// Since when no commit has succeeded, if one failed.
+    failing_since: Option<Instant>,
+    last_reopen: Option<Instant>,
+}
+
+impl Writer {
+    fn run(mut self, mut write_rx: mpsc::Receiver<Batch>) {
+        let mut audit_seq = match self.db.get().and_then(|db| next_audit_seq(&db)) {
+            Ok(seq) => seq,
+            Err(err) => {
+                tracing::error!(error = %chain(&err), "store writer cannot read the audit table");
+                return;
+            }
+        };
+        let mut batches = Vec::new();
+        loop {
+            let Some(first) = self.next_batch(&mut write_rx, &mut audit_seq) else {
+                break;
+            };
+            batches.push(first);
+            let mut n_writes = batches[0].writes.len();
+            while n_writes < MAX_BATCH {
+                match write_rx.try_recv() {
+                    Ok(batch) => {
+                        n_writes += batch.writes.len();
+                        batches.push(batch);
+                    }
+                    Err(_) => break,
                 }
-                Err(_) => break,
+            }
+            let result = self.commit(&batches, &mut audit_seq);
+            for batch in batches.drain(..) {
+                match batch.done_tx {
+                    Some(done_tx) => {
+                        let _ = done_tx.send(match &result {
+                            Ok(()) => Ok(()),
+                            Err(err) => Err(Error::store("committing a batch", chain(err))),
+                        });
+                    }
+                    // Its producer was told it is on its way: keep it for
+                    // after the reopen.
+                    None if result.is_err() => self.hold(batch.writes),
+                    None => {}
+                }
             }
         }
-        let started = std::time::Instant::now();
-        let mut result = apply(db, &batches, &mut audit_seq);
-        if let Err(err) = &result {
-            // Callers of queue() were told their write is on its way: try once more.
-            tracing::warn!(error = %chain(err), n_writes, "store commit failed; retrying once");
-            result = apply(db, &batches, &mut audit_seq);
-        }
-        counters.observe_commit(started.elapsed());
-        tracing::debug!(
-            n_writes,
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "store batch committed"
-        );
-        if let Err(err) = &result {
-            tracing::error!(error = %chain(err), n_writes, "store commit failed");
-        }
-        for batch in batches.drain(..) {
-            if let Some(done_tx) = batch.done_tx {
-                let _ = done_tx.send(match &result {
-                    Ok(()) => Ok(()),
-                    Err(err) => Err(Error::store("committing a batch", chain(err))),
-                });
+        tracing::debug!("store writer stopped");
+    }
+
+    /// The next batch; while the store is failing, wakes at least every
+    /// 100 ms to reopen it on time.
+    fn next_batch(
+        &mut self,
+        write_rx: &mut mpsc::Receiver<Batch>,
+        audit_seq: &mut u64,
+    ) -> Option<Batch> {
+        loop {
+            if self.failing_since.is_none() {
+                return write_rx.blocking_recv();
+            }
+            self.recover(audit_seq);
+            match write_rx.try_recv() {
+                Ok(batch) => return Some(batch),
+                Err(mpsc::error::TryRecvError::Disconnected) => return None,
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
             }
         }
     }
-    tracing::debug!("store writer stopped");
+
+    /// Applies `batches` (after any held writes); a failure marks the store
+    /// failing, and a success healthy again.
+    fn commit(&mut self, batches: &[Batch], audit_seq: &mut u64) -> Result<()> {
+        if self.failing_since.is_some() {
+            self.recover(audit_seq);
+            if self.failing_since.is_some() {
+                self.counters.store_error();
+                return Err(Error::Store {
+                    context: "the store cannot commit (reopening it)".to_owned(),
+                    source: None,
+                });
+            }
+        }
+        let started = Instant::now();
+        let n_writes: usize = batches.iter().map(|b| b.writes.len()).sum();
+        let mut result = self.apply(batches, audit_seq);
+        if let Err(err) = &result {
+            tracing::warn!(error = %chain(err), n_writes, "store commit failed; retrying once");
+            result = self.apply(batches, audit_seq);
+        }
+        self.counters.observe_commit(started.elapsed());
+        match &result {
+            Ok(()) => tracing::debug!(
+                n_writes,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "store batch committed"
+            ),
+            Err(err) => {
+                tracing::error!(error = %chain(err), n_writes, "store commit failed: /readyz is 503 until the store commits again");
+                self.counters.store_error();
+                self.counters.set_store_failing(true);
+                self.failing_since = Some(Instant::now());
+            }
+        }
+        result
+    }
+
+    fn apply(&self, batches: &[Batch], audit_seq: &mut u64) -> Result<()> {
+        let db = self.db.get()?;
+        apply(&db, batches, audit_seq)
+    }
+
+    /// Reopens the store (at most every [`REOPEN_EVERY`]) and commits the
+    /// held writes; on success the store is healthy again.
+    fn recover(&mut self, audit_seq: &mut u64) {
+        if self
+            .last_reopen
+            .is_some_and(|at| at.elapsed() < REOPEN_EVERY)
+        {
+            return;
+        }
+        self.last_reopen = Some(Instant::now());
+        // redb refuses the file while another handle has it open: readers
+        // hold theirs only for one read.
+        self.db.set(None);
+        let reopened = open_db(&self.path).and_then(|db| {
+            let db = Arc::new(db);
+            self.db.set(Some(Arc::clone(&db)));
+            *audit_seq = next_audit_seq(&db)?;
+            let held = Batch {
+                writes: std::mem::take(&mut self.held),
+                done_tx: None,
+            };
+            let result = apply(&db, std::slice::from_ref(&held), audit_seq);
+            if result.is_err() {
+                self.held = held.writes;
+            }
+            result
+        });
+        match reopened {
+            Ok(()) => {
+                let failing_for = self.failing_since.take().map(|since| since.elapsed());
+                self.counters.set_store_failing(false);
+                tracing::info!(?failing_for, "store reopened and committing again");
+            }
+            Err(err) => {
+                self.counters.store_error();
+                tracing::warn!(error = %chain(&err), "store still cannot commit; reopening again in {REOPEN_EVERY:?}");
+            }
+        }
+    }
+
+    fn hold(&mut self, writes: Vec<Write>) {
+        self.held.extend(writes);
+        if self.held.len() > MAX_HELD_WRITES {
+            let dropped = self.held.len() - MAX_HELD_WRITES;
+            self.held.drain(..dropped);
+            for _ in 0..dropped {
+                self.counters.store_error();
+            }
+            tracing::error!(
+                dropped,
+                "store writes dropped: too many held while the store cannot commit"
+            );
+        }
+    }
 }
 
 fn next_audit_seq(db: &Database) -> Result<u64> {

@@ -420,6 +420,12 @@ impl FleetCollector {
             let value = atomic.load(std::sync::atomic::Ordering::Relaxed);
             counter(encoder, name, help, value)?;
         }
+        counter(
+            encoder,
+            "rollguard_store_errors_total",
+            "Store commits and reopen attempts that failed (and queued writes dropped while it could not commit); /readyz is 503 until a commit succeeds.",
+            self.scrape.counters.store_errors(),
+        )?;
         Ok(())
     }
 

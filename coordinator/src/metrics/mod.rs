@@ -14,7 +14,6 @@
 mod families;
 mod text;
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use http_body_util::Full;
@@ -102,7 +101,7 @@ fn route(request: &Request<hyper::body::Incoming>, scrape: &Scrape) -> Response<
         ),
         "/healthz" => reply(StatusCode::OK, "text/plain", "ok\n".to_owned()),
         "/readyz" => {
-            if scrape.counters.ready.load(Ordering::Relaxed) {
+            if scrape.counters.is_ready() {
                 reply(StatusCode::OK, "text/plain", "ready\n".to_owned())
             } else {
                 reply(

@@ -17,7 +17,7 @@ use crate::notify::Notifier;
 use crate::store::Store;
 
 /// Every family, in the order the page has them.
-const FAMILIES: [&str; 26] = [
+const FAMILIES: [&str; 27] = [
     "rollguard_agents_connected",
     "rollguard_agents_stale",
     "rollguard_agents_disconnected",
@@ -41,6 +41,7 @@ const FAMILIES: [&str; 26] = [
     "rollguard_samples_rejected_total",
     "rollguard_samples_late_total",
     "rollguard_samples_deduplicated_total",
+    "rollguard_store_errors_total",
     "rollguard_store_commit_duration_seconds",
     "rollguard_host_cpu_usage_ratio",
     "rollguard_host_memory_usage_ratio",

@@ -1,0 +1,152 @@
+//! Faults injected for real: a full disk under the coordinator's store.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use rollguard_tests::{http_get, test_dir, wait_until, Agent, AgentSpec, Coordinator};
+
+/// A tmpfs of `size` mounted at `dir`, unmounted when dropped.
+struct Tmpfs {
+    dir: PathBuf,
+}
+
+impl Tmpfs {
+    /// Mounts it, or says why it cannot (not root, no mount permission).
+    fn mount(dir: &Path, size: &str) -> Result<Tmpfs, String> {
+        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .output()
+            .map_err(|e| format!("cannot run mount: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "mount -t tmpfs failed (needs root): {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Ok(Tmpfs {
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// Writes zeros into `name` until the file system is full.
+    fn fill(&self, name: &str) -> PathBuf {
+        let path = self.dir.join(name);
+        let mut file = std::fs::File::create(&path).expect("filler");
+        let chunk = vec![0u8; 64 * 1024];
+        loop {
+            if let Err(err) = file.write_all(&chunk) {
+                assert_eq!(err.raw_os_error(), Some(28), "ENOSPC: {err}");
+                break;
+            }
+        }
+        // Whatever is left in the page cache is flushed or refused now.
+        let _ = file.sync_all();
+        path
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+    }
+}
+
+fn ready(http: &str) -> Option<u16> {
+    http_get(&format!("{http}/readyz"))
+        .ok()
+        .map(|(code, _)| code)
+}
+
+fn store_errors(http: &str) -> f64 {
+    let (_, text) = http_get(&format!("{http}/metrics")).expect("metrics");
+    text.lines()
+        .find_map(|l| l.strip_prefix("rollguard_store_errors_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("rollguard_store_errors_total is exported")
+}
+
+#[test]
+fn a_full_store_disk_is_reported_and_the_store_recovers_without_a_restart() {
+    let root = test_dir("fault-store-full");
+    let tmpfs = match Tmpfs::mount(&root.join("data"), "8m") {
+        Ok(tmpfs) => tmpfs,
+        Err(reason) => {
+            eprintln!("SKIPPED a_full_store_disk_is_reported...: {reason}");
+            return;
+        }
+    };
+    let coordinator = Coordinator::start(&tmpfs.dir, None).expect("coordinator");
+    let http = coordinator.http_url().expect("http url");
+    let beta = Agent::start(
+        &root,
+        &coordinator.url,
+        &AgentSpec::with_evidence_action("beta-1", "cache", "beta"),
+    )
+    .expect("agent");
+    coordinator
+        .wait_for_agents("beta-1 to connect", |agents| {
+            rollguard_tests::agent(agents, "beta-1").is_some_and(|a| a["connected"] == true)
+        })
+        .expect("connected");
+    assert_eq!(ready(&http), Some(200));
+    assert_eq!(store_errors(&http), 0.0);
+
+    let filler = tmpfs.fill("filler");
+    // A decision that cannot be committed is refused and never sent.
+    let out = coordinator.ctl(&["rollback", "cache", "--reason", "disk full"]);
+    assert!(
+        !out.status.success(),
+        "the rollback cannot be stored: {out:?}"
+    );
+    assert!(out.stderr.contains("store"), "{}", out.stderr);
+    wait_until(
+        "/readyz to answer 503",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || (ready(&http) == Some(503)).then_some(()),
+    )
+    .expect("not ready while the store cannot commit");
+    assert!(store_errors(&http) >= 1.0);
+    assert_eq!(
+        beta.evidence_lines(),
+        0,
+        "nothing ran for an unstored decision"
+    );
+
+    // Space comes back: the coordinator reopens the store by itself.
+    std::fs::remove_file(&filler).expect("free the space");
+    wait_until(
+        "/readyz to answer 200 again",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || (ready(&http) == Some(200)).then_some(()),
+    )
+    .expect("ready again without a restart");
+    let out = coordinator.ctl(&[
+        "rollback",
+        "cache",
+        "--reason",
+        "space back",
+        "--wait",
+        "--timeout",
+        "60s",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        beta.evidence_lines(),
+        1,
+        "the beta host ran the rollback exactly once"
+    );
+    let history = coordinator.ctl(&["history", "-o", "json"]).stdout;
+    assert!(
+        history.contains("space back") && !history.contains("disk full"),
+        "{history}"
+    );
+    let log = coordinator.proc.log_text();
+    assert!(log.contains("store reopened and committing again"), "{log}");
+    drop(coordinator);
+}
