@@ -156,6 +156,20 @@ impl Proc {
         Ok(status)
     }
 
+    /// Sends `signal` (SIGKILL, SIGSTOP, SIGCONT...) to the process.
+    pub fn signal(&self, signal: rustix::process::Signal) -> anyhow::Result<()> {
+        let pid = self.pid().context("not running")?;
+        rustix::process::kill_process(pid, signal)?;
+        Ok(())
+    }
+
+    /// SIGKILL, then reaps it.
+    pub fn kill9(&mut self) -> anyhow::Result<ExitStatus> {
+        let mut child = self.child.take().context("already stopped")?;
+        child.kill()?;
+        Ok(child.wait()?)
+    }
+
     /// The process id, while it runs.
     pub fn pid(&self) -> Option<rustix::process::Pid> {
         let child = self.child.as_ref()?;
@@ -188,18 +202,36 @@ pub struct Coordinator {
 impl Coordinator {
     /// Starts a coordinator on `data_dir` with an optional TOML config, and waits until it listens.
     pub fn start(data_dir: &Path, config_toml: Option<&str>) -> anyhow::Result<Coordinator> {
-        Coordinator::launch(data_dir, config_toml, "http")
+        Coordinator::launch(data_dir, config_toml, "http", "127.0.0.1:0")
+    }
+
+    /// Starts a new coordinator process on this one's data dir, config and
+    /// gRPC address (so its agents reconnect), after this one has exited.
+    pub fn restart_same_address(&self) -> anyhow::Result<Coordinator> {
+        let listen = self
+            .url
+            .split_once("://")
+            .map(|(_, addr)| addr.to_owned())
+            .context("coordinator URL")?;
+        let config = std::fs::read_to_string(self.data_dir.join("coordinator.toml")).ok();
+        let scheme = if self.url.starts_with("https") {
+            "https"
+        } else {
+            "http"
+        };
+        Coordinator::launch(&self.data_dir, config.as_deref(), scheme, &listen)
     }
 
     /// Starts a coordinator whose config has a `[tls]` table; its URL is `https://`.
     pub fn start_tls(data_dir: &Path, config_toml: &str) -> anyhow::Result<Coordinator> {
-        Coordinator::launch(data_dir, Some(config_toml), "https")
+        Coordinator::launch(data_dir, Some(config_toml), "https", "127.0.0.1:0")
     }
 
     fn launch(
         data_dir: &Path,
         config_toml: Option<&str>,
         scheme: &str,
+        listen: &str,
     ) -> anyhow::Result<Coordinator> {
         std::fs::create_dir_all(data_dir)?;
         let addr_file = data_dir.join("coordinator.addr");
@@ -208,7 +240,7 @@ impl Coordinator {
         let _ = std::fs::remove_file(data_dir.join("http.addr"));
         let mut command = Command::new(&binaries().coordinator);
         command
-            .args(["--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"])
+            .args(["--listen", listen, "--http-listen", "127.0.0.1:0"])
             .arg("--data-dir")
             .arg(data_dir);
         if let Some(toml) = config_toml {

@@ -150,3 +150,63 @@ fn a_full_store_disk_is_reported_and_the_store_recovers_without_a_restart() {
     assert!(log.contains("store reopened and committing again"), "{log}");
     drop(coordinator);
 }
+
+#[test]
+fn a_coordinator_killed_right_after_a_decision_delivers_it_once_to_every_target() {
+    use rustix::process::Signal;
+    const HOSTS: usize = 12;
+    let root = test_dir("fault-coordinator-kill");
+    let mut coordinator = Coordinator::start(&root.join("data"), None).expect("coordinator");
+    let agents: Vec<Agent> = (0..HOSTS)
+        .map(|i| {
+            Agent::start(
+                &root,
+                &coordinator.url,
+                &AgentSpec::with_evidence_action(&format!("beta-{i}"), "cache", "beta"),
+            )
+            .expect("agent")
+        })
+        .collect();
+    coordinator
+        .wait_for_agents("every agent to connect", |listed| {
+            listed.iter().filter(|a| a["connected"] == true).count() == HOSTS
+        })
+        .expect("connected");
+    // Half the hosts cannot read: the command is committed and its fan-out
+    // begun, but they have not taken it when the coordinator dies.
+    let stopped = &agents[..HOSTS / 2];
+    for agent in stopped {
+        agent.proc.signal(Signal::STOP).expect("SIGSTOP");
+    }
+    let out = coordinator.ctl(&["rollback", "cache", "--reason", "kill drill", "-o", "json"]);
+    assert!(out.status.success(), "{out:?}");
+    let command_id = out.json().expect("json")["command_id"]
+        .as_str()
+        .expect("command id")
+        .to_owned();
+    coordinator.proc.kill9().expect("SIGKILL the coordinator");
+    for agent in stopped {
+        agent.proc.signal(Signal::CONT).expect("SIGCONT");
+    }
+    let coordinator = coordinator.restart_same_address().expect("restart");
+    wait_until(
+        "every target's result after the restart",
+        Duration::from_secs(90),
+        Duration::from_millis(200),
+        || {
+            let out = coordinator.ctl(&["results", &command_id, "-o", "json"]);
+            let results = out.json().ok()?;
+            let all = results["results"].as_array()?;
+            (all.len() == HOSTS && all.iter().all(|r| r["status"] == "succeeded")).then_some(())
+        },
+    )
+    .expect("every host reported success");
+    for agent in &agents {
+        assert_eq!(
+            agent.evidence_lines(),
+            1,
+            "{} ran the rollback exactly once",
+            agent.spec.host_id
+        );
+    }
+}
