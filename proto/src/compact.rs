@@ -8,6 +8,11 @@
 //! wire and wire to domain, and hold the state of one stream: a new stream
 //! starts over with a whole sample, so a resend after a reconnect needs
 //! nothing special.
+//!
+//! The expander bounds what a peer can make it hold and copy (issue 10): a
+//! layout's number of names and their bytes, and how many distinct bound
+//! sets each histogram may have on one stream. A sample past them is
+//! rejected, which ends the stream.
 
 use rollguard_common::sample::Bucket;
 use rollguard_common::HostSample;
@@ -19,6 +24,22 @@ use crate::WireError;
 /// Counts at or below this are exact in an `f64`, so they survive the trip to
 /// `u64` and back.
 const MAX_EXACT_COUNT: f64 = 9_007_199_254_740_992.0; // 2^53
+
+/// Most names (filesystems, disks, interfaces and gauges together) in a
+/// stream's layout. A real agent leaves out pseudo, overlay and network
+/// filesystems, virtual interfaces and loop devices and sends tens; a big
+/// storage host with every partition listed stays in the low hundreds.
+const MAX_LAYOUT_NAMES: usize = 1024;
+/// Most bytes of names in a stream's layout. Every compact sample gets its
+/// own copy of them, so this bounds what one batch expands to
+/// (`MAX_BATCH_SAMPLES` x this: 16 MiB at 256 samples), where the 4 MiB a
+/// gRPC message may hold made ~1 GiB. A real agent's layout is a few KiB.
+const MAX_LAYOUT_BYTES: usize = 64 * 1024;
+/// Most distinct bound sets each histogram (latency, probe latency) may have
+/// on one stream. A histogram's bounds change when the app restarts with
+/// other buckets, a few times in a stream's life; every distinct set widens
+/// the union a round merges the host's buckets into.
+const MAX_BOUND_SETS: usize = 4;
 
 /// What a compact sample leaves out.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -60,6 +81,37 @@ impl Layout {
                 .unwrap_or_default(),
             gauge_names,
         }
+    }
+
+    /// Checks the layout's size against [`MAX_LAYOUT_NAMES`] and [`MAX_LAYOUT_BYTES`].
+    fn check_size(&self) -> Result<(), WireError> {
+        let names = self
+            .filesystems
+            .iter()
+            .flat_map(|(m, d, t)| [m, d, t])
+            .chain(&self.disks)
+            .chain(&self.interfaces)
+            .chain(&self.gauge_names);
+        let n_names = self.filesystems.len()
+            + self.disks.len()
+            + self.interfaces.len()
+            + self.gauge_names.len();
+        if n_names > MAX_LAYOUT_NAMES {
+            return Err(WireError::invalid(
+                "sample",
+                format!(
+                    "the layout names {n_names} devices and gauges, at most {MAX_LAYOUT_NAMES}"
+                ),
+            ));
+        }
+        let n_bytes: usize = names.map(String::len).sum();
+        if n_bytes > MAX_LAYOUT_BYTES {
+            return Err(WireError::invalid(
+                "sample",
+                format!("the layout's names are {n_bytes} bytes, at most {MAX_LAYOUT_BYTES}"),
+            ));
+        }
+        Ok(())
     }
 
     /// Whether `sample` has this layout (compared without allocating). A
@@ -171,6 +223,11 @@ impl Compactor {
 pub struct Expander {
     /// The layout of the stream's last whole sample.
     layout: Option<Layout>,
+    /// The distinct non-empty bound sets the stream's latency histograms
+    /// have had, at most [`MAX_BOUND_SETS`].
+    latency_bound_sets: Vec<Vec<u64>>,
+    /// The same for the probe latency histograms.
+    probe_bound_sets: Vec<Vec<u64>>,
 }
 
 impl Expander {
@@ -182,8 +239,9 @@ impl Expander {
     /// The domain form of `sample`: a whole one is checked and its layout
     /// becomes the stream's; a compact one gets its names and bounds from
     /// that layout. Errs, changing nothing, on a sample that is not valid, a
-    /// compact one that does not fit the layout, or a whole one with compact
-    /// parts.
+    /// compact one that does not fit the layout, a whole one with compact
+    /// parts, or one whose layout is larger than the limits allow
+    /// (`MAX_LAYOUT_NAMES`, `MAX_LAYOUT_BYTES`, `MAX_BOUND_SETS`).
     pub fn decode(&mut self, sample: &pb::HostSample) -> Result<HostSample, WireError> {
         if !sample.same_layout {
             if let Some(app) = &sample.app {
@@ -198,7 +256,25 @@ impl Expander {
                 }
             }
             let whole = HostSample::try_from(sample)?;
-            self.layout = Some(Layout::of(&whole));
+            let layout = Layout::of(&whole);
+            layout.check_size()?;
+            let latency_new = new_bound_set(
+                "app.latency_buckets",
+                &self.latency_bound_sets,
+                &layout.latency_bounds,
+            )?;
+            let probe_new = new_bound_set(
+                "app.probe_latency_buckets",
+                &self.probe_bound_sets,
+                &layout.probe_bounds,
+            )?;
+            if latency_new {
+                self.latency_bound_sets.push(layout.latency_bounds.clone());
+            }
+            if probe_new {
+                self.probe_bound_sets.push(layout.probe_bounds.clone());
+            }
+            self.layout = Some(layout);
             return Ok(whole);
         }
         let layout = self.layout.as_ref().ok_or_else(|| {
@@ -212,6 +288,25 @@ impl Expander {
             .map_err(|message| WireError::invalid("sample", message))?;
         Ok(decoded)
     }
+}
+
+/// Whether `bounds` is a set the stream has not had yet; errs if it would be
+/// one too many. No histogram (empty bounds) never counts.
+fn new_bound_set(
+    field: &'static str,
+    seen: &[Vec<u64>],
+    bounds: &[u64],
+) -> Result<bool, WireError> {
+    if bounds.is_empty() || seen.iter().any(|set| set == bounds) {
+        return Ok(false);
+    }
+    if seen.len() >= MAX_BOUND_SETS {
+        return Err(WireError::invalid(
+            field,
+            format!("a histogram's bounds changed to a set the stream has not had, and it has had {MAX_BOUND_SETS}"),
+        ));
+    }
+    Ok(true)
 }
 
 /// Puts the layout's names and bounds into a compact sample's figures.

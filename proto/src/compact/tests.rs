@@ -237,3 +237,74 @@ fn hostile_compact_samples_are_rejected() {
     // The stream's layout survived every rejection.
     assert_eq!(expander.decode(&compact).expect("decodes"), sample(2));
 }
+
+/// `sample(n)` with `extra` more interfaces named `name_len` bytes each.
+fn with_interfaces(n: u32, extra: usize, name_len: usize) -> pb::HostSample {
+    let mut whole = sample(n);
+    whole.interfaces.extend((0..extra).map(|idx| NetIo {
+        interface: format!("{idx:0>name_len$}"),
+        ..Default::default()
+    }));
+    pb::HostSample::from(&whole)
+}
+
+// Issue 10: a 4 MiB layout was copied into each of a batch's 256 compact
+// samples, ~1 GiB for one message.
+#[test]
+fn a_layout_past_the_limits_is_rejected_and_the_old_one_kept() {
+    let mut expander = Expander::new();
+    expander
+        .decode(&pb::HostSample::from(&sample(1)))
+        .expect("whole sample");
+    // sample() names 6 devices and gauges.
+    let at_name_limit = with_interfaces(2, MAX_LAYOUT_NAMES - 6, 4);
+    let mut at_limit = Expander::new();
+    at_limit.decode(&at_name_limit).expect("at the name limit");
+    expect_rejected(
+        &mut expander,
+        with_interfaces(2, MAX_LAYOUT_NAMES - 5, 4),
+        "sample",
+    );
+    // 17 names of 4 KiB each (the longest a name may be) pass 64 KiB.
+    expect_rejected(
+        &mut expander,
+        with_interfaces(2, MAX_LAYOUT_BYTES / 4096 + 1, 4096),
+        "sample",
+    );
+    let compact = {
+        let mut compactor = Compactor::new();
+        compactor.encode(&sample(1));
+        compactor.encode(&sample(2))
+    };
+    assert_eq!(expander.decode(&compact).expect("decodes"), sample(2));
+}
+
+/// A whole sample whose latency bounds are `BOUNDS` scaled by `scale`.
+fn with_bounds(scale: f64) -> pb::HostSample {
+    let mut whole = sample(1);
+    let app = whole.app.as_mut().expect("app");
+    for bucket in &mut app.latency_buckets {
+        bucket.upper_bound *= scale;
+    }
+    pb::HostSample::from(&whole)
+}
+
+// Issue 10: bounds that differ sample to sample made a round's bucket merge
+// quadratic under the fleet lock.
+#[test]
+fn a_stream_has_at_most_max_bound_sets_per_histogram() {
+    let mut expander = Expander::new();
+    let scales = (1..=MAX_BOUND_SETS).map(|n| n as f64);
+    for scale in scales.clone().chain(scales.rev()) {
+        expander
+            .decode(&with_bounds(scale))
+            .expect("a set the stream may have");
+    }
+    // The probe histogram has one set, which does not count against latency's.
+    expect_rejected(
+        &mut expander,
+        with_bounds(MAX_BOUND_SETS as f64 + 1.0),
+        "app.latency_buckets",
+    );
+    expander.decode(&with_bounds(1.0)).expect("a known set");
+}
