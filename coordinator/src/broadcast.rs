@@ -19,6 +19,12 @@ use crate::notify::Notifier;
 use crate::outbound::{command_message, AgentTx};
 use crate::store::{unix_ms, AuditRecord, CommandRecord, Store, Write};
 
+/// Longest reason a command (and its audit entry and webhook) carries, in
+/// bytes. An operator's or the policy's reason fits easily; a catch-up
+/// quotes the decision's reason, and a longer one is cut (on a char
+/// boundary) so that no chain of commands can grow it (issue 10).
+const MAX_REASON_LEN: usize = 512;
+
 /// What issuing a command needs: where it is stored, who it goes to.
 #[derive(Debug, Clone)]
 pub(crate) struct Issuer {
@@ -96,6 +102,7 @@ impl Issuer {
         with: impl FnOnce(&CommandRecord) -> Vec<Write>,
         span: &tracing::Span,
     ) -> Result<CommandRecord> {
+        let reason = &bounded_reason(reason.to_owned());
         let now = SystemTime::now();
         let (targets, known) = self.fleet.beta_targets(deployment, now);
         if !known && !self.config.deployments.contains_key(deployment) {
@@ -219,7 +226,7 @@ impl Issuer {
             command_id: new_command_id(now),
             deployment: original.deployment.clone(),
             action: original.action.clone(),
-            reason: format!(
+            reason: bounded_reason(format!(
                 "catch-up of {}: the host {} ({})",
                 original.command_id,
                 match missed {
@@ -227,7 +234,7 @@ impl Issuer {
                     Missed::NotTargeted => "was not a target and came after its deadline",
                 },
                 original.reason
-            ),
+            )),
             actor: "rollguard".to_owned(),
             issued_at_unix_ms: unix_ms(now),
             not_after_unix_ms: unix_ms(now + self.config.command_ttl),
@@ -266,6 +273,12 @@ impl Issuer {
         );
         Ok(record)
     }
+}
+
+/// `reason` cut to at most [`MAX_REASON_LEN`] bytes, on a char boundary.
+fn bounded_reason(mut reason: String) -> String {
+    reason.truncate(reason.floor_char_boundary(MAX_REASON_LEN));
+    reason
 }
 
 /// A command id that is unique across restarts: time plus randomness.

@@ -340,10 +340,12 @@ impl Decisions {
     }
 
     /// The host rejected `command_id` as expired, so it never ran it: it was
-    /// away past the deadline. If that is its deployment's newest command
-    /// and the policy still holds the deployment disarmed (no `rearm`
-    /// since), the decision is still in force and the host gets a catch-up
-    /// of its own.
+    /// away past the deadline. If that is its deployment's newest decision,
+    /// the host had no catch-up of it yet, and the policy still holds the
+    /// deployment disarmed (no `rearm` since), the decision is still in
+    /// force and the host gets a catch-up of its own. A rejected catch-up
+    /// gets none: a host whose clock runs past every deadline would
+    /// otherwise loop.
     pub(crate) async fn catch_up_expired(&self, identity: &HostIdentity, command_id: &str) {
         let judged = self.judged.lock().await;
         if identity.cohort != Cohort::Beta || is_armed(&judged, &identity.deployment) {

@@ -164,6 +164,19 @@ impl<Tx> Inner<Tx> {
         }
         self.commands.insert(command_id, state);
     }
+
+    /// Whether `host_id` has had a catch-up of `decision`: a closed command
+    /// to it, of the same deployment, issued no earlier. (Catch-ups are
+    /// issued only for a deployment's newest decision, so one issued since
+    /// `decision` repeats it.)
+    fn caught_up(&self, host_id: &HostId, decision: &CommandRecord) -> bool {
+        self.commands.values().any(|c| {
+            c.record.closed
+                && c.record.deployment == decision.deployment
+                && c.record.issued_at_unix_ms >= decision.issued_at_unix_ms
+                && c.target_set.contains(host_id.as_str())
+        })
+    }
 }
 
 /// Shared fleet state; `Tx` is a connected host's way to its stream.
@@ -566,9 +579,12 @@ impl<Tx: Clone> Fleet<Tx> {
         Dispatched { senders, updated }
     }
 
-    /// Returns command `command_id` if `host_id` is one of its targets and no
-    /// decision for its deployment came after it (catch-ups, being closed,
-    /// are not decisions): the command a catch-up repeats.
+    /// Returns command `command_id` if it is a decision (not a catch-up),
+    /// `host_id` is one of its targets, no decision for its deployment came
+    /// after it, and the host has had no catch-up of it yet: the command a
+    /// catch-up repeats. A catch-up is never repeated: a host whose clock
+    /// runs past every deadline would reject each one as expired and get
+    /// the next, without end (issue 10).
     pub(crate) fn newest_command_for(
         &self,
         host_id: &HostId,
@@ -576,12 +592,15 @@ impl<Tx: Clone> Fleet<Tx> {
     ) -> Option<CommandRecord> {
         let inner = self.lock();
         let state = inner.commands.get(command_id)?;
+        if state.record.closed || !state.target_set.contains(host_id.as_str()) {
+            return None;
+        }
         let newer = inner.commands.values().any(|other| {
             !other.record.closed
                 && other.record.deployment == state.record.deployment
                 && other.record.issued_at_unix_ms > state.record.issued_at_unix_ms
         });
-        (!newer && state.target_set.contains(host_id.as_str())).then(|| state.record.clone())
+        (!newer && !inner.caught_up(host_id, &state.record)).then(|| state.record.clone())
     }
 
     /// Returns the decision a beta host must still catch up with on connect:
@@ -611,13 +630,7 @@ impl<Tx: Clone> Fleet<Tx> {
         {
             return None;
         }
-        let caught_up = inner.commands.values().any(|c| {
-            c.record.closed
-                && c.record.deployment == deployment
-                && c.record.issued_at_unix_ms >= newest.record.issued_at_unix_ms
-                && c.target_set.contains(host_id.as_str())
-        });
-        (!caught_up).then(|| newest.record.clone())
+        (!inner.caught_up(host_id, &newest.record)).then(|| newest.record.clone())
     }
 
     /// Returns the command the manual rollback with idempotency key

@@ -358,3 +358,73 @@ async fn a_beta_host_that_was_never_a_target_catches_up_once_after_the_deadline(
     );
     assert!(early.commands().is_empty());
 }
+
+// Issue 10: a host whose clock runs more than `command_ttl` ahead rejected
+// every catch-up as expired and got another, whose reason quoted the last
+// one's, without end.
+#[tokio::test]
+async fn a_catch_up_rejected_as_expired_gets_none_of_its_own() {
+    let rig = rig("expired-catch-up", false);
+    let mut host = rig.connect("beta-1", SystemTime::now());
+    for n in 0..FAILURES {
+        rig.round(Verdict::Fail, at(u64::from(n))).await;
+    }
+    let [decided] = <[String; 1]>::try_from(host.commands()).expect("one command");
+    rig.decisions
+        .catch_up_expired(&host.identity, &decided)
+        .await;
+    let [catch_up] = <[String; 1]>::try_from(host.commands()).expect("one catch-up");
+
+    rig.decisions
+        .catch_up_expired(&host.identity, &catch_up)
+        .await;
+    assert!(host.commands().is_empty(), "a catch-up is not repeated");
+    // Nor is the decision, on any path, once the host had its catch-up.
+    rig.decisions
+        .catch_up_expired(&host.identity, &decided)
+        .await;
+    rig.decisions
+        .catch_up_missed(
+            &host.identity,
+            SystemTime::now() + rig.config.command_ttl * 2,
+        )
+        .await;
+    assert!(
+        host.commands().is_empty(),
+        "at most one per host and decision"
+    );
+}
+
+#[tokio::test]
+async fn a_long_reason_is_cut_on_a_char_boundary() {
+    let rig = rig("long-reason", false);
+    let mut host = rig.connect("beta-1", SystemTime::now());
+    // Disarmed by the policy, so the operator's decision is caught up with.
+    for n in 0..FAILURES {
+        rig.round(Verdict::Fail, at(u64::from(n))).await;
+    }
+    assert_eq!(host.commands().len(), 1);
+    // 3-byte chars: 512 is not a boundary.
+    let reason = "€".repeat(1000);
+    let decided = rig
+        .decisions
+        .rollback(&rig.deployment, &reason, "ops")
+        .await
+        .expect("decided");
+    assert_eq!(decided.reason, "€".repeat(170));
+    let [sent] = <[String; 1]>::try_from(host.commands()).expect("one command");
+    assert_eq!(sent, decided.command_id);
+
+    // A catch-up quotes the reason and stays within the bound too.
+    rig.decisions
+        .catch_up_expired(&host.identity, &decided.command_id)
+        .await;
+    let [catch_up] = <[String; 1]>::try_from(host.commands()).expect("one catch-up");
+    let catch_up = rig.fleet.command(&catch_up).expect("in the fleet");
+    assert!(
+        catch_up.record.reason.len() <= 512,
+        "{}",
+        catch_up.record.reason.len()
+    );
+    assert!(catch_up.record.reason.contains(&decided.command_id));
+}
