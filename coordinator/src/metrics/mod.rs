@@ -10,17 +10,22 @@
 //! on counters, HELP on every family. Label cardinality is bounded by
 //! deployments and cohorts; per-host series exist only with
 //! `[metrics] per_host = true`.
+//!
+//! The listener is bounded so that idle or stalled HTTP peers cannot use up
+//! the file descriptors agents need (issue 10): see [`Limits`].
 
 mod families;
 mod text;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -39,6 +44,35 @@ pub(crate) struct Scrape {
     pub(crate) counters: Arc<Counters>,
 }
 
+/// What the HTTP listener allows one peer, and all of them together.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    /// Connections served at once. Past it, new ones wait in the listen
+    /// backlog (accepted once one closes), so they hold no descriptor of
+    /// ours. Prometheus and a load balancer's probes need a handful.
+    max_connections: usize,
+    /// Time a peer has to send a request's headers, from when the server
+    /// starts reading them: on a new connection, and on a kept-alive one
+    /// between requests, so an idle connection is closed after it too.
+    header_read_timeout: Duration,
+    /// Age after which a connection is asked to close (at the end of the
+    /// request in flight), so no peer holds one for good.
+    max_age: Duration,
+    /// Time a connection past `max_age` has to finish its request (a peer
+    /// that stopped reading a response is cut off after it).
+    drain_timeout: Duration,
+}
+
+impl Limits {
+    /// The limits `serve` uses. Constants rather than config keys for now.
+    const DEFAULT: Limits = Limits {
+        max_connections: 256,
+        header_read_timeout: Duration::from_secs(10),
+        max_age: Duration::from_secs(120),
+        drain_timeout: Duration::from_secs(10),
+    };
+}
+
 /// Serves `/metrics`, `/healthz` and `/readyz` on `listener` until `shutdown`.
 pub(crate) async fn serve(
     listener: TcpListener,
@@ -46,7 +80,27 @@ pub(crate) async fn serve(
     tracker: TaskTracker,
     shutdown: CancellationToken,
 ) {
+    serve_with(listener, scrape, tracker, shutdown, Limits::DEFAULT).await;
+}
+
+async fn serve_with(
+    listener: TcpListener,
+    scrape: Scrape,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+    limits: Limits,
+) {
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
     loop {
+        // A permit first, then accept: at the cap, peers wait in the backlog.
+        let permit = tokio::select! {
+            () = shutdown.cancelled() => break,
+            permit = Arc::clone(&permits).acquire_owned() => match permit {
+                Ok(permit) => permit,
+                // Never closed: the semaphore lives as long as this loop.
+                Err(_) => break,
+            },
+        };
         let (stream, _) = tokio::select! {
             () = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
@@ -60,18 +114,36 @@ pub(crate) async fn serve(
         let scrape = scrape.clone();
         let shutdown = shutdown.clone();
         tracker.spawn(async move {
-            let service =
-                hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
-                    let scrape = scrape.clone();
-                    async move { Ok::<_, std::convert::Infallible>(route(&request, &scrape)) }
-                });
-            let connection = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service);
-            tokio::select! {
-                _ = connection => {}
-                () = shutdown.cancelled() => {}
-            }
+            connection(stream, scrape, limits, shutdown).await;
+            drop(permit);
         });
+    }
+}
+
+/// Serves one connection until it ends, it is past its age, or `shutdown`.
+async fn connection(
+    stream: TcpStream,
+    scrape: Scrape,
+    limits: Limits,
+    shutdown: CancellationToken,
+) {
+    let service = hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
+        let scrape = scrape.clone();
+        async move { Ok::<_, std::convert::Infallible>(route(&request, &scrape)) }
+    });
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .serve_connection(TokioIo::new(stream), service);
+    let mut connection = std::pin::pin!(connection);
+    tokio::select! {
+        _ = connection.as_mut() => return,
+        () = shutdown.cancelled() => return,
+        () = tokio::time::sleep(limits.max_age) => connection.as_mut().graceful_shutdown(),
+    }
+    tokio::select! {
+        _ = tokio::time::timeout(limits.drain_timeout, connection) => {}
+        () = shutdown.cancelled() => {}
     }
 }
 

@@ -178,3 +178,104 @@ fn a_hostile_name_is_escaped_and_cannot_add_series() {
         .collect();
     assert_eq!(deployments, [r#"dep\"x"#]);
 }
+
+// === The listener's limits (issue 10) ===
+//
+// These use loopback sockets (bound to port 0), since what they check is how
+// the listener treats them; short limits keep them quick.
+
+/// Generous: every wait below is for something that happens well before.
+const DEADLINE: Duration = Duration::from_secs(10);
+
+/// Starts the listener with `limits`; returns its address and its stop token.
+async fn listen(rig: &Rig, limits: Limits) -> (std::net::SocketAddr, CancellationToken) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("binds");
+    let addr = listener.local_addr().expect("has an address");
+    let shutdown = CancellationToken::new();
+    tokio::spawn(serve_with(
+        listener,
+        rig.scrape.clone(),
+        TaskTracker::new(),
+        shutdown.clone(),
+        limits,
+    ));
+    (addr, shutdown)
+}
+
+/// Sends a keep-alive GET /healthz on `stream`.
+async fn ask(stream: &mut TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: test\r\n\r\n")
+        .await
+        .expect("request sent");
+}
+
+/// Reads `/healthz`'s whole answer from `stream`.
+async fn answer(stream: &mut TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    while !got.ends_with(b"\r\n\r\nok\n") {
+        let mut buf = [0u8; 1024];
+        let n = stream.read(&mut buf).await.expect("reads");
+        assert_ne!(n, 0, "closed before the answer: {got:?}");
+        got.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8(got).expect("utf-8")
+}
+
+/// Waits (within [`DEADLINE`]) for the server to close `stream`.
+async fn closed_by_server(stream: &mut TcpStream) {
+    use tokio::io::AsyncReadExt;
+    let mut rest = Vec::new();
+    tokio::time::timeout(DEADLINE, stream.read_to_end(&mut rest))
+        .await
+        .expect("closed by the server within the deadline")
+        .expect("reads to EOF");
+}
+
+#[tokio::test]
+async fn idle_connections_are_closed_new_and_kept_alive() {
+    let rig = rig("idle");
+    let limits = Limits {
+        header_read_timeout: Duration::from_millis(200),
+        ..Limits::DEFAULT
+    };
+    let (addr, _shutdown) = listen(&rig, limits).await;
+    let mut silent = TcpStream::connect(addr).await.expect("connects");
+    let mut kept_alive = TcpStream::connect(addr).await.expect("connects");
+    ask(&mut kept_alive).await;
+    assert!(answer(&mut kept_alive).await.starts_with("HTTP/1.1 200"));
+    closed_by_server(&mut silent).await;
+    closed_by_server(&mut kept_alive).await;
+}
+
+#[tokio::test]
+async fn past_the_cap_a_connection_waits_until_one_closes() {
+    let rig = rig("cap");
+    let limits = Limits {
+        max_connections: 2,
+        ..Limits::DEFAULT
+    };
+    let (addr, _shutdown) = listen(&rig, limits).await;
+    let mut served = Vec::new();
+    for _ in 0..limits.max_connections {
+        let mut stream = TcpStream::connect(addr).await.expect("connects");
+        ask(&mut stream).await;
+        answer(&mut stream).await;
+        served.push(stream);
+    }
+    // The kernel completes the handshake; the server does not accept it.
+    let mut waiting = TcpStream::connect(addr).await.expect("connects");
+    ask(&mut waiting).await;
+    // Showing that something does not happen takes a window of time; the
+    // answer would come in microseconds.
+    let early = tokio::time::timeout(Duration::from_millis(300), answer(&mut waiting)).await;
+    assert!(early.is_err(), "served past the cap");
+
+    drop(served.pop());
+    let late = tokio::time::timeout(DEADLINE, answer(&mut waiting))
+        .await
+        .expect("served once a connection closed");
+    assert!(late.starts_with("HTTP/1.1 200"), "{late}");
+}
