@@ -408,7 +408,7 @@ async fn a_long_reason_is_cut_on_a_char_boundary() {
     let reason = "€".repeat(1000);
     let decided = rig
         .decisions
-        .rollback(&rig.deployment, &reason, "ops")
+        .rollback(&rig.deployment, &reason, "ops", "")
         .await
         .expect("decided");
     assert_eq!(decided.reason, "€".repeat(170));
