@@ -222,22 +222,33 @@ pub fn merge_buckets(a: &[Bucket], b: &[Bucket]) -> Vec<Bucket> {
             })
             .collect();
     }
-    let mut bounds: Vec<f64> = a.iter().chain(b).map(|x| x.upper_bound).collect();
-    bounds.sort_by(f64::total_cmp);
-    bounds.dedup();
-    let at = |h: &[Bucket], bound: f64| {
-        h.iter()
-            .take_while(|x| x.upper_bound <= bound)
-            .last()
-            .map_or(0.0, |x| x.cumulative_count)
-    };
-    bounds
-        .into_iter()
-        .map(|bound| Bucket {
+    // One pass over both (bounds strictly increase in each): linear, where
+    // looking each bound of the union up in both was quadratic, and a round
+    // merges under the fleet lock (issue 10).
+    let mut merged = Vec::with_capacity(a.len() + b.len());
+    let (mut a_idx, mut b_idx) = (0, 0);
+    let (mut a_count, mut b_count) = (0.0, 0.0);
+    while a_idx < a.len() || b_idx < b.len() {
+        let bound = match (a.get(a_idx), b.get(b_idx)) {
+            (Some(x), Some(y)) if y.upper_bound.total_cmp(&x.upper_bound).is_lt() => y.upper_bound,
+            (Some(x), _) => x.upper_bound,
+            (None, Some(y)) => y.upper_bound,
+            (None, None) => break,
+        };
+        while let Some(x) = a.get(a_idx).filter(|x| x.upper_bound <= bound) {
+            a_count = x.cumulative_count;
+            a_idx += 1;
+        }
+        while let Some(y) = b.get(b_idx).filter(|y| y.upper_bound <= bound) {
+            b_count = y.cumulative_count;
+            b_idx += 1;
+        }
+        merged.push(Bucket {
             upper_bound: bound,
-            cumulative_count: at(a, bound) + at(b, bound),
-        })
-        .collect()
+            cumulative_count: a_count + b_count,
+        });
+    }
+    merged
 }
 
 /// The `q` quantile of cumulative buckets (bounds in seconds), in milliseconds.

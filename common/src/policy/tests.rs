@@ -940,3 +940,76 @@ fn every_host_metric_is_the_mean_of_its_own_field() {
     }
     assert_eq!(host.host_figure("no_such_metric"), None);
 }
+
+/// `merge_buckets` as it was, looking each bound of the union up in both
+/// (quadratic): the definition the linear merge must keep.
+fn merge_by_lookup(a: &[Bucket], b: &[Bucket]) -> Vec<Bucket> {
+    if a.is_empty() {
+        return b.to_vec();
+    }
+    if b.is_empty() {
+        return a.to_vec();
+    }
+    if a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.upper_bound == y.upper_bound) {
+        return a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| Bucket {
+                upper_bound: x.upper_bound,
+                cumulative_count: x.cumulative_count + y.cumulative_count,
+            })
+            .collect();
+    }
+    let mut bounds: Vec<f64> = a.iter().chain(b).map(|x| x.upper_bound).collect();
+    bounds.sort_by(f64::total_cmp);
+    bounds.dedup();
+    let at = |h: &[Bucket], bound: f64| {
+        h.iter()
+            .take_while(|x| x.upper_bound <= bound)
+            .last()
+            .map_or(0.0, |x| x.cumulative_count)
+    };
+    bounds
+        .into_iter()
+        .map(|bound| Bucket {
+            upper_bound: bound,
+            cumulative_count: at(a, bound) + at(b, bound),
+        })
+        .collect()
+}
+
+/// A histogram over a few shared bounds (so two often overlap).
+fn histogram() -> impl proptest::strategy::Strategy<Value = Vec<Bucket>> {
+    use proptest::prelude::*;
+    const BOUNDS: [f64; 7] = [-0.0, 0.0, 0.005, 0.1, 1.0, 2.5, f64::INFINITY];
+    (
+        proptest::sample::subsequence(BOUNDS.to_vec(), 0..=BOUNDS.len()),
+        proptest::collection::vec(0u32..100, BOUNDS.len()),
+    )
+        .prop_map(|(bounds, steps)| {
+            let mut count = 0.0;
+            bounds
+                .into_iter()
+                .zip(steps)
+                .map(|(upper_bound, step)| {
+                    count += f64::from(step);
+                    Bucket {
+                        upper_bound,
+                        cumulative_count: count,
+                    }
+                })
+                .collect()
+        })
+}
+
+proptest::proptest! {
+    #[test]
+    fn the_linear_merge_keeps_the_merge_by_lookup(a in histogram(), b in histogram()) {
+        let expected = merge_by_lookup(&a, &b);
+        let merged = merge_buckets(&a, &b);
+        let bits = |h: &[Bucket]| -> Vec<(u64, u64)> {
+            h.iter().map(|x| (x.upper_bound.to_bits(), x.cumulative_count.to_bits())).collect()
+        };
+        proptest::prop_assert_eq!(bits(&merged), bits(&expected));
+    }
+}
