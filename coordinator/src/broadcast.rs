@@ -124,6 +124,8 @@ impl Issuer {
             trace_context: rollguard_proto::otel::inject(span).into_iter().collect(),
             closed: false,
             request_id: origin.request_id().to_owned(),
+            retry_of: String::new(),
+            attempt: 0,
         };
         span.record("command_id", record.command_id.as_str());
         span.record("targets", targets.len());
@@ -192,7 +194,8 @@ impl Issuer {
     }
 }
 
-/// Why a host gets a catch-up of a decision it never ran.
+/// Why a host gets a repeat of a command: it never ran it (a catch-up), or
+/// its run failed (a retry).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Missed {
     /// It was a target, away past `not_after`, and rejected it as expired.
@@ -200,13 +203,26 @@ pub(crate) enum Missed {
     /// It was not a target (away longer than the target window, or new) and
     /// connected after `not_after`.
     NotTargeted,
+    /// Its run failed or was interrupted; this is retry number `attempt`.
+    Failed { attempt: u32 },
 }
 
-/// Repeats `original` for one host that never ran it (see [`Missed`]) while
-/// its deployment is still disarmed by that decision. The repeat is a new
-/// command (new id, new deadline) closed to that host alone, stored and
-/// audited like any rollback, in a `rollback.catch_up` span under the
-/// original decision's trace.
+impl Missed {
+    /// What happened on the host, for the reason and the audit.
+    fn what(self) -> &'static str {
+        match self {
+            Missed::Expired => "was away past its deadline",
+            Missed::NotTargeted => "was not a target and came after its deadline",
+            Missed::Failed { .. } => "failed to run it (or was interrupted)",
+        }
+    }
+}
+
+/// Repeats `original` for one host (see [`Missed`]): a catch-up while its
+/// deployment is still disarmed by that decision, or a retry of a failed
+/// run. The repeat is a new command (new id, new deadline) closed to that
+/// host alone, stored and audited like any rollback, in a
+/// `rollback.catch_up` span under the original decision's trace.
 impl Issuer {
     pub(crate) async fn catch_up(
         &self,
@@ -222,17 +238,25 @@ impl Issuer {
         );
         rollguard_proto::otel::set_parent(&span, &original.trace_context.iter().cloned().collect());
         let now = SystemTime::now();
+        let (kind, retry_of, attempt) = match missed {
+            Missed::Failed { attempt } => {
+                let first = if original.retry_of.is_empty() {
+                    &original.command_id
+                } else {
+                    &original.retry_of
+                };
+                (format!("retry {attempt}"), first.clone(), attempt)
+            }
+            Missed::Expired | Missed::NotTargeted => ("catch-up".to_owned(), String::new(), 0),
+        };
         let record = CommandRecord {
             command_id: new_command_id(now),
             deployment: original.deployment.clone(),
             action: original.action.clone(),
             reason: bounded_reason(format!(
-                "catch-up of {}: the host {} ({})",
+                "{kind} of {}: the host {} ({})",
                 original.command_id,
-                match missed {
-                    Missed::Expired => "was away past its deadline",
-                    Missed::NotTargeted => "was not a target and came after its deadline",
-                },
+                missed.what(),
                 original.reason
             )),
             actor: "rollguard".to_owned(),
@@ -242,6 +266,8 @@ impl Issuer {
             trace_context: rollguard_proto::otel::inject(&span).into_iter().collect(),
             closed: true,
             request_id: String::new(),
+            retry_of,
+            attempt,
         };
         let audit = AuditRecord {
             time_unix_ms: unix_ms(now),
@@ -251,11 +277,12 @@ impl Issuer {
             command_id: record.command_id.clone(),
             actor: "rollguard".to_owned(),
             detail: format!(
-                "catch-up; action `{}` to {host_id}, which {} {}",
+                "{kind}; action `{}` to {host_id}, which {} {}",
                 record.action,
                 match missed {
                     Missed::Expired => "rejected as expired",
                     Missed::NotTargeted => "connected after the deadline of",
+                    Missed::Failed { .. } => "failed",
                 },
                 original.command_id
             ),
@@ -269,7 +296,7 @@ impl Issuer {
             original = %original.command_id,
             %host_id,
             ?missed,
-            "rollback repeated for a host that never ran it"
+            "rollback repeated for one host"
         );
         Ok(record)
     }

@@ -64,6 +64,9 @@ pub struct RawConfig {
     pub max_connections: usize,
     /// Most concurrent streams (calls) on one HTTP/2 connection.
     pub max_streams_per_connection: u32,
+    /// How often a rollback that failed (or was interrupted) on a host is
+    /// retried there, each as a new command closed to that host.
+    pub action_retries: u32,
 }
 
 /// The `[tls]` table: the coordinator's certificate and key, and the CA
@@ -122,6 +125,7 @@ impl Default for RawConfig {
             auth: RawAuth::default(),
             max_connections: 16_384,
             max_streams_per_connection: 1024,
+            action_retries: 2,
         }
     }
 }
@@ -161,6 +165,8 @@ pub struct Config {
     pub max_connections: usize,
     /// Most concurrent streams on one connection.
     pub max_streams_per_connection: u32,
+    /// Retries of a failed rollback on a host (the first after 5 s, then doubling).
+    pub action_retries: u32,
 }
 
 /// The files of `[tls]`.
@@ -373,6 +379,12 @@ impl RawConfig {
                 "must be at least 1",
             ));
         }
+        if self.action_retries > 10 {
+            return Err(ConfigError::invalid(
+                "action_retries",
+                "at most 10 (the last would wait 5s x 2^9, 43 minutes)",
+            ));
+        }
         let mut deployments = BTreeMap::new();
         for (name, raw) in self.deployments {
             let key = format!("deployments.{name}");
@@ -406,6 +418,7 @@ impl RawConfig {
             auth,
             max_connections: self.max_connections,
             max_streams_per_connection: self.max_streams_per_connection,
+            action_retries: self.action_retries,
         })
     }
 }

@@ -14,8 +14,8 @@
 //! copy published under a short std lock each time the state changes.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::SystemTime;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 use rollguard_common::policy::{advance, Decision, Evaluation, JudgeState, Policy, Verdict};
 use rollguard_common::{Cohort, DeploymentName};
@@ -29,6 +29,10 @@ use crate::store::{unix_ms, AuditRecord, CommandRecord, RoundRecord, Write};
 
 /// Rounds kept in the store per deployment.
 const ROUNDS_KEPT: u64 = 20_000;
+
+/// The first retry of a failed rollback on a host comes this long after
+/// its result; each later one waits twice as long as the one before.
+pub(crate) const RETRY_FIRST: Duration = Duration::from_secs(5);
 
 /// One deployment's state under the decisions lock.
 #[derive(Debug, Default, Clone, Copy)]
@@ -384,6 +388,72 @@ impl Decisions {
             .await
         {
             tracing::error!(%host_id, command_id = %original.command_id, error = %chain(&err), "cannot issue the catch-up rollback");
+        }
+    }
+}
+
+/// Retries of rollbacks that failed on a host.
+impl Decisions {
+    /// A rollback failed (or was interrupted) on `host_id`: unless it was
+    /// the last allowed attempt, a retry closed to that host follows after
+    /// [`RETRY_FIRST`] (doubling with each attempt), whatever the arming; a
+    /// manual rollback is retried like the policy's. After the last one the
+    /// host needs a person: logged, and a `needs_attention` webhook event.
+    pub(crate) fn retry_failed(self: &Arc<Self>, host_id: &str, command_id: &str) {
+        let Some(failed) = self.issuer.fleet.command_record(command_id) else {
+            return;
+        };
+        let retries = self.issuer.config.action_retries;
+        if failed.attempt >= retries {
+            tracing::error!(%host_id, command_id, deployment = %failed.deployment, retries, "rollback failed on its last retry: the host needs attention");
+            self.issuer.notifier.send(json!({
+                "event": "needs_attention",
+                "deployment": failed.deployment,
+                "host_id": host_id,
+                "command_id": command_id,
+                "retry_of": failed.retry_of,
+                "attempts": failed.attempt + 1,
+                "reason": "the rollback failed on every attempt; the host may still run the beta",
+            }));
+            return;
+        }
+        let delay = RETRY_FIRST * 2u32.pow(failed.attempt);
+        let decisions = Arc::clone(self);
+        let host_id = host_id.to_owned();
+        self.issuer.tracker.spawn(async move {
+            tokio::time::sleep(delay).await;
+            decisions.retry_now(&failed, &host_id).await;
+        });
+    }
+
+    /// Issues the retry of `failed` on `host_id` unless one exists (a
+    /// repeated result, or a restart that scheduled it again).
+    async fn retry_now(&self, failed: &CommandRecord, host_id: &str) {
+        let _judged = self.judged.lock().await;
+        if self
+            .issuer
+            .fleet
+            .retried_by(&failed.command_id, host_id)
+            .is_some()
+        {
+            return;
+        }
+        let missed = Missed::Failed {
+            attempt: failed.attempt + 1,
+        };
+        if let Err(err) = self.issuer.catch_up(failed, host_id, missed).await {
+            tracing::error!(%host_id, command_id = %failed.command_id, error = %chain(&err), "cannot issue the retry of a failed rollback");
+        }
+    }
+
+    /// After a restart: schedules the retries that were waiting.
+    pub(crate) fn resume_retries(self: &Arc<Self>) {
+        let waiting = self
+            .issuer
+            .fleet
+            .failed_unretried(self.issuer.config.action_retries);
+        for (failed, host_id) in waiting {
+            self.retry_failed(&host_id, &failed.command_id);
         }
     }
 }

@@ -165,6 +165,25 @@ impl<Tx> Inner<Tx> {
         self.commands.insert(command_id, state);
     }
 
+    /// The retry of `command_id` on `host_id`: a command closed to that host
+    /// that names it as its first (or retries a retry of it).
+    fn retried_by(&self, command_id: &str, host_id: &str) -> Option<String> {
+        let state = self.commands.get(command_id)?;
+        let first = if state.record.retry_of.is_empty() {
+            command_id
+        } else {
+            state.record.retry_of.as_str()
+        };
+        self.commands
+            .values()
+            .find(|c| {
+                c.record.retry_of == first
+                    && c.record.attempt == state.record.attempt + 1
+                    && c.target_set.contains(host_id)
+            })
+            .map(|c| c.record.command_id.clone())
+    }
+
     /// Whether `host_id` has had a catch-up of `decision`: a closed command
     /// to it, of the same deployment, issued no earlier. (Catch-ups are
     /// issued only for a deployment's newest decision, so one issued since
@@ -631,6 +650,64 @@ impl<Tx: Clone> Fleet<Tx> {
             return None;
         }
         (!inner.caught_up(host_id, &newest.record)).then(|| newest.record.clone())
+    }
+
+    /// Returns a stored command's record.
+    pub(crate) fn command_record(&self, command_id: &str) -> Option<CommandRecord> {
+        self.lock()
+            .commands
+            .get(command_id)
+            .map(|c| c.record.clone())
+    }
+
+    /// The retry of `command_id` on `host_id`, if one was made.
+    pub(crate) fn retried_by(&self, command_id: &str, host_id: &str) -> Option<String> {
+        self.lock().retried_by(command_id, host_id)
+    }
+
+    /// Every (command, host) whose run failed and has no retry yet, with
+    /// retries left: after a restart, their retries are scheduled again.
+    pub(crate) fn failed_unretried(&self, max_attempt: u32) -> Vec<(CommandRecord, String)> {
+        let inner = self.lock();
+        let mut failed = Vec::new();
+        for state in inner.commands.values() {
+            if state.record.attempt >= max_attempt {
+                continue;
+            }
+            for (host, result) in &state.results {
+                if result.status == CommandStatus::Failed
+                    && inner.retried_by(&state.record.command_id, host).is_none()
+                {
+                    failed.push((state.record.clone(), host.clone()));
+                }
+            }
+        }
+        failed
+    }
+
+    /// Hosts of `deployment` whose newest command failed with no retry
+    /// left (its attempt is `max_attempt`): they need a person.
+    pub(crate) fn needs_attention(&self, deployment: &str, max_attempt: u32) -> Vec<String> {
+        let inner = self.lock();
+        let mut hosts: Vec<String> = Vec::new();
+        for state in inner.commands.values() {
+            if state.record.deployment != deployment || state.record.attempt < max_attempt {
+                continue;
+            }
+            for (host, result) in &state.results {
+                let newer = inner.commands.values().any(|other| {
+                    other.record.deployment == deployment
+                        && other.record.issued_at_unix_ms > state.record.issued_at_unix_ms
+                        && other.target_set.contains(host)
+                });
+                if result.status == CommandStatus::Failed && !newer {
+                    hosts.push(host.clone());
+                }
+            }
+        }
+        hosts.sort();
+        hosts.dedup();
+        hosts
     }
 
     /// Returns the command the manual rollback with idempotency key

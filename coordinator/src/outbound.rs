@@ -98,6 +98,8 @@ mod tests {
             trace_context: vec![("traceparent".to_owned(), "00-x".to_owned())],
             closed: false,
             request_id: String::new(),
+            retry_of: String::new(),
+            attempt: 0,
         }
     }
 

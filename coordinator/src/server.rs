@@ -207,6 +207,7 @@ pub async fn run(
         .serve_with_incoming_shutdown(incoming, server_shutdown.clone().cancelled_owned());
     let mut server = tokio::spawn(server);
     let tracker = &parts.tracker;
+    parts.decisions.resume_retries();
     tracker.spawn(parts.judge().run(parts.streams_shutdown.clone()));
     tracker.spawn(parts.sweep().run(parts.streams_shutdown.clone()));
     tracker.spawn(crate::metrics::serve(

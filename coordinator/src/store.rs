@@ -83,6 +83,13 @@ pub(crate) struct CommandRecord {
     /// restart, and forgotten with it (`command_retention`).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub(crate) request_id: String,
+    /// The first command of the chain this one retries on its one target
+    /// (a failed or interrupted run); empty for none.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub(crate) retry_of: String,
+    /// Which retry this is: 0 for an original (or a catch-up).
+    #[serde(default)]
+    pub(crate) attempt: u32,
 }
 
 /// The latest state of one command on one host.

@@ -63,6 +63,16 @@ pub async fn wait_for_results(
 pub(crate) fn print_results(command: &pb::GetCommandResponse, format: Format) {
     let status_name =
         |r: &pb::HostResult| r.checked_status().map(|s| s.as_str()).unwrap_or("unknown");
+    // A failed run says what follows it: a retry, or a person.
+    let status_line = |r: &pb::HostResult| {
+        if r.needs_attention {
+            format!("{} (needs attention)", status_name(r))
+        } else if !r.retried_by.is_empty() {
+            format!("{} (retried by {})", status_name(r), r.retried_by)
+        } else {
+            status_name(r).to_owned()
+        }
+    };
     match format {
         Format::Json => {
             let results: Vec<Value> = command
@@ -77,6 +87,8 @@ pub(crate) fn print_results(command: &pb::GetCommandResponse, format: Format) {
                         "output_tail": r.output_tail,
                         "started_at": r.started_at.as_ref().map(fmt_time),
                         "duration_ms": duration_ms(r),
+                        "needs_attention": r.needs_attention,
+                        "retried_by": (!r.retried_by.is_empty()).then_some(&r.retried_by),
                     })
                 })
                 .collect();
@@ -86,6 +98,8 @@ pub(crate) fn print_results(command: &pb::GetCommandResponse, format: Format) {
                     "command_id": command.command_id,
                     "deployment": command.deployment,
                     "action": command.action,
+                    "retry_of": (!command.retry_of.is_empty()).then_some(&command.retry_of),
+                    "attempt": command.attempt,
                     "results": results,
                 })
             );
@@ -103,7 +117,7 @@ pub(crate) fn print_results(command: &pb::GetCommandResponse, format: Format) {
             for r in &command.results {
                 rows.push(vec![
                     r.host_id.clone(),
-                    status_name(r).to_owned(),
+                    status_line(r),
                     r.exit_code
                         .map(|c| c.to_string())
                         .unwrap_or_else(|| "-".to_owned()),

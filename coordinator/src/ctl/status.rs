@@ -105,6 +105,15 @@ pub(crate) fn print_status(response: &pb::GetFleetStatusResponse, format: Format
                 print!("{}", table(&rows));
             }
             for deployment in &response.deployments {
+                if !deployment.needs_attention.is_empty() {
+                    println!(
+                        "\n{}: NEEDS ATTENTION: the rollback failed on every retry on {}",
+                        deployment.deployment,
+                        deployment.needs_attention.join(", ")
+                    );
+                }
+            }
+            for deployment in &response.deployments {
                 if let Some(j) = &deployment.judgement {
                     println!();
                     judgement::print_judgement_header(&deployment.deployment, j);
@@ -153,6 +162,7 @@ fn status_json(response: &pb::GetFleetStatusResponse) -> Value {
                 "deployment": d.deployment,
                 "rollback_action": d.rollback_action,
                 "configured": !d.unconfigured,
+                "needs_attention": d.needs_attention,
                 "cohorts": cohorts,
                 "judgement": d.judgement.as_ref().map(judgement::judgement_json),
             })

@@ -66,6 +66,8 @@ fn result_counts_follow_targets_and_results() {
         trace_context: Vec::new(),
         closed: false,
         request_id: String::new(),
+        retry_of: String::new(),
+        attempt: 0,
     };
     let fleet = Fleet::from_snapshot(Snapshot {
         commands: vec![command],
@@ -135,6 +137,8 @@ fn decision(
         trace_context: Vec::new(),
         closed,
         request_id: String::new(),
+        retry_of: String::new(),
+        attempt: 0,
     }
 }
 

@@ -380,6 +380,7 @@ impl Session {
             "reason": stored.reason,
         }));
         let expired = stored.status == CommandStatus::Rejected && stored.reason == REASON_EXPIRED;
+        let failed = stored.status == CommandStatus::Failed;
         let command_id = stored.command_id.clone();
         self.link
             .store
@@ -391,6 +392,11 @@ impl Session {
                 .decisions
                 .catch_up_expired(&self.identity, &command_id)
                 .await;
+        }
+        if failed {
+            self.link
+                .decisions
+                .retry_failed(host_id.as_str(), &command_id);
         }
         Ok(())
     }

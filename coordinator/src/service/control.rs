@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use rollguard_common::ids::validate_name;
 use rollguard_common::policy::{JudgeState, Policy};
-use rollguard_common::DeploymentName;
+use rollguard_common::{CommandStatus, DeploymentName};
 use rollguard_proto::time_to_pb;
 use rollguard_proto::v1 as pb;
 use tokio::sync::mpsc;
@@ -86,6 +86,9 @@ impl Control {
             rollback_action: self.config.deployment(&view.deployment).rollback_action,
             judgement,
             unconfigured: !self.config.deployments.contains_key(&view.deployment),
+            needs_attention: self
+                .fleet
+                .needs_attention(view.deployment.as_str(), self.config.action_retries),
         }
     }
 }
@@ -203,7 +206,17 @@ impl pb::control_service_server::ControlService for Control {
             reason: record.reason.clone(),
             issued_at: Some(time_to_pb(from_unix_ms(record.issued_at_unix_ms))),
             not_after: Some(time_to_pb(from_unix_ms(record.not_after_unix_ms))),
-            results: view.results.iter().map(result_to_wire).collect(),
+            results: view
+                .results
+                .iter()
+                .map(|result| {
+                    let retried_by = self.fleet.retried_by(&record.command_id, &result.host_id);
+                    let last = record.attempt >= self.config.action_retries;
+                    result_to_wire(result, retried_by, last)
+                })
+                .collect(),
+            retry_of: record.retry_of.clone(),
+            attempt: record.attempt,
         }))
     }
 
@@ -578,8 +591,16 @@ fn agent_to_wire(view: &AgentView) -> pb::AgentInfo {
     }
 }
 
-fn result_to_wire(result: &ResultRecord) -> pb::HostResult {
+/// A host's result; `retried_by` names its retry, and a failed run with
+/// none and no retry left needs a person.
+fn result_to_wire(
+    result: &ResultRecord,
+    retried_by: Option<String>,
+    last_attempt: bool,
+) -> pb::HostResult {
     pb::HostResult {
+        needs_attention: result.status == CommandStatus::Failed && last_attempt,
+        retried_by: retried_by.unwrap_or_default(),
         host_id: result.host_id.clone(),
         status: pb::CommandStatus::from(result.status) as i32,
         exit_code: result.exit_code,

@@ -32,6 +32,8 @@ fn command(id: &str) -> Write {
         trace_context: Vec::new(),
         closed: false,
         request_id: String::new(),
+        retry_of: String::new(),
+        attempt: 0,
     })
 }
 

@@ -210,3 +210,142 @@ fn a_coordinator_killed_right_after_a_decision_delivers_it_once_to_every_target(
         );
     }
 }
+
+/// `results CMD -o json`, once it parses.
+fn results(coordinator: &Coordinator, command_id: &str) -> Option<serde_json::Value> {
+    coordinator
+        .ctl(&["results", command_id, "-o", "json"])
+        .json()
+        .ok()
+}
+
+#[test]
+fn an_agent_killed_while_its_rollback_runs_gets_a_retry_that_runs_once() {
+    use rustix::process::Signal;
+    let root = test_dir("fault-agent-kill");
+    let coordinator =
+        Coordinator::start(&root.join("data"), Some("action_retries = 2\n")).expect("coordinator");
+    // The first run records its pid and hangs; a later one completes. Either
+    // way a completed run leaves one evidence line (safe to run twice).
+    let mut spec = AgentSpec::with_evidence_action("beta-1", "cache", "beta");
+    spec.extra_toml = "[actions.rollback]\n\
+        command = [\"/bin/sh\", \"-c\", \"if [ ! -e hung ]; then touch hung; echo $$ > action.pid; exec sleep 300; fi; echo ran >> evidence\"]\n\
+        timeout = \"600s\"\n"
+        .to_owned();
+    let mut agent = Agent::start(&root, &coordinator.url, &spec).expect("agent");
+    coordinator
+        .wait_for_agents("beta-1 to connect", |agents| {
+            rollguard_tests::agent(agents, "beta-1").is_some_and(|a| a["connected"] == true)
+        })
+        .expect("connected");
+    let out = coordinator.ctl(&[
+        "rollback",
+        "cache",
+        "--reason",
+        "kill the agent",
+        "-o",
+        "json",
+    ]);
+    let first = out.json().expect("json")["command_id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let pid_file = agent.state_dir.join("action.pid");
+    let action_pid: i32 = wait_until(
+        "the action to start",
+        Duration::from_secs(30),
+        Duration::from_millis(50),
+        || std::fs::read_to_string(&pid_file).ok()?.trim().parse().ok(),
+    )
+    .expect("running");
+    agent.proc.kill9().expect("SIGKILL the agent");
+    let action = rustix::process::Pid::from_raw(action_pid).expect("pid");
+    rustix::process::kill_process(action, Signal::KILL).expect("SIGKILL the action");
+    let agent = Agent::start(&root, &coordinator.url, &spec).expect("agent again");
+
+    // The interrupted run is reported failed, and a retry closed to the host follows.
+    let retry = wait_until(
+        "the interrupted run to be retried",
+        Duration::from_secs(60),
+        Duration::from_millis(200),
+        || {
+            let results = results(&coordinator, &first)?;
+            let host = &results["results"][0];
+            (host["status"] == "failed").then_some(())?;
+            host["retried_by"].as_str().map(str::to_owned)
+        },
+    )
+    .expect("retried");
+    wait_until(
+        "the retry to succeed",
+        Duration::from_secs(60),
+        Duration::from_millis(200),
+        || {
+            let results = results(&coordinator, &retry)?;
+            (results["results"][0]["status"] == "succeeded" && results["attempt"] == 1)
+                .then_some(())
+        },
+    )
+    .expect("retry succeeded");
+    assert_eq!(agent.evidence_lines(), 1, "one completed run in all");
+    let history = coordinator.ctl(&["history", "-o", "json"]).stdout;
+    assert!(history.contains("retry 1 of"), "{history}");
+}
+
+#[test]
+fn a_rollback_that_fails_on_every_retry_is_reported_as_needing_attention() {
+    let root = test_dir("fault-needs-attention");
+    let coordinator =
+        Coordinator::start(&root.join("data"), Some("action_retries = 1\n")).expect("coordinator");
+    let mut spec = AgentSpec::with_evidence_action("beta-1", "cache", "beta");
+    spec.extra_toml = "[actions.rollback]\n\
+        command = [\"/bin/sh\", \"-c\", \"echo tried >> evidence; exit 3\"]\n\
+        timeout = \"30s\"\n"
+        .to_owned();
+    let agent = Agent::start(&root, &coordinator.url, &spec).expect("agent");
+    coordinator
+        .wait_for_agents("beta-1 to connect", |agents| {
+            rollguard_tests::agent(agents, "beta-1").is_some_and(|a| a["connected"] == true)
+        })
+        .expect("connected");
+    let out = coordinator.ctl(&[
+        "rollback",
+        "cache",
+        "--reason",
+        "broken action",
+        "-o",
+        "json",
+    ]);
+    let first = out.json().expect("json")["command_id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let status = wait_until(
+        "the host to need attention",
+        Duration::from_secs(60),
+        Duration::from_millis(200),
+        || {
+            let status = coordinator.ctl(&["status", "-o", "json"]).json().ok()?;
+            let cache = status["deployments"]
+                .as_array()?
+                .iter()
+                .find(|d| d["deployment"] == "cache")?
+                .clone();
+            (cache["needs_attention"] == serde_json::json!(["beta-1"])).then_some(status)
+        },
+    )
+    .expect("needs attention");
+    let retry = results(&coordinator, &first).expect("results")["results"][0]["retried_by"]
+        .as_str()
+        .expect("the first run was retried")
+        .to_owned();
+    let last = results(&coordinator, &retry).expect("results");
+    assert_eq!(last["results"][0]["needs_attention"], true, "{last}");
+    let table = coordinator.ctl(&["results", &retry]).stdout;
+    assert!(table.contains("failed (needs attention)"), "{table}");
+    assert_eq!(
+        agent.evidence_lines(),
+        2,
+        "the original and one retry, no more: {status}"
+    );
+}
