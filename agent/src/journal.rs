@@ -4,7 +4,17 @@
 //! a `started` line is written and fsynced; when it ends, a `finished` line
 //! with the result. On open, a command that started but never finished (the
 //! agent crashed or was killed mid-action) is closed as failed (interrupted)
-//! and is never run again. A torn last line from a crash is ignored.
+//! and is never run again.
+//!
+//! It survives a full disk (issue 11). A write that fails part-way (ENOSPC)
+//! is cut back to the end of the last whole record, so a `started` line the
+//! caller was told failed never survives as a record; when the file may
+//! still end in a torn line (a crash mid-append, or a cut that failed too),
+//! the next append starts with a newline, so it is never glued onto the torn
+//! bytes. Loading reads bytes, not text: a torn, non-UTF-8 or unparseable
+//! line is skipped, counted and logged, and never fails the whole load.
+//! Opening writes nothing unless a command was left started, and a failed
+//! write there is logged, not fatal, so the agent starts on a full disk.
 //!
 //! It does not compact itself; at one line pair per rollback it grows slowly.
 
@@ -52,6 +62,24 @@ pub struct Journal {
     path: PathBuf,
     file: File,
     entries: HashMap<String, Entry>,
+    /// Length of the file after the last append that succeeded (or at open):
+    /// where a failed append is cut back to.
+    good_len: u64,
+    /// The file may end in a torn line, so the next append starts with a
+    /// newline. An extra newline only makes an empty line, which loads as nothing.
+    torn_tail: bool,
+    /// Lines skipped on open because they were torn or unparseable.
+    skipped_lines: usize,
+}
+
+/// What [`load`] read from the file.
+struct Loaded {
+    entries: HashMap<String, Entry>,
+    /// Ids whose last line is `started`, in file order.
+    started: Vec<String>,
+    len: u64,
+    ends_torn: bool,
+    skipped_lines: usize,
 }
 
 impl Journal {
@@ -60,51 +88,33 @@ impl Journal {
     pub fn open(state_dir: &Path, now_unix_ms: u64) -> io::Result<Journal> {
         std::fs::create_dir_all(state_dir)?;
         let path = state_dir.join(JOURNAL_FILE);
-        let text = match std::fs::read_to_string(&path) {
-            Ok(text) => text,
-            Err(err) if err.kind() == io::ErrorKind::NotFound => String::new(),
-            Err(err) => return Err(err),
-        };
-        let mut entries = HashMap::new();
-        let mut started = Vec::new();
-        for line in text.lines() {
-            // A torn line (crash mid-append) parses as garbage: skip it.
-            match serde_json::from_str::<Line>(line) {
-                Ok(Line::Started { id }) => {
-                    started.push(id.clone());
-                    entries.insert(id, Entry::Running);
-                }
-                Ok(Line::Finished { id, outcome }) => {
-                    entries.insert(id, Entry::Finished(outcome));
-                }
-                Err(_) => tracing::warn!(path = %path.display(), "skipping a torn journal line"),
-            }
-        }
+        let loaded = load(&path)?;
         let file = OpenOptions::new().create(true).append(true).open(&path)?;
         let mut journal = Journal {
             path,
             file,
-            entries,
+            entries: loaded.entries,
+            good_len: loaded.len,
+            torn_tail: loaded.ends_torn,
+            skipped_lines: loaded.skipped_lines,
         };
-        if !text.is_empty() && !text.ends_with('\n') {
-            // Terminate a torn last line so the next append starts clean.
-            journal.file.write_all(b"\n")?;
-        }
-        for id in started {
-            if journal.entries.get(&id) == Some(&Entry::Running) {
-                tracing::warn!(command_id = %id, "command was interrupted by an agent restart; it will not run again");
-                journal.finish(
-                    &id,
-                    Outcome {
-                        status: CommandStatus::Failed,
-                        exit_code: None,
-                        reason: "interrupted: the agent stopped while the action ran; not rerun"
-                            .to_owned(),
-                        output_tail: String::new(),
-                        duration_ms: 0,
-                        started_at_unix_ms: now_unix_ms,
-                    },
-                )?;
+        for id in loaded.started {
+            if journal.entries.get(&id) != Some(&Entry::Running) {
+                continue;
+            }
+            tracing::warn!(command_id = %id, "command was interrupted by an agent restart; it will not run again");
+            let interrupted = Outcome {
+                status: CommandStatus::Failed,
+                exit_code: None,
+                reason: "interrupted: the agent stopped while the action ran; not rerun".to_owned(),
+                output_tail: String::new(),
+                duration_ms: 0,
+                started_at_unix_ms: now_unix_ms,
+            };
+            // Its `started` line is durable, so it never runs again whether
+            // or not this line is written; a later open retries the write.
+            if let Err(err) = journal.finish(&id, interrupted) {
+                tracing::warn!(command_id = %id, error = %err, "cannot record the interruption; it is closed in memory");
             }
         }
         Ok(journal)
@@ -115,34 +125,115 @@ impl Journal {
         &self.path
     }
 
+    /// Returns how many lines the last open skipped as torn or unparseable.
+    pub(crate) fn skipped_lines(&self) -> usize {
+        self.skipped_lines
+    }
+
     /// Returns what is known of `id`.
     pub fn get(&self, id: &str) -> Option<&Entry> {
         self.entries.get(id)
     }
 
-    /// Durably records that `id` is about to run. Must succeed before the action starts.
+    /// Durably records that `id` is about to run. Must succeed before the
+    /// action starts; on an error `id` stays unknown and the file holds no
+    /// `started` line for it.
     pub fn start(&mut self, id: &str) -> io::Result<()> {
         self.append(&Line::Started { id: id.to_owned() })?;
         self.entries.insert(id.to_owned(), Entry::Running);
         Ok(())
     }
 
-    /// Durably records the final outcome of `id`.
+    /// Records the final outcome of `id`, durably when the write succeeds.
+    /// The outcome is kept in memory even when it fails: the command did
+    /// finish, and a repeat must not be told it is still running. Its
+    /// `started` line stays, so after a restart it reads as interrupted.
     pub fn finish(&mut self, id: &str, outcome: Outcome) -> io::Result<()> {
-        self.append(&Line::Finished {
+        let written = self.append(&Line::Finished {
             id: id.to_owned(),
             outcome: outcome.clone(),
-        })?;
+        });
         self.entries.insert(id.to_owned(), Entry::Finished(outcome));
-        Ok(())
+        written
     }
 
+    /// Appends `line` and fsyncs; on an error cuts the file back to the
+    /// end of the last whole record.
     fn append(&mut self, line: &Line) -> io::Result<()> {
-        let mut bytes = serde_json::to_vec(line).map_err(io::Error::other)?;
+        let mut bytes = Vec::with_capacity(128);
+        if self.torn_tail {
+            bytes.push(b'\n');
+        }
+        serde_json::to_writer(&mut bytes, line).map_err(io::Error::other)?;
         bytes.push(b'\n');
-        self.file.write_all(&bytes)?;
-        self.file.sync_data()
+        let written = self
+            .file
+            .write_all(&bytes)
+            .and_then(|()| self.file.sync_data());
+        match written {
+            Ok(()) => {
+                self.good_len += u64::try_from(bytes.len()).expect("a line fits in u64");
+                self.torn_tail = false;
+                Ok(())
+            }
+            Err(err) => {
+                self.cut_back();
+                Err(err)
+            }
+        }
     }
+
+    /// Drops whatever a failed append left past `good_len`. A shrink needs
+    /// no free space, so this works on a full disk; if it fails anyway, the
+    /// next append starts with a newline instead.
+    fn cut_back(&mut self) {
+        let cut = self
+            .file
+            .set_len(self.good_len)
+            .and_then(|()| self.file.sync_all());
+        if let Err(err) = cut {
+            tracing::warn!(path = %self.path.display(), error = %err, "cannot cut a failed journal append back; the next append starts on a new line");
+            self.torn_tail = true;
+        }
+    }
+}
+
+/// Reads the journal at `path` (missing: empty), skipping the lines that
+/// do not parse.
+fn load(path: &Path) -> io::Result<Loaded> {
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Vec::new(),
+        Err(err) => return Err(err),
+    };
+    let mut loaded = Loaded {
+        entries: HashMap::new(),
+        started: Vec::new(),
+        len: u64::try_from(bytes.len()).expect("a file length fits in u64"),
+        ends_torn: bytes.last().is_some_and(|&byte| byte != b'\n'),
+        skipped_lines: 0,
+    };
+    for (line_idx, line) in bytes.split(|&byte| byte == b'\n').enumerate() {
+        if line.is_empty() {
+            continue;
+        }
+        // Bytes, not text: a line cut inside a multi-byte character is not
+        // UTF-8, and must cost only itself.
+        match serde_json::from_slice::<Line>(line) {
+            Ok(Line::Started { id }) => {
+                loaded.started.push(id.clone());
+                loaded.entries.insert(id, Entry::Running);
+            }
+            Ok(Line::Finished { id, outcome }) => {
+                loaded.entries.insert(id, Entry::Finished(outcome));
+            }
+            Err(err) => {
+                loaded.skipped_lines += 1;
+                tracing::warn!(path = %path.display(), line = line_idx + 1, error = %err, "skipping a torn or unparseable journal line");
+            }
+        }
+    }
+    Ok(loaded)
 }
 
 #[cfg(test)]

@@ -15,6 +15,8 @@ pub mod config;
 pub(crate) mod figures;
 pub mod journal;
 mod link;
+#[cfg(test)]
+mod tmpfs;
 pub mod version;
 
 pub use link::run;

@@ -52,7 +52,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             config.state_dir.display()
         )
     })?;
-    tracing::info!(path = %journal.path().display(), "command journal open");
+    tracing::info!(path = %journal.path().display(), skipped_lines = journal.skipped_lines(), "command journal open");
     let connector = GrpcConnector::new(&config.coordinator, config.tls.clone())?;
     Link::new(config, journal).run(connector, shutdown).await;
     tracing::info!("agent stopped");
