@@ -4,7 +4,8 @@
 //! config. A command runs only when its id is new to the journal, its
 //! `not_after` has not passed, the action is defined here, and its start
 //! was durably journalled. Anything else is answered without running:
-//! a repeat gets the journalled result (or `Running`), the rest are
+//! a repeat gets the journalled result (or `Running`), a start the journal
+//! could not record (a full disk) is `Failed` with the reason, the rest are
 //! `Rejected` with the reason. Each id therefore runs at most once, also
 //! across restarts.
 //!
@@ -141,8 +142,7 @@ impl Commands {
         };
         // Durably record the start before anything runs: at most once, also across restarts.
         if let Err(err) = self.journal.start(&id) {
-            let reason = format!("cannot record the command before running it: {err}");
-            return self.reject(&command, reason, now);
+            return vec![unrecorded(&command, &err, now)];
         }
         self.spawn(&command, action, now);
         vec![simple_update(&id, CommandStatus::Accepted, "")]
@@ -226,6 +226,28 @@ impl Commands {
                 .await;
         });
     }
+}
+
+/// Returns the update for a command whose start could not be journalled
+/// (a full disk, issue 11): failed, with the reason, and never run.
+///
+/// Nothing is written for it (the disk that refused the start would refuse
+/// that too) and the journal does not remember the id: it never ran, so a
+/// later delivery may still run it once. The coordinator ignores updates
+/// after a final one and retries with a new command id, which runs once
+/// space is back.
+fn unrecorded(command: &pb::Command, err: &std::io::Error, now: SystemTime) -> pb::CommandUpdate {
+    let reason = format!("cannot record the command in the journal: {err}");
+    tracing::error!(command_id = %command.command_id, action = %command.action, %reason, "command failed; not run");
+    let outcome = Outcome {
+        status: CommandStatus::Failed,
+        exit_code: None,
+        reason,
+        output_tail: String::new(),
+        duration_ms: 0,
+        started_at_unix_ms: unix_ms(now),
+    };
+    outcome_to_wire(&command.command_id, &outcome)
 }
 
 /// Wraps a command update for the stream.

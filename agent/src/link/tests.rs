@@ -20,6 +20,8 @@ use tokio_stream::StreamExt;
 use super::session::UPSTREAM_CAPACITY;
 use super::*;
 use crate::config::{RawAction, RawConfig};
+use crate::journal::Entry;
+use crate::tmpfs::Tmpfs;
 
 /// The only action the test host defines.
 const ACTION: &str = "rollback";
@@ -182,14 +184,16 @@ fn runs(dir: &Path) -> usize {
     }
 }
 
-fn config(dir: &Path) -> Config {
+/// The test host's config: journal in `dir`, the action's `runs` file in
+/// `runs_dir` (apart when `dir` is a tmpfs the test fills).
+fn config(dir: &Path, runs_dir: &Path) -> Config {
+    let runs = runs_dir.join("runs").display().to_string();
     let action = RawAction {
-        // Runs in the state dir (the default working dir).
-        command: ["/bin/sh", "-c", "echo ran >> runs"]
+        command: ["/bin/sh", "-c", "echo ran >> \"$RUNS\""]
             .map(str::to_owned)
             .to_vec(),
         timeout: "10s".to_owned(),
-        env: BTreeMap::new(),
+        env: BTreeMap::from([("RUNS".to_owned(), runs)]),
         working_dir: None,
     };
     RawConfig {
@@ -209,10 +213,20 @@ fn config(dir: &Path) -> Config {
 /// Runs a link over the journal in `dir` while `script` plays the
 /// coordinator, then stops the link the way shutdown does.
 async fn with_agent<F: Future>(dir: &Path, script: impl FnOnce(FakeCoordinator) -> F) -> F::Output {
+    with_agent_at(dir, dir, script).await
+}
+
+/// [`with_agent`], with the action's `runs` file in `runs_dir`.
+async fn with_agent_at<F: Future>(
+    dir: &Path,
+    runs_dir: &Path,
+    script: impl FnOnce(FakeCoordinator) -> F,
+) -> F::Output {
     let journal = Journal::open(dir, unix_ms(SystemTime::now())).expect("open the journal");
     let (streams_tx, streams_rx) = mpsc::unbounded_channel();
     let shutdown = CancellationToken::new();
-    let link = Link::new(config(dir), journal).run(FakeConnector { streams_tx }, shutdown.clone());
+    let link = Link::new(config(dir, runs_dir), journal)
+        .run(FakeConnector { streams_tx }, shutdown.clone());
     let coordinator = FakeCoordinator {
         streams_rx,
         stream_opt: None,
@@ -343,6 +357,53 @@ async fn after_a_restart_the_journal_answers_and_nothing_reruns() {
     );
     assert_eq!(done, ["succeeded exit=0"]);
     assert_eq!(runs(&dir), 1);
+    // Left behind when an assertion fails, for a look at the journal.
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+// Issue 11: on a full disk a command is failed with the reason and never
+// runs; it is not remembered, and a new id runs once space is back.
+#[tokio::test]
+async fn on_a_full_disk_a_command_fails_unrun_and_a_new_id_runs_once_space_is_back() {
+    let dir = state_dir("full-disk");
+    let journal_dir = dir.join("journal");
+    let Some(fs) = Tmpfs::mount_or_skip(
+        "on_a_full_disk_a_command_fails_unrun_and_a_new_id_runs_once_space_is_back",
+        &journal_dir,
+    ) else {
+        return;
+    };
+    let (fs_ref, dir_ref) = (&fs, &dir);
+    let (refused, runs_while_full, retried) =
+        with_agent_at(&journal_dir, &dir, |mut coordinator| async move {
+            coordinator.accept().await;
+            fs_ref.fill();
+            coordinator.command("c-full", ACTION, in_a_minute()).await;
+            let refused = coordinator.until_final("c-full").await;
+            let runs_while_full = runs(dir_ref);
+            fs_ref.free();
+            coordinator.command("c-retry", ACTION, in_a_minute()).await;
+            (
+                refused,
+                runs_while_full,
+                coordinator.until_final("c-retry").await,
+            )
+        })
+        .await;
+    assert_eq!(
+        refused,
+        ["failed: cannot record the command in the journal: No space left on device (os error 28)"]
+    );
+    assert_eq!(runs_while_full, 0);
+    assert_eq!(retried, ["accepted", "running", "succeeded exit=0"]);
+    assert_eq!(runs(&dir), 1);
+    // Nothing of the refused command reached the journal.
+    let journal = Journal::open(&journal_dir, 0).expect("reopen the journal");
+    assert_eq!(journal.get("c-full"), None);
+    assert!(matches!(journal.get("c-retry"), Some(Entry::Finished(_))));
+    assert_eq!(journal.skipped_lines(), 0);
+    drop(journal);
+    drop(fs);
     // Left behind when an assertion fails, for a look at the journal.
     let _ = std::fs::remove_dir_all(&dir);
 }
