@@ -12,6 +12,7 @@
 pub mod compact;
 mod convert;
 mod error;
+pub mod https;
 pub mod otel;
 pub mod process;
 pub mod tls;
