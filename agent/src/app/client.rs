@@ -1,8 +1,10 @@
-//! The HTTP/1 client the scraper and prober share: plain http, one GET, a
-//! deadline over the whole exchange (body included) and a cap on the body.
+//! The HTTP/1 client the scraper and prober share: `http://` or `https://`
+//! (the connector and its trust roots are `rollguard_proto::https`), one
+//! GET, a deadline over the whole exchange (TLS handshake and body included)
+//! and a cap on the body.
 //!
-//! Deliberately NOT done here: TLS, redirects, retries, compression (no
-//! `Accept-Encoding` is sent, so the body arrives as is).
+//! Deliberately NOT done here: client certificates, redirects, retries,
+//! compression (no `Accept-Encoding` is sent, so the body arrives as is).
 
 use std::time::Duration;
 
@@ -10,12 +12,12 @@ use http_body_util::{BodyExt, Empty, LengthLimitError, Limited};
 use hyper::body::Bytes;
 use hyper::header::{HeaderValue, ACCEPT, USER_AGENT};
 use hyper::{Request, StatusCode, Uri};
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use rollguard_proto::https::{self, HttpsConnector, TrustRoots};
 
-/// One pooled HTTP/1 client; cheap to clone.
-pub(crate) type HttpClient = Client<HttpConnector, Empty<Bytes>>;
+/// One HTTP/1 client for http and https URLs; cheap to clone.
+pub(crate) type HttpClient = Client<HttpsConnector, Empty<Bytes>>;
 
 const AGENT: &str = concat!("rollguard-agent/", env!("CARGO_PKG_VERSION"));
 
@@ -23,13 +25,12 @@ const AGENT: &str = concat!("rollguard-agent/", env!("CARGO_PKG_VERSION"));
 ///
 /// No pooling: at one request per interval a connect on the same host or
 /// network costs little, a probe then also covers accepting connections, and
-/// no request races an app that closes idle keep-alive connections.
-pub(crate) fn new() -> HttpClient {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
+/// no request races an app that closes idle keep-alive connections. An
+/// https server must chain to `roots_opt` (`None`: plain http only).
+pub(crate) fn new(roots_opt: Option<&TrustRoots>) -> HttpClient {
     Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(0)
-        .build(connector)
+        .build(https::connector(roots_opt))
 }
 
 /// A response whose whole body was read.
@@ -45,7 +46,7 @@ pub(crate) enum FetchError {
     /// The deadline passed before the body was read.
     #[error("timed out after {0:?}")]
     Timeout(Duration),
-    /// No response: connection refused, reset, not HTTP...
+    /// No response: connection refused, reset, a certificate not trusted, not HTTP...
     #[error("request failed")]
     Request(#[source] hyper_util::client::legacy::Error),
     /// The body broke off.

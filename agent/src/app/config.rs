@@ -2,8 +2,10 @@
 //! [`AppConfig`] with the parsed selectors the scraper reads.
 //!
 //! Every key is checked when the agent config is validated, before anything
-//! binds or connects; nothing here does IO.
+//! binds or connects. The only IO is reading the trust roots of `https://`
+//! URLs (`app.ca`, else the system store), so a bad file is a config error.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,6 +13,7 @@ use hyper::Uri;
 use rollguard_common::config::{self, ConfigError};
 use rollguard_common::exposition::{LabelMatcher, MatchOp, Selector};
 use rollguard_common::sample::MAX_GAUGES;
+use rollguard_proto::https::TrustRoots;
 use serde::{Deserialize, Serialize};
 
 use super::error_chain;
@@ -37,7 +40,7 @@ const MAX_GAUGE_NAME_BYTES: usize = 128;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawApp {
-    /// Prometheus text endpoint to scrape (`http://` only); unset or empty turns scraping off.
+    /// Prometheus text endpoint to scrape (`http://` or `https://`); unset or empty turns scraping off.
     pub scrape_url: Option<String>,
     /// How often to scrape; default the agent's `interval`.
     pub scrape_interval: Option<String>,
@@ -54,12 +57,15 @@ pub struct RawApp {
     /// Gauges copied as they are (latest value); default `queue_depth`,
     /// `cache_hit_ratio`, `worker_health`.
     pub gauges: Vec<String>,
-    /// Health URL to GET (`http://` only); unset or empty turns probing off.
+    /// Health URL to GET (`http://` or `https://`); unset or empty turns probing off.
     pub probe_url: Option<String>,
     /// How often to probe; default the agent's `interval`.
     pub probe_interval: Option<String>,
     /// How long one probe may take; default 1s, but at most `probe_interval`.
     pub probe_timeout: Option<String>,
+    /// PEM file of the CA(s) that `https://` scrape and probe URLs must chain
+    /// to, instead of the system's trust store; default none (system roots).
+    pub ca: Option<PathBuf>,
 }
 
 impl Default for RawApp {
@@ -75,6 +81,7 @@ impl Default for RawApp {
             probe_url: None,
             probe_interval: None,
             probe_timeout: None,
+            ca: None,
         }
     }
 }
@@ -86,12 +93,15 @@ pub(crate) struct AppConfig {
     pub(crate) scrape: Option<ScrapeConfig>,
     /// The health probe, when `app.probe_url` is set.
     pub(crate) probe: Option<ProbeConfig>,
+    /// What an `https://` server must chain to: `app.ca` when set, else the
+    /// system's roots when a URL is `https://`; `None` for plain http only.
+    pub(crate) roots_opt: Option<TrustRoots>,
 }
 
 /// A checked metrics scrape.
 #[derive(Debug, Clone)]
 pub(crate) struct ScrapeConfig {
-    /// Plain `http://` URL of the Prometheus text endpoint.
+    /// `http://` or `https://` URL of the Prometheus text endpoint.
     pub(crate) url: Uri,
     /// Time between two scrapes.
     pub(crate) interval: Duration,
@@ -134,7 +144,7 @@ pub(crate) enum ErrorRule {
 /// A checked health probe.
 #[derive(Debug, Clone)]
 pub(crate) struct ProbeConfig {
-    /// Plain `http://` URL to GET.
+    /// `http://` or `https://` URL to GET.
     pub(crate) url: Uri,
     /// Time between two probes.
     pub(crate) interval: Duration,
@@ -185,11 +195,54 @@ impl AppConfig {
             }),
             None => None,
         };
+        // Read even with no URL set, so a bad `app.ca` shows up early.
+        let ca_roots_opt = match raw.ca.as_deref().filter(|p| !p.as_os_str().is_empty()) {
+            Some(path) => Some(TrustRoots::from_pem_file(path).map_err(|err| {
+                ConfigError::invalid(
+                    "app.ca",
+                    format!("not a usable CA file: {}", error_chain(&err)),
+                )
+            })?),
+            None => None,
+        };
         if scrape.is_none() && probe.is_none() {
             return Ok(None);
         }
-        Ok(Some(AppConfig { scrape, probe }))
+        let urls = [
+            ("app.scrape_url", scrape.as_ref().map(|s| &s.url)),
+            ("app.probe_url", probe.as_ref().map(|p| &p.url)),
+        ];
+        let roots_opt = match ca_roots_opt {
+            Some(roots) => Some(roots),
+            None => system_roots_for(&urls)?,
+        };
+        Ok(Some(AppConfig {
+            scrape,
+            probe,
+            roots_opt,
+        }))
     }
+}
+
+/// Loads the system's roots when one of `urls` is `https://` (and there is
+/// no `app.ca`); a failure names the first such key.
+fn system_roots_for(urls: &[(&str, Option<&Uri>)]) -> Result<Option<TrustRoots>, ConfigError> {
+    let https_opt = urls.iter().find_map(|(key, url)| {
+        url.filter(|u| u.scheme_str() == Some("https"))
+            .map(|u| (key, u))
+    });
+    let Some((key, url)) = https_opt else {
+        return Ok(None);
+    };
+    TrustRoots::system().map(Some).map_err(|err| {
+        ConfigError::invalid(
+            *key,
+            format!(
+                "`{url}` is https:// but {}; set `app.ca` to the CA's PEM file",
+                error_chain(&err)
+            ),
+        )
+    })
 }
 
 /// Treats an empty string like an unset key, so env can turn a URL off.
@@ -236,28 +289,16 @@ fn interval_and_timeout(
     Ok((interval, timeout))
 }
 
-/// Parses a plain `http://` URL for `key`.
+/// Parses an `http://` or `https://` URL for `key`.
 fn parse_url(key: &str, value: &str) -> Result<Uri, ConfigError> {
     let uri: Uri = value
         .parse()
         .map_err(|err| ConfigError::invalid(key, format!("`{value}` is not a URL ({err})")))?;
-    match uri.scheme_str() {
-        Some("http") => {}
-        Some("https") => {
-            return Err(ConfigError::invalid(
-                key,
-                format!(
-                    "`{value}`: https is not supported yet (TLS for app endpoints lands later); \
-                     use an http:// URL"
-                ),
-            ))
-        }
-        _ => {
-            return Err(ConfigError::invalid(
-                key,
-                format!("`{value}` is not an http:// URL"),
-            ))
-        }
+    if !matches!(uri.scheme_str(), Some("http" | "https")) {
+        return Err(ConfigError::invalid(
+            key,
+            format!("`{value}` is not an http:// or https:// URL"),
+        ));
     }
     if uri.host().is_none_or(str::is_empty) {
         return Err(ConfigError::invalid(key, format!("`{value}` has no host")));

@@ -4,8 +4,8 @@
 //! Main types: [`AppConfig`] (the checked `[app]` table, built from
 //! [`config::RawApp`] in `config`), [`AppMonitor`] (owns the scraper and prober tasks) and
 //! [`Accumulator`] (what the tasks add up between two samples). The scraper
-//! lives in `scrape`, the prober in `probe`, the HTTP/1 client both share in
-//! `client`.
+//! lives in `scrape`, the prober in `probe`, the HTTP/1 client both share (http and
+//! https) in `client`.
 //!
 //! Invariants:
 //! - Counts, not rates: every figure is what happened since the previous
@@ -21,8 +21,9 @@
 //!   the coordinator, which would end the agent's stream. What had to be
 //!   left out for that is counted and logged (`crate::figures`).
 //!
-//! Deliberately NOT done here: TLS (https URLs are a config error for now),
-//! compression (no `Accept-Encoding` is sent), auth, OpenMetrics or protobuf
+//! URLs may be `https://`, verified against `app.ca` or the system roots.
+//!
+//! Deliberately NOT done here: client certificates, compression (no `Accept-Encoding` is sent), auth, OpenMetrics or protobuf
 //! scrapes, and per-series counter deltas: matching series are summed first,
 //! so a reset of one series among several that keep growing is undercounted
 //! for one interval (a restart resets them all and is handled).

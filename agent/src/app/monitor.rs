@@ -34,7 +34,7 @@ impl AppMonitor {
             config.probe.is_some(),
         )));
         let stop = shutdown.child_token();
-        let client = client::new();
+        let client = client::new(config.roots_opt.as_ref());
         let mut tasks = Vec::new();
         if let Some(scrape) = &config.scrape {
             tracing::info!(url = %scrape.url, interval = ?scrape.interval, "scraping app metrics");

@@ -1,17 +1,22 @@
-//! Test support: a scripted HTTP/1.1 responder bound to 127.0.0.1:0, a
-//! compact rendering of `AppHealth` for data-driven checks, and a `*` glob
+//! Test support: a scripted HTTP/1.1 responder bound to 127.0.0.1:0 (plain,
+//! or https with a certificate from a [`TestPki`]), a compact rendering of `AppHealth` for data-driven checks, and a `*` glob
 //! to compare renderings that hold OS-specific error text.
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use hyper::Uri;
+use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use rollguard_common::sample::{AppHealth, Bucket};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::ServerConfig;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 use tokio::task::{JoinHandle, JoinSet};
+use tokio_rustls::TlsAcceptor;
 
 /// One scripted answer.
 #[derive(Debug, Clone)]
@@ -33,28 +38,45 @@ pub(crate) fn body(text: &str) -> Reply {
 #[derive(Debug)]
 pub(crate) struct TestServer {
     addr: SocketAddr,
+    scheme: &'static str,
     hits: Arc<AtomicUsize>,
     accept_task: JoinHandle<()>,
 }
 
 impl TestServer {
-    /// Binds 127.0.0.1:0 and starts answering.
+    /// Binds 127.0.0.1:0 and starts answering plain http.
     pub(crate) async fn start(script: Vec<Reply>) -> TestServer {
+        TestServer::bind(script, None).await
+    }
+
+    /// Binds 127.0.0.1:0 and starts answering https with `pki`'s server
+    /// certificate; a connection whose handshake fails gets no reply.
+    pub(crate) async fn start_tls(script: Vec<Reply>, pki: &TestPki) -> TestServer {
+        TestServer::bind(script, Some(TlsAcceptor::from(Arc::clone(&pki.server)))).await
+    }
+
+    async fn bind(script: Vec<Reply>, acceptor_opt: Option<TlsAcceptor>) -> TestServer {
         assert!(!script.is_empty(), "a script needs at least one reply");
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("local addr");
+        let scheme = if acceptor_opt.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         let hits = Arc::new(AtomicUsize::new(0));
-        let accept_task = tokio::spawn(serve(listener, script, Arc::clone(&hits)));
+        let accept_task = tokio::spawn(serve(listener, acceptor_opt, script, Arc::clone(&hits)));
         TestServer {
             addr,
+            scheme,
             hits,
             accept_task,
         }
     }
 
-    /// Returns `http://<addr><path>`.
+    /// Returns `http://<addr><path>` (`https://` for a TLS server).
     pub(crate) fn uri(&self, path: &str) -> Uri {
-        format!("http://{}{path}", self.addr)
+        format!("{}://{}{path}", self.scheme, self.addr)
             .parse()
             .expect("valid test uri")
     }
@@ -73,7 +95,12 @@ impl Drop for TestServer {
     }
 }
 
-async fn serve(listener: TcpListener, script: Vec<Reply>, hits: Arc<AtomicUsize>) {
+async fn serve(
+    listener: TcpListener,
+    acceptor_opt: Option<TlsAcceptor>,
+    script: Vec<Reply>,
+    hits: Arc<AtomicUsize>,
+) {
     let mut connections = JoinSet::new();
     loop {
         let Ok((stream, _)) = listener.accept().await else {
@@ -81,11 +108,19 @@ async fn serve(listener: TcpListener, script: Vec<Reply>, hits: Arc<AtomicUsize>
         };
         let idx = hits.fetch_add(1, Ordering::SeqCst);
         let reply = script[idx.min(script.len() - 1)].clone();
-        connections.spawn(respond(stream, reply));
+        match acceptor_opt.clone() {
+            None => connections.spawn(respond(stream, reply)),
+            Some(acceptor) => connections.spawn(async move {
+                // A client that does not trust the certificate hangs up.
+                if let Ok(tls) = acceptor.accept(stream).await {
+                    respond(tls, reply).await;
+                }
+            }),
+        };
     }
 }
 
-async fn respond(mut stream: TcpStream, reply: Reply) {
+async fn respond(mut stream: impl AsyncRead + AsyncWrite + Unpin, reply: Reply) {
     // Read the request head; GETs have no body.
     let mut head = Vec::new();
     let mut chunk = [0_u8; 1024];
@@ -110,6 +145,56 @@ async fn respond(mut stream: TcpStream, reply: Reply) {
     );
     let _ = stream.write_all(response.as_bytes()).await;
     let _ = stream.shutdown().await;
+}
+
+/// A CA, written to a PEM file for `app.ca`, and a server certificate for
+/// 127.0.0.1 that it signed. The file is removed on drop.
+#[derive(Debug)]
+pub(crate) struct TestPki {
+    /// The CA certificate's PEM file.
+    pub(crate) ca_file: PathBuf,
+    server: Arc<ServerConfig>,
+}
+
+impl TestPki {
+    /// Makes the CA and the server certificate (rcgen, ring).
+    pub(crate) fn new() -> TestPki {
+        static NEXT_FILE: AtomicUsize = AtomicUsize::new(0);
+        let ca_key = KeyPair::generate().expect("CA key");
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca_cert = ca_params.self_signed(&ca_key).expect("CA certificate");
+        let issuer = Issuer::new(ca_params, ca_key);
+        let server_key = KeyPair::generate().expect("server key");
+        let server_cert = CertificateParams::new(vec!["127.0.0.1".to_owned()])
+            .expect("server params")
+            .signed_by(&server_key, &issuer)
+            .expect("server certificate");
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(server_key.serialize_der()));
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let server = ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("ring supports the defaults")
+            .with_no_client_auth()
+            .with_single_cert(vec![server_cert.der().clone()], key)
+            .expect("server TLS config");
+        let ca_file = std::env::temp_dir().join(format!(
+            "rollguard-agent-test-ca-{}-{}.pem",
+            std::process::id(),
+            NEXT_FILE.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::write(&ca_file, ca_cert.pem()).expect("write the CA file");
+        TestPki {
+            ca_file,
+            server: Arc::new(server),
+        }
+    }
+}
+
+impl Drop for TestPki {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.ca_file);
+    }
 }
 
 /// Returns an http URI on which nothing listens (a port just released).

@@ -184,6 +184,38 @@ fn app_defaults() {
 }
 
 #[test]
+fn app_urls_may_be_https_verified_against_app_ca_or_the_system() {
+    let roots = |table: &str| {
+        let cfg = load(Some(&format!("[app]\n{table}\n")), REQUIRED).expect("valid");
+        let app = cfg.app.expect("configured");
+        app.roots_opt.map(|roots| roots.n_certificates())
+    };
+    // Plain http needs no roots.
+    assert_eq!(roots("scrape_url = \"http://app/metrics\""), None);
+    // https without `app.ca`: this machine's trust store.
+    let n_system = roots("scrape_url = \"https://app/metrics\"").expect("system roots");
+    assert!(n_system > 1, "{n_system}");
+    assert!(roots("probe_url = \"https://app/healthz\"").is_some());
+    // With `app.ca`: that CA only, whatever the URLs.
+    let key = rcgen::KeyPair::generate().unwrap();
+    let ca = rcgen::CertificateParams::new(Vec::<String>::new())
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let ca_file =
+        std::env::temp_dir().join(format!("rollguard-agent-ca-{}.pem", std::process::id()));
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    let with_ca = |url: &str| roots(&format!("{url}\nca = \"{}\"", ca_file.display()));
+    let found = [
+        with_ca("scrape_url = \"https://app/metrics\""),
+        with_ca("probe_url = \"https://app/healthz\""),
+        with_ca("scrape_url = \"http://app/metrics\""),
+    ];
+    let _ = std::fs::remove_file(&ca_file);
+    assert_eq!(found, [Some(1); 3]);
+}
+
+#[test]
 fn app_keys_come_from_the_file_and_env() {
     let cfg = load(
         Some(
@@ -220,6 +252,8 @@ fn app_keys_come_from_the_file_and_env() {
 
 #[test]
 fn bad_app_values_name_their_key() {
+    // A file that is there but holds no certificate: this crate's manifest.
+    let no_pem_ca = format!("ca = \"{}/Cargo.toml\"", env!("CARGO_MANIFEST_DIR"));
     let cases: &[(&str, &str)] = &[
         (
             "errors_metric = 'http_requests_total{code=~\"5(..)\"}'",
@@ -240,11 +274,20 @@ fn bad_app_values_name_their_key() {
             "`app.latency_histogram`",
         ),
         ("gauges = [\"queue{shard='a'}\"]", "`app.gauges`"),
-        ("scrape_url = \"https://app/metrics\"", "`app.scrape_url`"),
-        ("scrape_url = \"https://app/metrics\"", "TLS"),
         ("scrape_url = \"ftp://app/metrics\"", "`app.scrape_url`"),
+        (
+            "scrape_url = \"ftp://app/metrics\"",
+            "not an http:// or https:// URL",
+        ),
         ("scrape_url = \"/metrics\"", "`app.scrape_url`"),
-        ("probe_url = \"https://app/healthz\"", "`app.probe_url`"),
+        ("probe_url = \"ftps://app/healthz\"", "`app.probe_url`"),
+        ("ca = \"/nonexistent/ca.pem\"", "`app.ca`"),
+        (
+            "ca = \"/nonexistent/ca.pem\"",
+            "cannot read /nonexistent/ca.pem",
+        ),
+        (no_pem_ca.as_str(), "`app.ca`"),
+        (no_pem_ca.as_str(), "holds no PEM certificate"),
         ("scrape_interval = \"soon\"", "`app.scrape_interval`"),
         ("scrape_interval = \"10ms\"", "`app.scrape_interval`"),
         ("scrape_timeout = \"2s\"", "`app.scrape_timeout`"),

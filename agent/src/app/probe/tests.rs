@@ -3,8 +3,9 @@
 use std::time::Duration;
 
 use super::*;
+use crate::app::config::{AppConfig, RawApp};
 use crate::app::test_support::{
-    assert_glob, block_on, body, refused_uri, render, Reply, TestServer,
+    assert_glob, block_on, body, refused_uri, render, Reply, TestPki, TestServer,
 };
 
 /// Where the probes go.
@@ -32,7 +33,7 @@ fn check(target: Target, timeout: Duration, expected: &str) {
             interval: Duration::from_secs(10),
             timeout,
         };
-        let client = client::new();
+        let client = client::new(None);
         let mut accumulator = Accumulator::new(false, true);
         for _ in 0..n_probes {
             accumulator.record_probe(probe(&client, &config).await);
@@ -127,4 +128,36 @@ fn latency_lands_in_the_fixed_buckets() {
         ]
     );
     assert_eq!(health.probes, 5);
+}
+
+#[test]
+fn https_probe_is_verified_against_app_ca() {
+    let pki = TestPki::new();
+    let health = block_on(async {
+        let server =
+            TestServer::start_tls(vec![body("ok"), Reply::Status(503, "draining")], &pki).await;
+        // Through the `[app]` table, as the agent reads it.
+        let raw = RawApp {
+            probe_url: Some(server.uri("/healthz").to_string()),
+            ca: Some(pki.ca_file.clone()),
+            ..RawApp::default()
+        };
+        let app = AppConfig::from_raw(raw, Duration::from_secs(10))
+            .expect("valid [app] table")
+            .expect("probe configured");
+        let client = client::new(app.roots_opt.as_ref());
+        let config = app.probe.expect("probe configured");
+        let mut accumulator = Accumulator::new(false, true);
+        for _ in 0..2 {
+            accumulator.record_probe(probe(&client, &config).await);
+        }
+        assert_eq!(server.hits(), 2, "one connection per probe");
+        accumulator.take()
+    });
+    health.validate().expect("what is sent passes validation");
+    assert_glob(
+        "probes=2 probe_errors=1 probe_error=`HTTP 503 Service Unavailable` \
+         probe_observed=2 probe_over_10s=0",
+        &render(&health),
+    );
 }

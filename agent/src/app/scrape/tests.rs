@@ -6,7 +6,7 @@ use std::time::Duration;
 use super::*;
 use crate::app::config::{AppConfig, RawApp};
 use crate::app::test_support::{
-    assert_glob, block_on, body, refused_uri, render, Reply, TestServer,
+    assert_glob, block_on, body, refused_uri, render, Reply, TestPki, TestServer,
 };
 
 /// Builds a scrape config the way validation does, after `edit`.
@@ -36,7 +36,7 @@ fn check(edit: impl FnOnce(&mut RawApp), script: Vec<Reply>, expected: &str) {
     let health = block_on(async move {
         let server = TestServer::start(script).await;
         let config = scrape_config(server.uri("/metrics"), Duration::from_secs(5), edit);
-        let mut scraper = Scraper::new(config, client::new());
+        let mut scraper = Scraper::new(config, client::new(None));
         let mut accumulator = Accumulator::new(true, false);
         for _ in 0..n_scrapes {
             accumulator.record_scrape(scraper.scrape().await);
@@ -265,7 +265,7 @@ fn histogram_with_too_many_buckets_is_thinned() {
         let config = scrape_config(server.uri("/"), Duration::from_secs(5), |raw| {
             raw.latency_histogram = "h".to_owned();
         });
-        let mut scraper = Scraper::new(config, client::new());
+        let mut scraper = Scraper::new(config, client::new(None));
         let mut accumulator = Accumulator::new(true, false);
         accumulator.record_scrape(scraper.scrape().await);
         accumulator.record_scrape(scraper.scrape().await);
@@ -333,7 +333,7 @@ fn non_finite_gauges_are_dropped_and_counted() {
     );
 
     let health = block_on(async move {
-        let mut scraper = Scraper::new(config, client::new());
+        let mut scraper = Scraper::new(config, client::new(None));
         let mut accumulator = Accumulator::new(true, false);
         accumulator.record_scrape(Ok(scraper.advance(reading)));
         let health = accumulator.take();
@@ -384,7 +384,7 @@ fn bad_status_is_a_failed_scrape() {
 fn refused_connection_is_a_failed_scrape() {
     let health = block_on(async {
         let config = scrape_config(refused_uri().await, Duration::from_secs(5), defaults);
-        let mut scraper = Scraper::new(config, client::new());
+        let mut scraper = Scraper::new(config, client::new(None));
         let mut accumulator = Accumulator::new(true, false);
         accumulator.record_scrape(scraper.scrape().await);
         accumulator.take()
@@ -400,7 +400,7 @@ fn slow_and_oversized_scrapes_fail() {
     let health = block_on(async {
         let server = TestServer::start(vec![Reply::Hang]).await;
         let config = scrape_config(server.uri("/"), Duration::from_millis(100), defaults);
-        let mut scraper = Scraper::new(config, client::new());
+        let mut scraper = Scraper::new(config, client::new(None));
         let mut accumulator = Accumulator::new(true, false);
         accumulator.record_scrape(scraper.scrape().await);
         accumulator.take()
@@ -412,7 +412,7 @@ fn slow_and_oversized_scrapes_fail() {
     let health = block_on(async {
         let server = TestServer::start(vec![body(&"# padding\n".repeat(200))]).await;
         let config = scrape_config(server.uri("/"), Duration::from_secs(5), defaults);
-        let mut scraper = Scraper::new(config, client::new());
+        let mut scraper = Scraper::new(config, client::new(None));
         scraper.max_body_bytes = 1000;
         let mut accumulator = Accumulator::new(true, false);
         accumulator.record_scrape(scraper.scrape().await);
@@ -436,5 +436,70 @@ fn large_bodies_are_parsed_off_the_runtime() {
             Reply::Body(format!("{padding}http_requests_total 4\n")),
         ],
         "scrapes=2 requests=3 errors=0",
+    );
+}
+
+/// Scrapes `server` once per reply through an `[app]` table read like the
+/// agent's (`scrape_url` the server, `ca` as given), client and all.
+async fn scrape_over_https(
+    server: &TestServer,
+    ca_opt: Option<&std::path::Path>,
+    n: usize,
+) -> String {
+    let raw = RawApp {
+        scrape_url: Some(server.uri("/metrics").to_string()),
+        ca: ca_opt.map(ToOwned::to_owned),
+        ..RawApp::default()
+    };
+    let app = AppConfig::from_raw(raw, Duration::from_secs(10))
+        .expect("valid [app] table")
+        .expect("scrape configured");
+    let client = client::new(app.roots_opt.as_ref());
+    let mut scraper = Scraper::new(app.scrape.expect("scrape configured"), client);
+    let mut accumulator = Accumulator::new(true, false);
+    for _ in 0..n {
+        accumulator.record_scrape(scraper.scrape().await);
+    }
+    let health = accumulator.take();
+    health.validate().expect("what is sent passes validation");
+    render(&health)
+}
+
+#[test]
+fn https_scrape_is_verified_against_app_ca() {
+    let pki = TestPki::new();
+    let rendered = block_on(async {
+        let server = TestServer::start_tls(
+            vec![
+                body("http_requests_total{code=\"200\"} 10\nqueue_depth 3\n"),
+                body("http_requests_total{code=\"200\"} 16\nhttp_requests_total{code=\"500\"} 2\nqueue_depth 4\n"),
+            ],
+            &pki,
+        )
+        .await;
+        let rendered = scrape_over_https(&server, Some(&pki.ca_file), 2).await;
+        assert_eq!(server.hits(), 2, "one connection per scrape");
+        rendered
+    });
+    assert_glob(
+        "scrapes=2 requests=8 errors=2 gauges=[queue_depth=4]",
+        &rendered,
+    );
+}
+
+#[test]
+fn https_scrape_without_app_ca_fails_on_the_certificate() {
+    // Without `app.ca` the system's roots are used, and no public CA signed
+    // the test server's certificate: a failed scrape naming the certificate.
+    let pki = TestPki::new();
+    let rendered = block_on(async {
+        let server = TestServer::start_tls(vec![body("http_requests_total 1\n")], &pki).await;
+        scrape_over_https(&server, None, 1).await
+    });
+    assert_glob(
+        "scrapes=1 scrape_errors=1 \
+         scrape_error=`request failed: *invalid peer certificate: UnknownIssuer` \
+         requests=0 errors=0",
+        &rendered,
     );
 }
