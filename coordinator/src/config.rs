@@ -394,10 +394,22 @@ impl RawConfig {
         let webhook_url = match self.notify.webhook_url.trim() {
             "" => None,
             url if url.starts_with("http://") => Some(url.to_owned()),
+            // Verified against the system's roots: check now that there are some.
+            url if url.starts_with("https://") => {
+                match rollguard_proto::https::TrustRoots::system() {
+                    Ok(_) => Some(url.to_owned()),
+                    Err(err) => {
+                        return Err(ConfigError::invalid(
+                            "notify.webhook_url",
+                            format!("`{url}` is https:// but {err}"),
+                        ))
+                    }
+                }
+            }
             url => {
                 return Err(ConfigError::invalid(
                     "notify.webhook_url",
-                    format!("`{url}` is not an http:// URL (https lands with TLS support)"),
+                    format!("`{url}` is not an http:// or https:// URL"),
                 ))
             }
         };

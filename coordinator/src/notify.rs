@@ -4,6 +4,9 @@
 //! Events go through a bounded queue to one sender task. Full policy: when
 //! the queue is full (the webhook is down for long), new events are dropped
 //! with a warning; notifications never hold up a decision or a rollback.
+//!
+//! An `https://` webhook is verified against the system's trust store
+//! (`rollguard_proto::https`); there is no client certificate.
 
 use std::time::Duration;
 
@@ -11,6 +14,7 @@ use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use rollguard_proto::https::{self, HttpsConnector, TrustRoots};
 use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -21,6 +25,8 @@ const QUEUE: usize = 1024;
 /// Attempts per event, with 1 s, 2 s, 4 s, 8 s between them.
 const ATTEMPTS: u32 = 5;
 const POST_TIMEOUT: Duration = Duration::from_secs(5);
+
+type WebhookClient = Client<HttpsConnector, Full<Bytes>>;
 
 /// Handle to the notifier; cheap to clone. Does nothing without a webhook URL.
 #[derive(Debug, Clone, Default)]
@@ -53,8 +59,25 @@ impl Notifier {
     }
 }
 
+/// Returns the webhook client for `url`: an `https://` one trusts the
+/// system's roots.
+fn client_for(url: &str) -> WebhookClient {
+    let roots_opt = if url.starts_with("https://") {
+        // Config validation loaded them already; failing now means the
+        // trust store went away since, and every post fails on the certificate.
+        TrustRoots::system()
+            .inspect_err(|err| {
+                tracing::error!(%url, error = %err, "no trust roots for the https webhook");
+            })
+            .ok()
+    } else {
+        None
+    };
+    Client::builder(TokioExecutor::new()).build(https::connector(roots_opt.as_ref()))
+}
+
 async fn run(url: String, mut rx: mpsc::Receiver<Value>, shutdown: CancellationToken) {
-    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let client = client_for(&url);
     loop {
         let event = tokio::select! {
             () = shutdown.cancelled() => break,
@@ -84,11 +107,7 @@ async fn run(url: String, mut rx: mpsc::Receiver<Value>, shutdown: CancellationT
     }
 }
 
-async fn post(
-    client: &Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
-    url: &str,
-    body: Bytes,
-) -> Result<(), String> {
+async fn post(client: &WebhookClient, url: &str, body: Bytes) -> Result<(), String> {
     let request = hyper::Request::post(url)
         .header(hyper::header::CONTENT_TYPE, "application/json")
         .header(
@@ -100,7 +119,8 @@ async fn post(
     let response = tokio::time::timeout(POST_TIMEOUT, client.request(request))
         .await
         .map_err(|_| "timed out".to_owned())?
-        .map_err(|err| err.to_string())?;
+        // The whole chain: a certificate error is in the sources.
+        .map_err(|err| crate::error::chain(&err))?;
     if response.status().is_success() {
         Ok(())
     } else {

@@ -80,6 +80,13 @@ fn deployment_policy_errors_name_the_key() {
         Some("`notify.webhook_url`"),
     );
     check(
+        &[(
+            "ROLLGUARD_COORDINATOR__NOTIFY__WEBHOOK_URL",
+            "https://chat.example/hooks/rollguard",
+        )],
+        None,
+    );
+    check(
         &[("ROLLGUARD_COORDINATOR__DEPLOYMENTS__WEB__DRY_RUN", "true")],
         None,
     );

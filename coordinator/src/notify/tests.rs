@@ -62,3 +62,43 @@ async fn events_are_posted_as_json_and_retried_after_a_failure() {
         .await
         .expect("the sender stops on shutdown");
 }
+
+#[tokio::test]
+async fn an_https_webhook_is_verified_against_the_system_roots() {
+    // A server whose certificate a private CA signed: the system's roots do
+    // not trust it, so the post fails on the certificate (and shows why).
+    let ca_key = rcgen::KeyPair::generate().expect("CA key");
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let server_key = rcgen::KeyPair::generate().expect("server key");
+    let server_cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .expect("server params")
+        .signed_by(&server_key, &issuer)
+        .expect("server certificate");
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(server_key.serialize_der().into());
+    let tls = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("ring supports the defaults")
+    .with_no_client_auth()
+    .with_single_cert(vec![server_cert.der().clone()], key)
+    .expect("server TLS config");
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(tls));
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("https://{}/hook", listener.local_addr().expect("addr"));
+    let server = tokio::spawn(async move {
+        let (socket, _) = listener.accept().await.expect("accept");
+        acceptor.accept(socket).await.map(|_| ())
+    });
+    let err = post(&client_for(&url), &url, Bytes::from_static(b"{}"))
+        .await
+        .expect_err("the certificate is not trusted");
+    assert!(
+        err.contains("invalid peer certificate: UnknownIssuer"),
+        "{err}"
+    );
+    let handshake = server.await.expect("server task");
+    assert!(handshake.is_err(), "the client hung up in the handshake");
+}
