@@ -53,9 +53,22 @@ pub(crate) struct Args {
     /// Action the simulated agents define (the coordinator's default rollback action is `rollback`).
     #[arg(long, default_value = "rollback")]
     action: String,
-    /// HTTP/2 connections shared by the streams (0: one connection per agent, as a real fleet).
+    /// HTTP/2 connections shared by the streams (0: one connection per agent,
+    /// as a real fleet). Not with --tls-dir: a TLS connection carries one
+    /// agent's identity.
     #[arg(long, default_value_t = 0)]
     connections: usize,
+    /// Mutual TLS: a PKI directory made by `rollguardctl pki init` (ca.pem,
+    /// ca-key.pem). Each simulated agent presents its own certificate, made
+    /// on first use and kept in DIR/agents/HOST_ID.pem for the next run; the
+    /// rollback presents DIR/OPERATOR.pem (made too if missing). Needs an
+    /// https:// --coordinator.
+    #[arg(long, value_name = "DIR")]
+    tls_dir: Option<PathBuf>,
+    /// With --tls-dir: the operator name of the control calls (rollback); the
+    /// coordinator needs `[auth.roles] NAME = "operator"`.
+    #[arg(long, value_name = "NAME", default_value = "loadgen")]
+    tls_operator: String,
     /// Compress samples with gzip as the real agent does. Off by default: on a
     /// small machine the loadgen's own compression would take the CPU the
     /// coordinator is being measured with; use it for the wire figure.
@@ -103,6 +116,10 @@ pub(crate) struct Config {
     pub(crate) action: String,
     /// `None`: one connection per agent.
     pub(crate) connections: Option<NonZeroUsize>,
+    /// `Some`: mutual TLS with the certificates of this PKI directory.
+    pub(crate) tls_dir: Option<PathBuf>,
+    /// Operator name of the control calls with TLS.
+    pub(crate) tls_operator: String,
     /// Compress samples with gzip.
     pub(crate) gzip: bool,
     /// Never send compact samples.
@@ -118,6 +135,63 @@ pub(crate) struct Config {
 
 /// The coordinator refuses names longer than this (host ids, deployment).
 const MAX_NAME_LEN: usize = 253;
+/// Longest name `rollguardctl pki` issues a certificate for.
+const MAX_PKI_NAME_LEN: usize = 128;
+
+/// Checks the TLS flags against the URL and the names that become
+/// certificate file names and SPIFFE path segments.
+fn check_tls(args: &Args) -> anyhow::Result<()> {
+    let https = args.coordinator.starts_with("https://");
+    let Some(dir) = &args.tls_dir else {
+        if https {
+            bail!("--coordinator {} needs --tls-dir", args.coordinator);
+        }
+        return Ok(());
+    };
+    if !https {
+        bail!(
+            "--tls-dir needs an https:// --coordinator, not `{}`",
+            args.coordinator
+        );
+    }
+    if dir.as_os_str().is_empty() {
+        bail!("--tls-dir must not be empty");
+    }
+    // The coordinator admits a Hello only when its host id is the one the
+    // connection's certificate names, so a connection can carry one agent.
+    // Several agents on one connection would need a proxy identity (one
+    // certificate allowed to speak for many host ids) that the coordinator
+    // does not have.
+    if args.connections > 0 {
+        bail!(
+            "--connections cannot be used with --tls-dir: a TLS connection presents one \
+             agent certificate and the coordinator refuses a Hello from any other host id, \
+             so every simulated agent needs a connection of its own"
+        );
+    }
+    // Host ids are `<deployment>-NNNNNN`: the deployment alone decides whether they are valid names.
+    for (flag, name, budget) in [
+        ("--deployment", &args.deployment, MAX_PKI_NAME_LEN - 12),
+        ("--tls-operator", &args.tls_operator, MAX_PKI_NAME_LEN),
+    ] {
+        let valid = !name.is_empty()
+            && name.len() <= budget
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+            && name != "."
+            && name != ".."
+            && name != "ca"
+            && !name.ends_with("-key");
+        if !valid {
+            bail!(
+                "{flag} names a certificate with --tls-dir: 1 to {budget} letters, digits, \
+                 '.', '-' or '_', and not `ca` nor ending in `-key`"
+            );
+        }
+    }
+    Ok(())
+}
 
 impl Config {
     /// Checks the flags; the error names the first bad one.
@@ -152,6 +226,7 @@ impl Config {
                 );
             }
         }
+        check_tls(&args)?;
         if args.ramp && args.ramp_max < args.agents {
             bail!("--ramp-max must be at least --agents");
         }
@@ -168,6 +243,8 @@ impl Config {
             deployment: args.deployment,
             action: args.action,
             connections: NonZeroUsize::new(args.connections),
+            tls_dir: args.tls_dir,
+            tls_operator: args.tls_operator,
             gzip: args.gzip,
             whole_samples: args.whole_samples,
             connect_concurrency: NonZeroUsize::new(args.connect_concurrency)

@@ -9,6 +9,7 @@
 //! could not be carried out (coordinator unreachable) exits 1.
 #![forbid(unsafe_code)]
 
+mod certs;
 mod config;
 mod procfs;
 mod report;

@@ -20,8 +20,11 @@ pub(crate) struct StepReport {
     pub(crate) connect_failed: usize,
     /// Streams that ended before the step did.
     pub(crate) dropped_streams: usize,
-    /// Time to connect every agent (TCP, HTTP/2, Hello, Welcome).
+    /// Time to connect every agent (TCP, HTTP/2, Hello, Welcome; with
+    /// `tls`, the TLS handshake too), `--connect-concurrency` at a time.
     pub(crate) connect_secs: f64,
+    /// Whether every agent connected with mutual TLS (`--tls-dir`).
+    pub(crate) tls: bool,
     pub(crate) interval_ms: u64,
     pub(crate) window_secs: f64,
     /// Samples sent per second in the window, all agents.
@@ -110,9 +113,9 @@ impl StepReport {
 /// Prints one header and one row per step, as a Markdown table.
 pub(crate) fn print_table(steps: &[StepReport]) {
     println!(
-        "| agents | connected | sent/s | acked/s | lag p50 ms | lag p99 ms | coord CPU % | coord RSS MiB (max) | loadgen / other CPU % | wire B/agent/s | fan-out p50 / p99 / max ms | all acked ms |"
+        "| agents | tls | connected | connect s | sent/s | acked/s | lag p50 ms | lag p99 ms | coord CPU % | coord RSS MiB (max) | loadgen / other CPU % | wire B/agent/s | fan-out p50 / p99 / max ms | all acked ms |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for s in steps {
         let fanout = match (s.fanout_p50_ms, s.fanout_p99_ms, s.fanout_max_ms) {
             (Some(p50), Some(p99), Some(max)) => {
@@ -136,9 +139,11 @@ pub(crate) fn print_table(steps: &[StepReport]) {
             _ => "?".to_owned(),
         };
         println!(
-            "| {} | {} | {:.0} | {:.0} | {} | {} | {} | {} | {} / {} | {:.0} | {} | {} |",
+            "| {} | {} | {} | {:.1} | {:.0} | {:.0} | {} | {} | {} | {} | {} / {} | {:.0} | {} | {} |",
             s.agents,
+            if s.tls { "yes" } else { "no" },
             s.connected,
+            s.connect_secs,
             s.samples_sent_per_sec,
             s.samples_per_sec,
             opt(s.ingest_lag_p50_ms, 1),

@@ -23,7 +23,7 @@ use rollguard_proto::{duration_to_pb, time_to_pb};
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use crate::sample::SampleGen;
 
@@ -37,9 +37,13 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(30);
 /// Where one simulated agent connects to.
 #[derive(Debug, Clone)]
 pub(crate) enum Link {
-    /// Open a connection of its own.
-    Own(Arc<Endpoint>),
-    /// Open a stream on this shared connection.
+    /// Open a connection of its own; with `tls`, presenting this agent's
+    /// certificate (the coordinator admits only the host id it names).
+    Own {
+        endpoint: Arc<Endpoint>,
+        tls: Option<ClientTlsConfig>,
+    },
+    /// Open a stream on this shared connection (never with TLS: see `config.rs`).
     Shared(Channel),
 }
 
@@ -287,7 +291,22 @@ async fn connect(
     Option<Compactor>,
 )> {
     let channel = match link {
-        Link::Own(endpoint) => endpoint.connect().await?,
+        Link::Own {
+            endpoint,
+            tls: None,
+        } => endpoint.connect().await?,
+        // The TLS settings are applied here, in the agent's own connect, so
+        // that building 10,000 of them is spread over the connect phase as
+        // each real agent does it at its start.
+        Link::Own {
+            endpoint,
+            tls: Some(tls),
+        } => {
+            Endpoint::clone(&endpoint)
+                .tls_config(tls)?
+                .connect()
+                .await?
+        }
         Link::Shared(channel) => channel,
     };
     let mut client =

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::codegen::http::Uri;
 use tonic::transport::{Channel, Endpoint};
 
+use crate::certs::Certs;
 use crate::config::Config;
 use crate::procfs::{self, ProcSample};
 use crate::report::{self, StepReport};
@@ -36,6 +37,7 @@ const MAX_ERRORS: usize = 5;
 /// Runs the step or ramp the config describes, prints the table and writes the JSON.
 pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
     let endpoint = endpoint(&config)?;
+    let (mut certs, control_endpoint) = open_tls(&config, &endpoint).await?;
     let coordinator_pid = config
         .coordinator_pid
         .or_else(|| find_pid(&config.coordinator));
@@ -45,7 +47,7 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
             "coordinator pid unknown (pass --coordinator-pid): no CPU or RSS figures"
         ),
     }
-    let channel = endpoint
+    let channel = control_endpoint
         .connect()
         .await
         .with_context(|| format!("connecting to the coordinator at {}", config.coordinator))?;
@@ -53,10 +55,12 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
         ControlServiceClient::new(channel).max_decoding_message_size(MAX_CONTROL_MESSAGE);
 
     let Some(ramp_max) = config.ramp_max else {
+        certs = ensure_certs(certs, &config, config.agents.get()).await?;
         let step = one_step(
             &config,
             config.agents.get(),
             &endpoint,
+            certs.as_ref(),
             &mut control,
             coordinator_pid,
         )
@@ -83,7 +87,16 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
                 );
             }
         }
-        let step = one_step(&config, n_agents, &endpoint, &mut control, coordinator_pid).await?;
+        certs = ensure_certs(certs, &config, n_agents).await?;
+        let step = one_step(
+            &config,
+            n_agents,
+            &endpoint,
+            certs.as_ref(),
+            &mut control,
+            coordinator_pid,
+        )
+        .await?;
         let verdict = step.held();
         steps.push(step);
         match verdict {
@@ -112,6 +125,45 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// With `--tls-dir`: the PKI directory's certificates, and the control
+/// calls' endpoint presenting the operator's; otherwise none and `endpoint`.
+async fn open_tls(
+    config: &Config,
+    endpoint: &Endpoint,
+) -> anyhow::Result<(Option<Certs>, Endpoint)> {
+    let Some(dir) = &config.tls_dir else {
+        return Ok((None, endpoint.clone()));
+    };
+    let (dir, operator) = (dir.clone(), config.tls_operator.clone());
+    // Reading the CA and perhaps signing the operator's certificate is blocking work.
+    let certs = tokio::task::spawn_blocking(move || Certs::open(&dir, &operator))
+        .await
+        .context("reading the PKI directory")??;
+    let control_endpoint = endpoint
+        .clone()
+        .tls_config(certs.operator())
+        .context("the operator's TLS settings")?;
+    Ok((Some(certs), control_endpoint))
+}
+
+/// Makes sure agents `0..n_agents` have their certificates, before the
+/// step's clock starts: making them is the loadgen's work, not the
+/// coordinator's, and is not part of the connect time.
+async fn ensure_certs(
+    certs: Option<Certs>,
+    config: &Config,
+    n_agents: usize,
+) -> anyhow::Result<Option<Certs>> {
+    let Some(mut certs) = certs else {
+        return Ok(None);
+    };
+    let host_ids: Vec<String> = (0..n_agents).map(|idx| config.host_id(idx)).collect();
+    let certs = tokio::task::spawn_blocking(move || certs.ensure(&host_ids).map(|()| certs))
+        .await
+        .context("making agent certificates")??;
+    Ok(Some(certs))
+}
+
 fn endpoint(config: &Config) -> anyhow::Result<Endpoint> {
     Ok(Endpoint::from_shared(config.coordinator.clone())?
         .connect_timeout(Duration::from_secs(10))
@@ -127,7 +179,12 @@ fn find_pid(url: &str) -> Option<u32> {
             .trim_matches(['[', ']'])
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback());
-    let port = uri.port_u16().unwrap_or(80);
+    let default_port = if uri.scheme_str() == Some("https") {
+        443
+    } else {
+        80
+    };
+    let port = uri.port_u16().unwrap_or(default_port);
     local.then(|| procfs::listener_pid(port)).flatten()
 }
 
@@ -136,6 +193,7 @@ async fn one_step(
     config: &Config,
     n_agents: usize,
     endpoint: &Endpoint,
+    certs: Option<&Certs>,
     control: &mut ControlServiceClient<Channel>,
     coordinator_pid: Option<u32>,
 ) -> anyhow::Result<StepReport> {
@@ -195,7 +253,14 @@ async fn one_step(
             interval: config.interval,
         };
         let link = if shared.is_empty() {
-            Link::Own(Arc::clone(&own_endpoint))
+            Link::Own {
+                endpoint: Arc::clone(&own_endpoint),
+                tls: certs.map(|certs| {
+                    certs
+                        .agent(idx)
+                        .expect("ensure_certs covered every agent of the step")
+                }),
+            }
         } else {
             Link::Shared(shared[idx % shared.len()].clone())
         };
@@ -277,6 +342,7 @@ async fn one_step(
     }
 
     let mut step = gather(config, n_agents, connect_secs, &outcomes, &clock);
+    step.tls = certs.is_some();
     step.coordinator_pid = coordinator_pid;
     let window = after.at - before.at;
     if let (Some(b), Some(a)) = (before.coordinator, after.coordinator) {

@@ -60,6 +60,36 @@ fn names_and_urls() {
     );
 }
 
+#[test]
+fn tls_needs_https_and_own_connections() {
+    let https = ["--coordinator", "https://127.0.0.1:7600"];
+    check(&[&https[..], &["--tls-dir", "/tmp/pki"]].concat(), None);
+    check(&["--tls-dir", "/tmp/pki"], Some("https://"));
+    check(&https, Some("--tls-dir"));
+    check(
+        &[&https[..], &["--tls-dir", "/tmp/pki", "--connections", "4"]].concat(),
+        Some("--connections cannot be used with --tls-dir"),
+    );
+    check(
+        &[
+            &https[..],
+            &["--tls-dir", "/tmp/pki", "--deployment", "a/b"],
+        ]
+        .concat(),
+        Some("--deployment"),
+    );
+    check(
+        &[
+            &https[..],
+            &["--tls-dir", "/tmp/pki", "--tls-operator", "ca"],
+        ]
+        .concat(),
+        Some("--tls-operator"),
+    );
+    // Without TLS the names stay as free as before.
+    check(&["--deployment", "a/b"], None);
+}
+
 #[track_caller]
 fn check_beta(share: &str, n: usize, expected_beta: usize) {
     let args = Args::try_parse_from(["rollguard-loadgen", "--beta-share", share])
