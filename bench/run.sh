@@ -14,10 +14,19 @@
 #
 # Usage: bench/run.sh                  # full: 60 s footprint, N = 1000 5000 10000, 30 s each
 #        BENCH_QUICK=1 bench/run.sh    # smoke: 30 s footprint, N = 200 1000, 10 s each
+#        BENCH_TLS=both BENCH_COORDINATOR_ONLY=1 BENCH_AGENTS=10000 bench/run.sh
+#                                      # the coordinator at 10,000 agents with and without mutual TLS
 # Knobs: BENCH_AGENTS="1000 5000", BENCH_WINDOW=30s, BENCH_FOOTPRINT_SECS=60,
 #        BENCH_OUT=DIR (default: a new /tmp/rollguard-bench.* dir),
 #        BENCH_NO_BUILD=1 (use the binaries already in target/release),
-#        BENCH_BIN=DIR (take the binaries from DIR instead; implies no build).
+#        BENCH_BIN=DIR (take the binaries from DIR instead; implies no build),
+#        BENCH_TLS=0|1|both (the coordinator runs without TLS, with mutual TLS
+#          (every simulated agent presents its own certificate), or both, one
+#          after the other for each N, compared in a table of their own),
+#        BENCH_PKI=DIR (the TLS run's CA, coordinator and client certificates;
+#          default: DIR/pki of the output; made when missing, reused when there,
+#          so that a kept DIR saves making 10,000 agent certificates again),
+#        BENCH_COORDINATOR_ONLY=1 (skip the agent footprint and the gzip wire run).
 # Installs prometheus-node-exporter, collectd and jq with apt-get when missing
 # (services are kept from starting; the script starts and stops its own).
 # Run it on a quiet machine: the loadgen reports the CPU other processes used
@@ -38,6 +47,16 @@ else
 fi
 out=${BENCH_OUT:-$(mktemp -d /tmp/rollguard-bench.XXXXXX)}
 mkdir -p "$out"
+coordinator_only=${BENCH_COORDINATOR_ONLY:-0}
+case "${BENCH_TLS:-0}" in
+  0) tls_modes=(plain) ;;
+  1) tls_modes=(tls) ;;
+  both) tls_modes=(plain tls) ;;
+  *) echo "bench: BENCH_TLS must be 0, 1 or both" >&2; exit 64 ;;
+esac
+pki=${BENCH_PKI:-$out/pki}
+# The operator the loadgen's rollback presents (its default --tls-operator).
+tls_operator=loadgen
 log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
 # --- processes we start, stopped on exit by pid ------------------------------
@@ -96,25 +115,49 @@ if [ "${BENCH_NO_BUILD:-0}" != 1 ] && [ -z "${BENCH_BIN:-}" ]; then
   log "building release binaries"
   cargo build --release --workspace
 fi
-for b in rollguard-coordinator rollguard-agent rollguard-demo-app rollguard-loadgen; do
+needed_bins=(rollguard-coordinator rollguard-loadgen rollguardctl)
+[ "$coordinator_only" = 1 ] || needed_bins+=(rollguard-agent rollguard-demo-app)
+for b in "${needed_bins[@]}"; do
   [ -x "$bin/$b" ] || { echo "bench: $bin/$b is missing" >&2; exit 1; }
 done
 
-# Starts a coordinator on port 0 with a fresh data dir; sets coord_pid, coord_url.
+# Starts a coordinator on port 0 with a fresh data dir; sets coord_pid,
+# coord_url. With a second argument `tls`: mutual TLS with the certificates
+# of $pki, and the loadgen's operator bound to the role a rollback needs.
 start_coordinator() {
-  local dir=$1
+  local dir=$1 mode=${2:-plain}
   rm -rf "$dir"; mkdir -p "$dir"
   local extra=()
   # The /metrics listener (when this build has one) also goes on port 0.
   if "$bin/rollguard-coordinator" --help 2>/dev/null | grep -q -- '--http-listen'; then
     extra=(--http-listen 127.0.0.1:0)
   fi
+  local scheme=http
+  if [ "$mode" = tls ]; then
+    printf '[auth.roles]\n%s = "operator"\n' "$tls_operator" >"$dir.toml"
+    extra+=(--config "$dir.toml" --tls-cert "$pki/coordinator.pem"
+      --tls-key "$pki/coordinator-key.pem" --tls-client-ca "$pki/ca.pem")
+    scheme=https
+  fi
   "$bin/rollguard-coordinator" --listen 127.0.0.1:0 "${extra[@]}" --data-dir "$dir" \
     2>"$dir.log" &
   coord_pid=$!
   pids+=("$coord_pid")
   wait_file "$dir/coordinator.addr"
-  coord_url="http://$(cat "$dir/coordinator.addr")"
+  # The coordinator's certificate is for 127.0.0.1, the host it is dialled by.
+  coord_url="$scheme://$(cat "$dir/coordinator.addr")"
+}
+
+# The CA and the coordinator's certificate of the TLS runs, made with
+# rollguardctl when missing (the loadgen makes the client certificates).
+make_pki() {
+  if [ ! -s "$pki/ca.pem" ]; then
+    log "tls: making a CA in $pki"
+    "$bin/rollguardctl" pki init --dir "$pki" >&2
+  fi
+  if [ ! -s "$pki/coordinator.pem" ]; then
+    "$bin/rollguardctl" pki issue coordinator coordinator --dir "$pki" --san 127.0.0.1 >&2
+  fi
 }
 
 ticks() { awk '{ s = $0; sub(/^.*\) /, "", s); split(s, f, " "); print f[12] + f[13] }' "/proc/$1/stat"; }
@@ -123,6 +166,7 @@ wchar() { awk '/^wchar/ { print $2 }' "/proc/$1/io"; }
 median() { sort -n | awk '{ a[NR] = $1 } END { print (NR ? a[int((NR + 1) / 2)] : 0) }'; }
 
 # === 1. agent footprint ========================================================
+run_footprint() {
 log "footprint: starting a coordinator, the demo app, the agent, node_exporter and collectd"
 fp=$out/footprint
 mkdir -p "$fp"
@@ -204,7 +248,6 @@ for _ in $(seq "$footprint_secs"); do
 done
 s1=$(date +%s.%N)
 w1=$(wchar "$agent_pid")
-declare -a fp_rss fp_cpu
 for i in 0 1 2; do
   t1=$(ticks "${procs[$i]}")
   fp_rss[$i]=$(median <"$fp/rss-$i" | awk '{ printf "%.1f", $1 / 1024 }')
@@ -216,79 +259,134 @@ log "footprint: agent ${fp_rss[0]} MiB ${fp_cpu[0]}%, collectd ${fp_rss[1]} MiB 
 # Stop everything of part 1 before loading the coordinator.
 cleanup
 pids=()
+}
+declare -a fp_rss fp_cpu
+agent_wire=-
+if [ "$coordinator_only" != 1 ]; then
+  run_footprint
+fi
 
 # === 2-4. coordinator, fan-out, wire =============================================
 declare -a coord_json
+if [[ " ${tls_modes[*]} " == *" tls "* ]]; then
+  make_pki
+fi
 for n in $agent_counts; do
-  log "coordinator: $n simulated agents at 1 s for $window, then a rollback to all of them"
-  dir=$out/coordinator-$n
-  start_coordinator "$dir"
-  json=$out/loadgen-$n.json
-  if "$bin/rollguard-loadgen" --coordinator "$coord_url" --coordinator-pid "$coord_pid" \
-    --agents "$n" --interval 1s --duration "$window" --rollback --beta-share 1 \
-    --rollback-timeout 120s --json "$json" >"$out/loadgen-$n.txt" 2>"$out/loadgen-$n.log"; then
-    coord_json+=("$json")
-    cat "$out/loadgen-$n.txt" >&2
-  else
-    log "coordinator: the loadgen failed at N=$n (see $out/loadgen-$n.log)"
-  fi
-  stop "$coord_pid"
-  pids=()
+  for mode in "${tls_modes[@]}"; do
+    # A plain run keeps the names it always had; a TLS run's files end in -tls.
+    tag=$n
+    tls_flags=()
+    if [ "$mode" = tls ]; then
+      tag=$n-tls
+      tls_flags=(--tls-dir "$pki")
+      # Outside the measured step (the loadgen makes them before connecting),
+      # but say so: the first run at a new N makes N certificates.
+      log "tls: agent certificates for $n hosts in $pki/agents (made once, then reused)"
+    fi
+    log "coordinator ($mode): $n simulated agents at 1 s for $window, then a rollback to all of them"
+    dir=$out/coordinator-$tag
+    start_coordinator "$dir" "$mode"
+    json=$out/loadgen-$tag.json
+    if "$bin/rollguard-loadgen" --coordinator "$coord_url" --coordinator-pid "$coord_pid" \
+      --agents "$n" --interval 1s --duration "$window" --rollback --beta-share 1 \
+      --rollback-timeout 120s "${tls_flags[@]}" --json "$json" \
+      >"$out/loadgen-$tag.txt" 2>"$out/loadgen-$tag.log"; then
+      coord_json+=("$json")
+      cat "$out/loadgen-$tag.txt" >&2
+    else
+      log "coordinator: the loadgen failed at N=$n ($mode; see $out/loadgen-$tag.log)"
+    fi
+    stop "$coord_pid"
+    pids=()
+  done
 done
 
 # The wire figure with gzip as the real agent sends (the runs above leave the
 # loadgen's compression off so that its CPU does not crowd the coordinator).
-log "wire: 1000 simulated agents with gzip-compressed samples"
-start_coordinator "$out/coordinator-gzip"
 gzip_json=$out/loadgen-gzip.json
-"$bin/rollguard-loadgen" --coordinator "$coord_url" --coordinator-pid "$coord_pid" \
-  --agents 1000 --interval 1s --duration "$window" --gzip --json "$gzip_json" \
-  >"$out/loadgen-gzip.txt" 2>"$out/loadgen-gzip.log" || log "wire: the gzip run failed"
-stop "$coord_pid"
-pids=()
+if [ "$coordinator_only" != 1 ]; then
+  log "wire: 1000 simulated agents with gzip-compressed samples"
+  start_coordinator "$out/coordinator-gzip"
+  "$bin/rollguard-loadgen" --coordinator "$coord_url" --coordinator-pid "$coord_pid" \
+    --agents 1000 --interval 1s --duration "$window" --gzip --json "$gzip_json" \
+    >"$out/loadgen-gzip.txt" 2>"$out/loadgen-gzip.log" || log "wire: the gzip run failed"
+  stop "$coord_pid"
+  pids=()
+fi
 
 # === results =====================================================================
 num() { jq -r --arg k "$2" '.[$k] | if . == null then "-" elif type == "number" then (. * 10 | round / 10) else . end' "$1"; }
+# The knobs this run was started with, for the reproduce line.
+reproduce() {
+  local v
+  for v in BENCH_QUICK BENCH_AGENTS BENCH_WINDOW BENCH_TLS BENCH_COORDINATOR_ONLY BENCH_FOOTPRINT_SECS; do
+    [ -n "${!v:-}" ] && printf '%s=%q ' "$v" "${!v}"
+  done
+  printf 'bench/run.sh'
+}
+# The JSON of one run, or nothing when it failed.
+run_json() { local j=$out/loadgen-$1.json; [ -f "$j" ] && echo "$j"; }
 {
   echo "## rollguard benchmark ($(date -u +%Y-%m-%dT%H:%MZ))"
   echo
   echo "Machine: $(nproc) cores ($(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)), $(awk '/^MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), Linux $(uname -r)."
-  echo "Reproduce: \`$( [ "${BENCH_QUICK:-0}" = 1 ] && echo 'BENCH_QUICK=1 ')bench/run.sh\`"
+  echo "Reproduce: \`$(reproduce)\`"
   echo
-  echo "### Agent footprint (1 s interval, ${footprint_secs} s, all three running at once)"
-  echo
-  echo "| process | RSS median MiB | CPU % of one core |"
-  echo "|---|---:|---:|"
-  echo "| rollguard-agent (host collectors + app scrape and probe, streaming) | ${fp_rss[0]} | ${fp_cpu[0]} |"
-  echo "| collectd (cpu, memory, disk, interface, load; network out) | ${fp_rss[1]} | ${fp_cpu[1]} |"
-  echo "| prometheus-node-exporter (default collectors, scraped 1/s) | ${fp_rss[2]} | ${fp_cpu[2]} |"
-  echo
-  awk -v a="${fp_rss[0]}" -v c="${fp_rss[1]}" -v n="${fp_rss[2]}" -v ac="${fp_cpu[0]}" -v cc="${fp_cpu[1]}" 'BEGIN {
-    printf "Agent RSS = %.2f x collectd, %.2f x node_exporter; agent CPU = %.2f x collectd.\n", a / c, a / n, (cc > 0 ? ac / cc : 0) }'
-  echo
+  if [ "$coordinator_only" != 1 ]; then
+    echo "### Agent footprint (1 s interval, ${footprint_secs} s, all three running at once)"
+    echo
+    echo "| process | RSS median MiB | CPU % of one core |"
+    echo "|---|---:|---:|"
+    echo "| rollguard-agent (host collectors + app scrape and probe, streaming) | ${fp_rss[0]} | ${fp_cpu[0]} |"
+    echo "| collectd (cpu, memory, disk, interface, load; network out) | ${fp_rss[1]} | ${fp_cpu[1]} |"
+    echo "| prometheus-node-exporter (default collectors, scraped 1/s) | ${fp_rss[2]} | ${fp_cpu[2]} |"
+    echo
+    awk -v a="${fp_rss[0]}" -v c="${fp_rss[1]}" -v n="${fp_rss[2]}" -v ac="${fp_cpu[0]}" -v cc="${fp_cpu[1]}" 'BEGIN {
+      printf "Agent RSS = %.2f x collectd, %.2f x node_exporter; agent CPU = %.2f x collectd.\n", a / c, a / n, (cc > 0 ? ac / cc : 0) }'
+    echo
+  fi
   echo "### Coordinator (simulated agents at 1 s, rollback to all of them)"
   echo
-  echo "| agents | connected | acked samples/s | ingest lag p99 ms | coordinator CPU % | RSS MiB median (max) | RSS KiB per agent | wire B/agent/s | fan-out p50 / p99 / max ms | all acked ms | acked_all | loadgen / other CPU % |"
-  echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|"
+  echo "| agents | TLS | connected | connect s | acked samples/s | ingest lag p99 ms | coordinator CPU % | RSS MiB median (max) | RSS KiB per agent | wire B/agent/s | fan-out p50 / p99 / max ms | all acked ms | acked_all | loadgen / other CPU % |"
+  echo "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|"
   for j in "${coord_json[@]}"; do
     per_agent=$(awk -v r="$(num "$j" coordinator_rss_mib)" -v n="$(num "$j" connected)" 'BEGIN { if (n > 0 && r != "-") printf "%.1f", r * 1024 / n; else print "-" }')
-    echo "| $(num "$j" agents) | $(num "$j" connected) | $(num "$j" samples_per_sec) | $(num "$j" ingest_lag_p99_ms) | $(num "$j" coordinator_cpu_percent) | $(num "$j" coordinator_rss_mib) ($(num "$j" coordinator_rss_max_mib)) | $per_agent | $(num "$j" wire_bytes_per_agent_per_sec) | $(num "$j" fanout_p50_ms) / $(num "$j" fanout_p99_ms) / $(num "$j" fanout_max_ms) | $(num "$j" all_acked_ms) | $(num "$j" acked_all) | $(num "$j" loadgen_cpu_percent) / $(num "$j" other_cpu_percent) |"
+    tls=$( [ "$(jq -r '.tls // false' "$j")" = true ] && echo yes || echo no )
+    echo "| $(num "$j" agents) | $tls | $(num "$j" connected) | $(num "$j" connect_secs) | $(num "$j" samples_per_sec) | $(num "$j" ingest_lag_p99_ms) | $(num "$j" coordinator_cpu_percent) | $(num "$j" coordinator_rss_mib) ($(num "$j" coordinator_rss_max_mib)) | $per_agent | $(num "$j" wire_bytes_per_agent_per_sec) | $(num "$j" fanout_p50_ms) / $(num "$j" fanout_p99_ms) / $(num "$j" fanout_max_ms) | $(num "$j" all_acked_ms) | $(num "$j" acked_all) | $(num "$j" loadgen_cpu_percent) / $(num "$j" other_cpu_percent) |"
   done
   echo
-  echo "### Wire, per agent per second (steady state, one sample per second)"
-  echo
-  echo "| what | bytes |"
-  echo "|---|---:|"
-  if [ ${#coord_json[@]} -gt 0 ]; then
-    j=${coord_json[0]}
-    echo "| simulated agent upstream: protobuf \`encoded_len\` + 5 B gRPC framing per message | $(num "$j" payload_bytes_per_agent_per_sec) |"
-    echo "| simulated agent upstream: bytes written to its socket (HTTP/2 frames included) | $(num "$j" socket_bytes_up_per_agent_per_sec) |"
-    echo "| simulated agent downstream (acks): protobuf + framing | $(num "$j" payload_bytes_down_per_agent_per_sec) |"
+  if [ ${#tls_modes[@]} -eq 2 ]; then
+    echo "### Mutual TLS vs none (same N, one after the other; each agent its own connection and certificate)"
+    echo
+    echo "Connect time: from the first connection attempt until every agent has its Welcome, 256 connecting at a time (the loadgen's default --connect-concurrency); the agents' certificates are made before, outside it."
+    echo
+    echo "| agents | connected (none / TLS) | connect s (none / TLS) | coordinator CPU % (none / TLS) | RSS MiB median (none / TLS) | RSS MiB max (none / TLS) | ingest lag p99 ms (none / TLS) | fan-out p99 ms (none / TLS) |"
+    echo "|---:|---:|---:|---:|---:|---:|---:|---:|"
+    for n in $agent_counts; do
+      p=$(run_json "$n") || p=
+      t=$(run_json "$n-tls") || t=
+      pair() { echo "$( [ -n "$p" ] && num "$p" "$1" || echo -) / $( [ -n "$t" ] && num "$t" "$1" || echo -)"; }
+      echo "| $n | $(pair connected) | $(pair connect_secs) | $(pair coordinator_cpu_percent) | $(pair coordinator_rss_mib) | $(pair coordinator_rss_max_mib) | $(pair ingest_lag_p99_ms) | $(pair fanout_p99_ms) |"
+    done
+    echo
   fi
+  if [ "$coordinator_only" != 1 ]; then
+    echo "### Wire, per agent per second (steady state, one sample per second)"
+    echo
+    echo "| what | bytes |"
+    echo "|---|---:|"
+    if [ ${#coord_json[@]} -gt 0 ]; then
+      j=${coord_json[0]}
+      echo "| simulated agent upstream: protobuf \`encoded_len\` + 5 B gRPC framing per message | $(num "$j" payload_bytes_per_agent_per_sec) |"
+      echo "| simulated agent upstream: bytes written to its socket (HTTP/2 frames included) | $(num "$j" socket_bytes_up_per_agent_per_sec) |"
+      echo "| simulated agent downstream (acks): protobuf + framing | $(num "$j" payload_bytes_down_per_agent_per_sec) |"
+    fi
     if [ -f "$gzip_json" ]; then
-    echo "| simulated agent upstream with gzip (as the agent sends): bytes written to its socket | $(num "$gzip_json" socket_bytes_up_per_agent_per_sec) |"
+      echo "| simulated agent upstream with gzip (as the agent sends): bytes written to its socket | $(num "$gzip_json" socket_bytes_up_per_agent_per_sec) |"
+    fi
+    echo "| real rollguard-agent (gzip): every byte it wrote (gRPC and its app scrape/probe requests) | $agent_wire |"
+    echo
+    echo "Samples are compact (a host's layout once per stream) and gzip-compressed per message."
   fi
-  echo "| real rollguard-agent (gzip): every byte it wrote (gRPC and its app scrape/probe requests) | $agent_wire |"
-  echo
-  echo "Samples are compact (a host's layout once per stream) and gzip-compressed per message. Output: $out"
+  echo "Output: $out"
 } | tee "$out/results.md"
