@@ -240,8 +240,13 @@ async fn a_request_id_is_forgotten_with_its_command() {
     let dir = DataDir::new("retention");
     let rig = start(&dir.0);
     let first = rig.rollback("shop", "key-f").await.expect("first call");
+    let issued = SystemTime::now();
     // A newer decision, so the first one is not the deployment's newest
-    // (which is kept whatever its age).
+    // (which is kept whatever its age). Decisions are ordered by their
+    // millisecond: the newer one must come in a later one.
+    while SystemTime::now() < issued + Duration::from_millis(2) {
+        tokio::task::yield_now().await;
+    }
     rig.rollback("shop", "").await.expect("newer");
     let later = SystemTime::now() + Duration::from_secs(3600);
     let forgotten = rig
