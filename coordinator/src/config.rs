@@ -301,6 +301,29 @@ impl Config {
 }
 
 impl RawConfig {
+    /// Checks the connection bounds and the retry count.
+    fn check_limits(&self) -> Result<(), ConfigError> {
+        if self.max_connections == 0 {
+            return Err(ConfigError::invalid(
+                "max_connections",
+                "must be at least 1",
+            ));
+        }
+        if self.max_streams_per_connection == 0 {
+            return Err(ConfigError::invalid(
+                "max_streams_per_connection",
+                "must be at least 1",
+            ));
+        }
+        if self.action_retries > 10 {
+            return Err(ConfigError::invalid(
+                "action_retries",
+                "at most 10 (the last would wait 5s x 2^9, 43 minutes)",
+            ));
+        }
+        Ok(())
+    }
+
     /// Loads the layers: defaults, file, env, then flags.
     pub fn load(sources: Sources<'_>) -> Result<Self, ConfigError> {
         config::load(sources)
@@ -320,6 +343,7 @@ impl RawConfig {
                 format!("`{}` is not an address ({err})", self.listen),
             )
         })?;
+        self.check_limits()?;
         let tls = self.tls.validate()?;
         if !listen.ip().is_loopback() && tls.is_none() && !self.insecure_listen {
             return Err(ConfigError::invalid(
@@ -367,24 +391,6 @@ impl RawConfig {
             ));
         }
         let auth = self.auth.validate()?;
-        if self.max_connections == 0 {
-            return Err(ConfigError::invalid(
-                "max_connections",
-                "must be at least 1",
-            ));
-        }
-        if self.max_streams_per_connection == 0 {
-            return Err(ConfigError::invalid(
-                "max_streams_per_connection",
-                "must be at least 1",
-            ));
-        }
-        if self.action_retries > 10 {
-            return Err(ConfigError::invalid(
-                "action_retries",
-                "at most 10 (the last would wait 5s x 2^9, 43 minutes)",
-            ));
-        }
         let mut deployments = BTreeMap::new();
         for (name, raw) in self.deployments {
             let key = format!("deployments.{name}");

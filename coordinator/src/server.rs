@@ -170,18 +170,7 @@ pub async fn run(
         parts.config.tls.is_some(),
         parts.config.auth.clone(),
     ));
-    let mut builder = tonic::transport::Server::builder();
-    match &parts.config.tls {
-        Some(files) => {
-            builder = builder
-                .tls_config(server_tls(files)?)
-                .map_err(|err| Error::server("setting up TLS", err))?;
-        }
-        None if !local_addr.ip().is_loopback() => {
-            tracing::warn!(%local_addr, "listening off loopback WITHOUT TLS (--insecure-listen): anyone who can reach this port can roll back any deployment");
-        }
-        None => {}
-    }
+    let builder = server_builder(&parts.config, local_addr)?;
     let incoming = limited_incoming(
         listener,
         parts.config.max_connections,
@@ -262,6 +251,26 @@ pub async fn run(
     }
     stop(parts, writer, deadline).await;
     Ok(())
+}
+
+/// The gRPC server with `[tls]` if configured; without it off loopback
+/// (`--insecure-listen`), a warning at every start.
+fn server_builder(
+    config: &Config,
+    local_addr: std::net::SocketAddr,
+) -> Result<tonic::transport::Server> {
+    let builder = tonic::transport::Server::builder();
+    match &config.tls {
+        Some(files) => builder
+            .tls_config(server_tls(files)?)
+            .map_err(|err| Error::server("setting up TLS", err)),
+        None => {
+            if !local_addr.ip().is_loopback() {
+                tracing::warn!(%local_addr, "listening off loopback WITHOUT TLS (--insecure-listen): anyone who can reach this port can roll back any deployment");
+            }
+            Ok(builder)
+        }
+    }
 }
 
 /// On every SIGHUP, reads `[auth]` again and puts it in force; a bad one
