@@ -55,6 +55,25 @@ impl Drop for Tmpfs {
     }
 }
 
+/// Waits until `host` is connected.
+fn wait_connected(coordinator: &Coordinator, host: &str) {
+    coordinator
+        .wait_for_agents(&format!("{host} to connect"), |agents| {
+            rollguard_tests::agent(agents, host).is_some_and(|a| a["connected"] == true)
+        })
+        .expect("connected");
+}
+
+/// `rollback cache --reason REASON`; the command id it made.
+fn roll_back(coordinator: &Coordinator, reason: &str) -> String {
+    let out = coordinator.ctl(&["rollback", "cache", "--reason", reason, "-o", "json"]);
+    assert!(out.status.success(), "{out:?}");
+    out.json().expect("json")["command_id"]
+        .as_str()
+        .expect("command id")
+        .to_owned()
+}
+
 fn ready(http: &str) -> Option<u16> {
     http_get(&format!("{http}/readyz"))
         .ok()
@@ -87,11 +106,7 @@ fn a_full_store_disk_is_reported_and_the_store_recovers_without_a_restart() {
         &AgentSpec::with_evidence_action("beta-1", "cache", "beta"),
     )
     .expect("agent");
-    coordinator
-        .wait_for_agents("beta-1 to connect", |agents| {
-            rollguard_tests::agent(agents, "beta-1").is_some_and(|a| a["connected"] == true)
-        })
-        .expect("connected");
+    wait_connected(&coordinator, "beta-1");
     assert_eq!(ready(&http), Some(200));
     assert_eq!(store_errors(&http), 0.0);
 
@@ -178,12 +193,7 @@ fn a_coordinator_killed_right_after_a_decision_delivers_it_once_to_every_target(
     for agent in stopped {
         agent.proc.signal(Signal::STOP).expect("SIGSTOP");
     }
-    let out = coordinator.ctl(&["rollback", "cache", "--reason", "kill drill", "-o", "json"]);
-    assert!(out.status.success(), "{out:?}");
-    let command_id = out.json().expect("json")["command_id"]
-        .as_str()
-        .expect("command id")
-        .to_owned();
+    let command_id = roll_back(&coordinator, "kill drill");
     coordinator.proc.kill9().expect("SIGKILL the coordinator");
     for agent in stopped {
         agent.proc.signal(Signal::CONT).expect("SIGCONT");
@@ -233,23 +243,8 @@ fn an_agent_killed_while_its_rollback_runs_gets_a_retry_that_runs_once() {
         timeout = \"600s\"\n"
         .to_owned();
     let mut agent = Agent::start(&root, &coordinator.url, &spec).expect("agent");
-    coordinator
-        .wait_for_agents("beta-1 to connect", |agents| {
-            rollguard_tests::agent(agents, "beta-1").is_some_and(|a| a["connected"] == true)
-        })
-        .expect("connected");
-    let out = coordinator.ctl(&[
-        "rollback",
-        "cache",
-        "--reason",
-        "kill the agent",
-        "-o",
-        "json",
-    ]);
-    let first = out.json().expect("json")["command_id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    wait_connected(&coordinator, "beta-1");
+    let first = roll_back(&coordinator, "kill the agent");
     let pid_file = agent.state_dir.join("action.pid");
     let action_pid: i32 = wait_until(
         "the action to start",
@@ -303,23 +298,8 @@ fn a_rollback_that_fails_on_every_retry_is_reported_as_needing_attention() {
         timeout = \"30s\"\n"
         .to_owned();
     let agent = Agent::start(&root, &coordinator.url, &spec).expect("agent");
-    coordinator
-        .wait_for_agents("beta-1 to connect", |agents| {
-            rollguard_tests::agent(agents, "beta-1").is_some_and(|a| a["connected"] == true)
-        })
-        .expect("connected");
-    let out = coordinator.ctl(&[
-        "rollback",
-        "cache",
-        "--reason",
-        "broken action",
-        "-o",
-        "json",
-    ]);
-    let first = out.json().expect("json")["command_id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    wait_connected(&coordinator, "beta-1");
+    let first = roll_back(&coordinator, "broken action");
     let status = wait_until(
         "the host to need attention",
         Duration::from_secs(60),
