@@ -96,6 +96,13 @@ pub(crate) struct Args {
     /// Double the agents each step until ingest lag p99 > 1s or acked < 90% of sent.
     #[arg(long)]
     ramp: bool,
+    /// Fault mode: keep the agents connected until SIGTERM or SIGINT,
+    /// reconnecting with the real agent's backoff and jitter when a stream
+    /// ends, running each command at most once; then report the outages
+    /// (time until every agent was back) and the commands each agent ran.
+    /// Not with --ramp or --rollback.
+    #[arg(long)]
+    hold: bool,
     /// With --ramp: the largest step.
     #[arg(long, default_value_t = 64_000)]
     ramp_max: usize,
@@ -129,6 +136,8 @@ pub(crate) struct Config {
     pub(crate) coordinator_pid: Option<u32>,
     pub(crate) rollback_timeout: Duration,
     pub(crate) json: Option<PathBuf>,
+    /// Fault mode (`hold.rs`).
+    pub(crate) hold: bool,
     /// `Some(max agents)` in ramp mode.
     pub(crate) ramp_max: Option<usize>,
 }
@@ -227,6 +236,9 @@ impl Config {
             }
         }
         check_tls(&args)?;
+        if args.hold && (args.ramp || args.rollback) {
+            bail!("--hold cannot be used with --ramp or --rollback");
+        }
         if args.ramp && args.ramp_max < args.agents {
             bail!("--ramp-max must be at least --agents");
         }
@@ -254,6 +266,7 @@ impl Config {
             rollback_timeout: args.rollback_timeout,
             json: args.json,
             ramp_max: args.ramp.then_some(args.ramp_max),
+            hold: args.hold,
         })
     }
 

@@ -11,6 +11,7 @@
 
 mod certs;
 mod config;
+mod hold;
 mod procfs;
 mod report;
 mod rollback;

@@ -282,7 +282,7 @@ pub(crate) static WHOLE_SAMPLES: std::sync::atomic::AtomicBool =
 
 /// Opens the stream, sends the Hello and waits for the Welcome; the
 /// compactor is there when the coordinator takes compact samples.
-async fn connect(
+pub(crate) async fn connect(
     identity: &Identity,
     link: Link,
 ) -> anyhow::Result<(
@@ -369,7 +369,7 @@ async fn connect(
 /// Answers a command as an agent whose action succeeds at once: `accepted`,
 /// then `succeeded` (exit 0); a command naming another action is rejected,
 /// as the real agent does. Errs only when the stream is gone.
-async fn answer(
+pub(crate) async fn answer(
     identity: &Identity,
     command: &pb::Command,
     up_tx: &mpsc::Sender<pb::AgentMessage>,

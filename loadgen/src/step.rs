@@ -54,6 +54,10 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
     let mut control =
         ControlServiceClient::new(channel).max_decoding_message_size(MAX_CONTROL_MESSAGE);
 
+    if config.hold {
+        certs = ensure_certs(certs, &config, config.agents.get()).await?;
+        return crate::hold::run(&config, &endpoint, certs.as_ref()).await;
+    }
     let Some(ramp_max) = config.ramp_max else {
         certs = ensure_certs(certs, &config, config.agents.get()).await?;
         let step = one_step(

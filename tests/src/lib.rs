@@ -24,6 +24,7 @@ pub struct Binaries {
     pub coordinator: PathBuf,
     pub ctl: PathBuf,
     pub demo_app: PathBuf,
+    pub loadgen: PathBuf,
 }
 
 /// Builds the binaries (once per test process) and returns their paths.
@@ -61,6 +62,8 @@ fn build_binaries() -> anyhow::Result<Binaries> {
             "rollguard-agent",
             "-p",
             "rollguard-coordinator",
+            "-p",
+            "rollguard-loadgen",
             "--bins",
         ]);
     if release {
@@ -75,12 +78,14 @@ fn build_binaries() -> anyhow::Result<Binaries> {
         coordinator: profile_dir.join("rollguard-coordinator"),
         ctl: profile_dir.join("rollguardctl"),
         demo_app: profile_dir.join("rollguard-demo-app"),
+        loadgen: profile_dir.join("rollguard-loadgen"),
     };
     for path in [
         &binaries.agent,
         &binaries.coordinator,
         &binaries.ctl,
         &binaries.demo_app,
+        &binaries.loadgen,
     ] {
         if !path.exists() {
             bail!("{} was not built", path.display());
@@ -305,6 +310,49 @@ impl Coordinator {
                 pred(&agents).then_some(agents)
             },
         )
+    }
+}
+
+/// `rollguard-loadgen --hold`: simulated agents that stay connected,
+/// reconnect as real agents do and run each command at most once, until
+/// stopped with SIGTERM; then [`HeldFleet::report`] reads what they saw.
+#[derive(Debug)]
+pub struct HeldFleet {
+    pub proc: Proc,
+    pub json: PathBuf,
+}
+
+impl HeldFleet {
+    /// Starts `agents` simulated agents of deployment `loadgen` against
+    /// `coordinator_url`, with `extra` flags (`--beta-share`, `--interval`, ...).
+    pub fn start(
+        root: &Path,
+        coordinator_url: &str,
+        agents: usize,
+        extra: &[&str],
+    ) -> anyhow::Result<HeldFleet> {
+        let json = root.join("loadgen-hold.json");
+        let _ = std::fs::remove_file(&json);
+        let mut command = Command::new(&binaries().loadgen);
+        command
+            .args(["--hold", "--coordinator", coordinator_url])
+            .args(["--agents", &agents.to_string()])
+            .args(extra)
+            .arg("--json")
+            .arg(&json);
+        let proc = Proc::spawn("loadgen", &mut command, root.join("loadgen.log"))?;
+        Ok(HeldFleet { proc, json })
+    }
+
+    /// Stops the fleet (SIGTERM) and returns its JSON report.
+    pub fn report(&mut self) -> anyhow::Result<Value> {
+        let status = self.proc.terminate(Duration::from_secs(60))?;
+        if !status.success() {
+            bail!("loadgen exited with {status}: {}", self.proc.log_text());
+        }
+        let text = std::fs::read_to_string(&self.json)
+            .with_context(|| format!("reading {}", self.json.display()))?;
+        Ok(serde_json::from_str(&text)?)
     }
 }
 

@@ -329,3 +329,99 @@ fn a_rollback_that_fails_on_every_retry_is_reported_as_needing_attention() {
         "the original and one retry, no more: {status}"
     );
 }
+
+/// Connected agents of deployment `loadgen`.
+fn connected_count(coordinator: &Coordinator) -> Option<usize> {
+    let out = coordinator.ctl(&["agents", "-o", "json"]);
+    let agents = out.json().ok()?;
+    Some(
+        agents
+            .as_array()?
+            .iter()
+            .filter(|a| a["connected"] == true)
+            .count(),
+    )
+}
+
+#[test]
+fn a_coordinator_killed_in_a_fan_out_to_a_thousand_agents_reaches_each_target_once() {
+    use rustix::process::Signal;
+    const AGENTS: usize = 1000;
+    const BETA: usize = AGENTS / 2;
+    let root = test_dir("fault-kill-fanout");
+    let mut coordinator = Coordinator::start(&root.join("data"), None).expect("coordinator");
+    let mut fleet = rollguard_tests::HeldFleet::start(
+        &root,
+        &coordinator.url,
+        AGENTS,
+        &["--beta-share", "0.5", "--interval", "2s"],
+    )
+    .expect("loadgen");
+    wait_until(
+        "every simulated agent to connect",
+        Duration::from_secs(120),
+        Duration::from_millis(500),
+        || (connected_count(&coordinator)? == AGENTS).then_some(()),
+    )
+    .expect("connected");
+
+    // The agents cannot read or answer while the decision is committed and
+    // its fan-out begun; the coordinator dies before any result is in.
+    fleet
+        .proc
+        .signal(Signal::STOP)
+        .expect("SIGSTOP the loadgen");
+    let out = coordinator.ctl(&[
+        "rollback",
+        "loadgen",
+        "--reason",
+        "fan-out kill drill",
+        "-o",
+        "json",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let command_id = out.json().expect("json")["command_id"]
+        .as_str()
+        .expect("command id")
+        .to_owned();
+    coordinator.proc.kill9().expect("SIGKILL the coordinator");
+    fleet
+        .proc
+        .signal(Signal::CONT)
+        .expect("SIGCONT the loadgen");
+    let coordinator = coordinator.restart_same_address().expect("restart");
+
+    wait_until(
+        "every target's result after the restart",
+        Duration::from_secs(120),
+        Duration::from_millis(500),
+        || {
+            let results = results(&coordinator, &command_id)?;
+            let all = results["results"].as_array()?;
+            (all.len() == BETA && all.iter().all(|r| r["status"] == "succeeded")).then_some(())
+        },
+    )
+    .expect("every target reported success");
+    let report = fleet.report().expect("the loadgen's report");
+    eprintln!(
+        "fan-out kill: {} of {BETA} targets had the command before the kill (answered again from memory)",
+        report["repeats_answered"]
+    );
+    assert_eq!(
+        report["agents_by_runs"],
+        serde_json::json!([AGENTS - BETA, BETA]),
+        "every beta agent ran the rollback once, no agent twice: {report}"
+    );
+    assert_eq!(report["beta_agents_without_run"], 0, "{report}");
+    assert_eq!(
+        report["ran_more_than_once"],
+        serde_json::json!([]),
+        "{report}"
+    );
+    // The fleet was whole again after the restart.
+    let outages = report["outages"].as_array().expect("outages");
+    assert!(
+        outages.iter().all(|o| o["all_back_after_secs"].is_number()),
+        "{report}"
+    );
+}
