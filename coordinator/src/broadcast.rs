@@ -178,7 +178,7 @@ impl Issuer {
         self.store.commit(writes).await?;
         let deployment = record.deployment.clone();
         // One wire message for every target, built outside the fleet's lock.
-        let message = command_message(&record);
+        let message = command_message(&record, SystemTime::now());
         let dispatched = self.fleet.dispatch(record);
         for tx in &dispatched.senders {
             tx.send_command(&message, &self.tracker);

@@ -5,6 +5,8 @@
 //! broadcast to 10,000 hosts is 10,000 channel sends, not 20,000 task
 //! wake-ups); control messages go to the stream's task.
 
+use std::time::SystemTime;
+
 use rollguard_proto::v1 as pb;
 use tokio::sync::mpsc;
 use tokio_util::task::TaskTracker;
@@ -53,8 +55,20 @@ impl AgentTx {
     }
 }
 
-/// The wire form of a command (built once per broadcast).
-pub(crate) fn command_message(record: &CommandRecord) -> pb::CoordinatorMessage {
+/// The wire form of a command (built once per broadcast), stamped with
+/// `sent_at`, the coordinator's clock as it goes out: the agent judges
+/// expiry by `sent_at > not_after`, two times from this one clock, and
+/// never against its own, which may be hours off (issue 11). Every copy is
+/// built here (a fan-out, a resend on reconnect, a catch-up or a retry),
+/// so callers pass `SystemTime::now()` as they send.
+///
+/// A copy that waits in a full stream queue keeps its stamp: it was valid
+/// when it was sent, and a host cut off for longer gets the command again,
+/// freshly stamped, when it reconnects.
+pub(crate) fn command_message(
+    record: &CommandRecord,
+    sent_at: SystemTime,
+) -> pb::CoordinatorMessage {
     pb::CoordinatorMessage {
         kind: Some(pb::coordinator_message::Kind::Command(pb::Command {
             command_id: record.command_id.clone(),
@@ -68,6 +82,7 @@ pub(crate) fn command_message(record: &CommandRecord) -> pb::CoordinatorMessage 
             issued_at: Some(rollguard_proto::time_to_pb(from_unix_ms(
                 record.issued_at_unix_ms,
             ))),
+            sent_at: Some(rollguard_proto::time_to_pb(sent_at)),
         })),
     }
 }
@@ -109,7 +124,7 @@ mod tests {
         let (control, _control_rx) = mpsc::channel(1);
         let tx = AgentTx { control, wire };
         let tracker = TaskTracker::new();
-        let message = command_message(&record());
+        let message = command_message(&record(), from_unix_ms(2_000));
         tx.send_command(&message, &tracker);
         // The queue is full now: the second waits on the tracker.
         tx.send_command(&message, &tracker);
@@ -123,8 +138,8 @@ mod tests {
     }
 
     #[test]
-    fn the_command_message_carries_the_record() {
-        let message = command_message(&record());
+    fn the_command_message_carries_the_record_and_when_it_was_sent() {
+        let message = command_message(&record(), from_unix_ms(2_500));
         let Some(pb::coordinator_message::Kind::Command(command)) = message.kind else {
             panic!("not a command: {message:?}");
         };
@@ -134,6 +149,12 @@ mod tests {
             rollguard_proto::time_from_pb("not_after", &command.not_after.expect("set"))
                 .expect("valid"),
             from_unix_ms(61_000)
+        );
+        // Expiry is judged on the coordinator's clock alone (issue 11).
+        assert_eq!(
+            rollguard_proto::time_from_pb("sent_at", &command.sent_at.expect("set"))
+                .expect("valid"),
+            from_unix_ms(2_500)
         );
         assert_eq!(
             command.trace_context.get("traceparent").map(String::as_str),

@@ -528,6 +528,19 @@ pub struct Agent {
 impl Agent {
     /// Starts an agent with its state dir under `root`.
     pub fn start(root: &Path, coordinator_url: &str, spec: &AgentSpec) -> anyhow::Result<Agent> {
+        Agent::start_under(root, coordinator_url, spec, &[], &[])
+    }
+
+    /// Starts an agent as [`Agent::start`] does, but as the argument of
+    /// `wrapper` (e.g. `["faketime", "-f", "+1h"]`: a fault injected by
+    /// another program), with `env` added to its environment.
+    pub fn start_under(
+        root: &Path,
+        coordinator_url: &str,
+        spec: &AgentSpec,
+        wrapper: &[&str],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Agent> {
         let state_dir = root.join(&spec.host_id);
         std::fs::create_dir_all(&state_dir)?;
         let config_path = state_dir.join("agent.toml");
@@ -540,8 +553,16 @@ impl Agent {
             spec.extra_toml
         );
         std::fs::write(&config_path, toml)?;
-        let mut command = Command::new(&binaries().agent);
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(&binaries().agent);
+                command
+            }
+            None => Command::new(&binaries().agent),
+        };
         command
+            .envs(env.iter().copied())
             .arg("--config")
             .arg(&config_path)
             .arg("--coordinator")

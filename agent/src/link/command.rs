@@ -1,8 +1,10 @@
 //! [`Commands`]: the command policy, and the tasks that run actions.
 //!
 //! A command names an action; the command line comes from this host's
-//! config. A command runs only when its id is new to the journal, its
-//! `not_after` has not passed, the action is defined here, and its start
+//! config. A command runs only when its id is new to the journal, it was
+//! sent before its `not_after` (both on the coordinator's clock, so a
+//! skewed clock here does not matter: [`is_expired`]), the action is
+//! defined here, and its start
 //! was durably journalled. Anything else is answered without running:
 //! a repeat gets the journalled result (or `Running`), a start the journal
 //! could not record (a full disk) is `Failed` with the reason, the rest are
@@ -29,6 +31,9 @@ use tracing::Instrument;
 use crate::action;
 use crate::config::{Action, Config};
 use crate::journal::{Entry, Journal, Outcome};
+
+#[cfg(test)]
+mod tests;
 
 /// Queue of updates from action tasks. One command yields at most two
 /// updates and commands are rare, so it never fills in practice.
@@ -121,16 +126,7 @@ impl Commands {
             None => {}
         }
         let now = SystemTime::now();
-        let expired = match command
-            .not_after
-            .as_ref()
-            .map(|t| time_from_pb("not_after", t))
-        {
-            Some(Ok(not_after)) => now > not_after,
-            // A command without a valid deadline is treated as expired: never run what cannot be bounded.
-            _ => true,
-        };
-        if expired {
+        if is_expired(&command, now) {
             return self.reject(&command, REASON_EXPIRED.to_owned(), now);
         }
         let Some(action) = self.actions.get(&command.action).cloned() else {
@@ -225,6 +221,35 @@ impl Commands {
                 })
                 .await;
         });
+    }
+}
+
+/// Returns whether `command` is past its deadline, judged on the
+/// coordinator's clock alone (issue 11): it is expired iff it was sent after
+/// its `not_after`, both stamped by the coordinator. This host's clock may
+/// be hours off (an agent an hour ahead used to reject every command), and
+/// comparing two times from one clock needs no agreement between two.
+///
+/// What this does not see is the time in flight, which is small next to the
+/// command TTL; a copy held in a buffer during a partition was still valid
+/// when it was sent, and the coordinator resends pending commands, freshly
+/// stamped, on reconnect. Only without a `sent_at` (a coordinator older
+/// than the field) is `not_after` compared with `agent_now`, as before.
+///
+/// A command without a valid deadline, or with a `sent_at` that is not a
+/// valid time, is expired: never run what cannot be bounded.
+fn is_expired(command: &pb::Command, agent_now: SystemTime) -> bool {
+    let Some(Ok(not_after)) = command
+        .not_after
+        .as_ref()
+        .map(|t| time_from_pb("not_after", t))
+    else {
+        return true;
+    };
+    match command.sent_at.as_ref().map(|t| time_from_pb("sent_at", t)) {
+        Some(Ok(sent_at)) => sent_at > not_after,
+        Some(Err(_)) => true,
+        None => agent_now > not_after,
     }
 }
 

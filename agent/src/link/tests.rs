@@ -84,14 +84,27 @@ impl FakeCoordinator {
         hello
     }
 
-    /// Sends a command for `action` with this `id`, valid until `not_after`.
+    /// Sends a command for `action` with this `id`, valid until `not_after`
+    /// (and no `sent_at`, as an older coordinator sends it).
     async fn command(&mut self, id: &str, action: &str, not_after: SystemTime) {
+        self.command_sent(id, action, not_after, None).await;
+    }
+
+    /// Sends a command as [`Self::command`] does, stamped `sent_at`.
+    async fn command_sent(
+        &mut self,
+        id: &str,
+        action: &str,
+        not_after: SystemTime,
+        sent_at: Option<SystemTime>,
+    ) {
         let command = pb::Command {
             command_id: id.to_owned(),
             deployment: "web".to_owned(),
             action: action.to_owned(),
             reason: "test".to_owned(),
             not_after: Some(time_to_pb(not_after)),
+            sent_at: sent_at.map(time_to_pb),
             ..Default::default()
         };
         send(
@@ -303,6 +316,35 @@ async fn an_expired_command_is_rejected_and_nothing_runs() {
     let expired = format!("rejected: {REASON_EXPIRED}");
     assert_eq!(updates, [expired.as_str(), expired.as_str()]);
     assert_eq!(runs(&dir), 0);
+    // Left behind when an assertion fails, for a look at the journal.
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Issue 11: this agent's clock is an hour ahead of the coordinator's, so
+/// by its own clock every deadline has passed; the coordinator's `sent_at`
+/// says the command went out in time, and it runs, once.
+#[tokio::test]
+async fn a_command_sent_in_time_runs_on_an_agent_an_hour_ahead() {
+    let dir = state_dir("ahead");
+    let (updates, late) = with_agent(&dir, |mut coordinator| async move {
+        coordinator.accept().await;
+        let coordinator_now = SystemTime::now() - Duration::from_secs(3600);
+        let not_after = coordinator_now + Duration::from_secs(600);
+        coordinator
+            .command_sent("c-1", ACTION, not_after, Some(coordinator_now))
+            .await;
+        let updates = coordinator.until_final("c-1").await;
+        // One sent after its deadline, on the same clock, never runs.
+        let sent_late = not_after + Duration::from_secs(1);
+        coordinator
+            .command_sent("c-2", ACTION, not_after, Some(sent_late))
+            .await;
+        (updates, coordinator.until_final("c-2").await)
+    })
+    .await;
+    assert_eq!(updates, ["accepted", "running", "succeeded exit=0"]);
+    assert_eq!(late, [format!("rejected: {REASON_EXPIRED}")]);
+    assert_eq!(runs(&dir), 1);
     // Left behind when an assertion fails, for a look at the journal.
     let _ = std::fs::remove_dir_all(&dir);
 }

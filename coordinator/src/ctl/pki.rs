@@ -48,9 +48,13 @@ pub(crate) const CA_VALID_FOR: Duration = Duration::from_secs(3650 * 24 * 60 * 6
 pub(crate) const SERVER_VALID_FOR: Duration = Duration::from_secs(365 * 24 * 60 * 60);
 /// Agent and operator certificates last 90 days.
 pub(crate) const CLIENT_VALID_FOR: Duration = Duration::from_secs(90 * 24 * 60 * 60);
-/// How far before now a certificate starts, so a peer whose clock is a
-/// little behind does not find a fresh certificate "not yet valid".
-pub(crate) const BACKDATE: Duration = Duration::from_secs(5 * 60);
+/// How far before now a certificate starts, so that a peer whose clock is
+/// behind does not find a fresh certificate "not yet valid": an agent an
+/// hour behind must still accept a coordinator certificate issued a moment
+/// ago (issue 11). Public CAs backdate leaves by an hour for the same
+/// reason. The CA gets it too: rustls ignores a trust anchor's dates, but
+/// other verifiers (openssl, grpcurl) check them.
+pub(crate) const BACKDATE: Duration = Duration::from_secs(60 * 60);
 /// The last second X.509 can express (9999-12-31T23:59:59Z).
 const LATEST_UNIX_SECS: u64 = 253_402_300_799;
 

@@ -41,13 +41,16 @@ struct Host {
 }
 
 impl Host {
-    /// The command ids sent to this host so far.
+    /// The command ids sent to this host so far. Every copy, a decision's,
+    /// a catch-up's or a retry's, carries the coordinator's `sent_at` (the
+    /// agent judges expiry by it, issue 11).
     fn commands(&mut self) -> Vec<String> {
         let mut ids = Vec::new();
         while let Ok(message) = self.wire_rx.try_recv() {
             if let Some(pb::coordinator_message::Kind::Command(command)) =
                 message.expect("no status").kind
             {
+                assert!(command.sent_at.is_some(), "no sent_at: {command:?}");
                 ids.push(command.command_id);
             }
         }

@@ -167,7 +167,7 @@ impl AgentLink {
             }
         }
         for record in &connected.pending {
-            tx.send_command(&command_message(record), &self.tracker);
+            tx.send_command(&command_message(record, SystemTime::now()), &self.tracker);
         }
         if identity.cohort == Cohort::Beta && !self.decisions.state(&identity.deployment).armed {
             let decisions = Arc::clone(&self.decisions);

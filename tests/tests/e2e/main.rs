@@ -1,6 +1,7 @@
 //! End-to-end tests: real coordinator, agent, app and rollguardctl processes on loopback.
 
 mod bad_input;
+mod clock;
 mod faults;
 mod fleet;
 mod journal;

@@ -171,6 +171,22 @@ fn coordinator_certificate_is_a_server_certificate_for_its_sans() {
     fs::remove_dir_all(&dir).unwrap();
 }
 
+/// Issue 11: an agent whose clock is an hour behind accepts a coordinator
+/// certificate issued just now.
+#[test]
+fn a_fresh_certificate_is_valid_to_a_peer_an_hour_behind() {
+    let dir = ca_dir("backdated");
+    let now = SystemTime::now();
+    issue_in(&dir, "coordinator", "coord-1", &["--san", "127.0.0.1"]).unwrap();
+    let pem = fs::read(dir.join("coord-1.pem")).unwrap();
+    let an_hour_behind = now - Duration::from_secs(3600 - 60);
+    assert_eq!(describe(&pem, an_hour_behind).unwrap().status, "valid");
+    let der = der_of(&dir.join("coord-1.pem"));
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+    assert_near(cert.validity().not_before, now - Duration::from_secs(3600));
+    fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn agent_and_operator_certificates_name_one_spiffe_uri() {
     let dir = ca_dir("clients");
