@@ -528,7 +528,14 @@ pub struct Agent {
 impl Agent {
     /// Starts an agent with its state dir under `root`.
     pub fn start(root: &Path, coordinator_url: &str, spec: &AgentSpec) -> anyhow::Result<Agent> {
-        Agent::start_under(root, coordinator_url, spec, &[], &[])
+        Agent::launch(
+            root,
+            coordinator_url,
+            spec,
+            &root.join(&spec.host_id),
+            &[],
+            &[],
+        )
     }
 
     /// Starts an agent as [`Agent::start`] does, but as the argument of
@@ -542,8 +549,33 @@ impl Agent {
         env: &[(&str, &str)],
     ) -> anyhow::Result<Agent> {
         let state_dir = root.join(&spec.host_id);
-        std::fs::create_dir_all(&state_dir)?;
-        let config_path = state_dir.join("agent.toml");
+        Agent::launch(root, coordinator_url, spec, &state_dir, wrapper, env)
+    }
+
+    /// Starts an agent whose state dir (journal, actions' working dir) is
+    /// `state_dir` (a small tmpfs, say); its config and log stay in `root/HOST_ID`.
+    pub fn start_in(
+        root: &Path,
+        coordinator_url: &str,
+        spec: &AgentSpec,
+        state_dir: &Path,
+    ) -> anyhow::Result<Agent> {
+        Agent::launch(root, coordinator_url, spec, state_dir, &[], &[])
+    }
+
+    fn launch(
+        root: &Path,
+        coordinator_url: &str,
+        spec: &AgentSpec,
+        state_dir: &Path,
+        wrapper: &[&str],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Agent> {
+        let own_dir = root.join(&spec.host_id);
+        std::fs::create_dir_all(&own_dir)?;
+        std::fs::create_dir_all(state_dir)?;
+        let state_dir = state_dir.to_path_buf();
+        let config_path = own_dir.join("agent.toml");
         let toml = format!(
             "host_id = \"{}\"\ndeployment = \"{}\"\ncohort = \"{}\"\ninterval = \"250ms\"\nstate_dir = \"{}\"\n{}",
             spec.host_id,
@@ -567,7 +599,7 @@ impl Agent {
             .arg(&config_path)
             .arg("--coordinator")
             .arg(coordinator_url);
-        let proc = Proc::spawn(&spec.host_id, &mut command, state_dir.join("agent.log"))?;
+        let proc = Proc::spawn(&spec.host_id, &mut command, own_dir.join("agent.log"))?;
         Ok(Agent {
             proc,
             state_dir,

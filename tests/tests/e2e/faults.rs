@@ -425,3 +425,74 @@ fn a_coordinator_killed_in_a_fan_out_to_a_thousand_agents_reaches_each_target_on
         "{report}"
     );
 }
+
+#[test]
+fn an_agent_whose_disk_is_full_reports_the_rollback_failed_unrun_and_the_retry_runs_once() {
+    let root = test_dir("fault-agent-disk-full");
+    let coordinator =
+        Coordinator::start(&root.join("data"), Some("action_retries = 2\n")).expect("coordinator");
+    let tmpfs = match Tmpfs::mount(&root.join("beta-1-state"), "1m") {
+        Ok(tmpfs) => tmpfs,
+        Err(reason) => {
+            eprintln!("SKIPPED an_agent_whose_disk_is_full_...: {reason}");
+            return;
+        }
+    };
+    // The evidence is kept off the full disk: only the journal is on it.
+    let evidence = root.join("beta-1-evidence");
+    let mut spec = AgentSpec::with_evidence_action("beta-1", "cache", "beta");
+    spec.extra_toml = format!(
+        "[actions.rollback]\ncommand = [\"/bin/sh\", \"-c\", \"echo ran >> {}\"]\ntimeout = \"30s\"\n",
+        evidence.display()
+    );
+    let _agent = Agent::start_in(&root, &coordinator.url, &spec, &tmpfs.dir).expect("agent");
+    wait_connected(&coordinator, "beta-1");
+    let filler = tmpfs.fill("filler");
+
+    let first = roll_back(&coordinator, "agent disk full");
+    let reason = wait_until(
+        "the unrecordable rollback to be reported failed",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || {
+            let results = results(&coordinator, &first)?;
+            let host = &results["results"][0];
+            (host["status"] == "failed").then(|| host["reason"].to_string())
+        },
+    )
+    .expect("failed");
+    assert!(reason.contains("cannot record"), "{reason}");
+    let runs = || {
+        std::fs::read_to_string(&evidence)
+            .map(|s| s.lines().count())
+            .unwrap_or(0)
+    };
+    assert_eq!(
+        runs(),
+        0,
+        "a command the journal could not record never runs"
+    );
+
+    // Space comes back; a retry closed to the host runs it, once.
+    std::fs::remove_file(&filler).expect("free the space");
+    wait_until(
+        "a retry to succeed",
+        Duration::from_secs(90),
+        Duration::from_millis(200),
+        || {
+            let mut id = first.clone();
+            loop {
+                let results = results(&coordinator, &id)?;
+                let host = &results["results"][0];
+                if host["status"] == "succeeded" {
+                    return Some(());
+                }
+                id = host["retried_by"].as_str()?.to_owned();
+            }
+        },
+    )
+    .expect("a retry succeeded");
+    assert_eq!(runs(), 1, "the rollback ran exactly once");
+    let history = coordinator.ctl(&["history", "-o", "json"]).stdout;
+    assert!(history.contains("retry 1 of"), "{history}");
+}
