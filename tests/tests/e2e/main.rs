@@ -6,6 +6,7 @@ mod fleet;
 mod journal;
 mod limits;
 mod metrics;
+mod partition;
 mod policy;
 mod tls;
 mod traces;
