@@ -19,9 +19,9 @@ use crate::collect::{CollectConfig, DEFAULT_EXCLUDED_INTERFACES};
 pub use crate::app::config::RawApp;
 
 /// The default of `resend_buffer`. A typical host with app histograms
-/// costs about 2.5 KiB a sample in the buffer (README, Agent
-/// configuration), so this holds about 25 minutes at 1 s; a 10-minute cut
-/// costs about 1.5 MiB.
+/// costs about 2.4 KiB a sample in the buffer (README, Agent
+/// configuration), so this holds about 29 minutes at 1 s; a 10-minute cut
+/// costs about 1.4 MiB.
 pub(crate) const DEFAULT_RESEND_BUFFER: &str = "4MiB";
 
 /// The smallest `resend_buffer` accepted: a few samples of a large host.
