@@ -18,6 +18,15 @@ use crate::collect::{CollectConfig, DEFAULT_EXCLUDED_INTERFACES};
 // stays reachable here, where it always was.
 pub use crate::app::config::RawApp;
 
+/// The default of `resend_buffer`. A typical host with app histograms
+/// costs about 2.4 KiB a sample in the buffer (README, Agent
+/// configuration), so this holds about 29 minutes at 1 s; a 10-minute cut
+/// costs about 1.4 MiB.
+pub(crate) const DEFAULT_RESEND_BUFFER: &str = "4MiB";
+
+/// The smallest `resend_buffer` accepted: a few samples of a large host.
+const MIN_RESEND_BUFFER_BYTES: u64 = 64 << 10;
+
 /// Env prefix: `ROLLGUARD_AGENT__DEPLOYMENT=cache-service`.
 pub const ENV_PREFIX: &str = "ROLLGUARD_AGENT";
 
@@ -47,6 +56,9 @@ pub struct RawConfig {
     pub state_dir: PathBuf,
     /// How long shutdown waits for a running action.
     pub shutdown_grace: String,
+    /// Memory bound of the samples kept until the coordinator acks them
+    /// (resent after a reconnect; the oldest are dropped past it), e.g. `4MiB`.
+    pub resend_buffer: String,
     /// Free-form labels sent in Hello.
     pub labels: BTreeMap<String, String>,
     /// Named actions; the coordinator can only name one of these.
@@ -128,6 +140,7 @@ impl Default for RawConfig {
             interval: "1s".to_owned(),
             state_dir: PathBuf::from("/var/lib/rollguard-agent"),
             shutdown_grace: "10s".to_owned(),
+            resend_buffer: DEFAULT_RESEND_BUFFER.to_owned(),
             labels: BTreeMap::new(),
             actions: BTreeMap::new(),
             collect: RawCollect::default(),
@@ -170,6 +183,8 @@ pub struct Config {
     pub interval: Duration,
     pub state_dir: PathBuf,
     pub shutdown_grace: Duration,
+    /// Bound of the unacked samples' memory (`resend_buffer`).
+    pub(crate) resend_buffer_bytes: usize,
     pub labels: BTreeMap<String, String>,
     pub actions: BTreeMap<String, Action>,
     pub(crate) collect: CollectConfig,
@@ -322,6 +337,7 @@ impl RawConfig {
             return Err(ConfigError::invalid("state_dir", "must not be empty"));
         }
         let shutdown_grace = config::parse_duration("shutdown_grace", &self.shutdown_grace)?;
+        let resend_buffer_bytes = resend_buffer_bytes(&self.resend_buffer)?;
         let app = AppConfig::from_raw(self.app, interval)?;
         let mut actions = BTreeMap::new();
         for (name, raw) in self.actions {
@@ -338,6 +354,7 @@ impl RawConfig {
             interval,
             state_dir: self.state_dir,
             shutdown_grace,
+            resend_buffer_bytes,
             labels: self.labels,
             actions,
             collect: CollectConfig {
@@ -349,6 +366,19 @@ impl RawConfig {
             otlp_endpoint: self.telemetry.endpoint().map(str::to_owned),
         })
     }
+}
+
+/// Checks `resend_buffer`: a size of at least [`MIN_RESEND_BUFFER_BYTES`].
+fn resend_buffer_bytes(value: &str) -> Result<usize, ConfigError> {
+    let bytes = config::parse_bytes("resend_buffer", value)?;
+    if bytes < MIN_RESEND_BUFFER_BYTES {
+        return Err(ConfigError::invalid(
+            "resend_buffer",
+            format!("`{value}` is below the least, 64KiB (a few samples of a large host)"),
+        ));
+    }
+    usize::try_from(bytes)
+        .map_err(|_| ConfigError::invalid("resend_buffer", format!("`{value}` is too large")))
 }
 
 /// Picks where the app version comes from: at most one of the file and the command.

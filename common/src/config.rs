@@ -114,5 +114,37 @@ pub fn parse_positive_duration(key: &str, value: &str) -> Result<Duration, Confi
     Ok(duration)
 }
 
+/// Parses a size in bytes such as `4MiB`, `512 KiB`, `2MB` or `65536` for
+/// `key`. Units: `B`, `KiB`, `MiB`, `GiB` (powers of 1024) and `KB`, `MB`,
+/// `GB` (powers of 1000), in any case; none means bytes.
+pub fn parse_bytes(key: &str, value: &str) -> Result<u64, ConfigError> {
+    let not_a_size = || {
+        ConfigError::invalid(
+            key,
+            format!("`{value}` is not a size (a whole number and B, KiB, MiB, GiB, KB, MB or GB)"),
+        )
+    };
+    let trimmed = value.trim();
+    let split = trimmed
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(trimmed.len());
+    let (digits, unit) = trimmed.split_at(split);
+    let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        _ => return Err(not_a_size()),
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(multiplier))
+        .ok_or_else(not_a_size)
+}
+
 #[cfg(test)]
 mod tests;

@@ -28,6 +28,15 @@ use crate::outbound::AgentTx;
 use crate::service::{agent::AgentLink, control::Control};
 use crate::store::{Snapshot, Store, Write};
 
+/// An HTTP/2 ping goes out on a connection after this long without a frame
+/// from its peer. Agents send a sample every interval, so their connections
+/// see pings only when quiet or dead.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+/// An unanswered ping closes the connection after this long: a partitioned
+/// agent's half-open stream ends (it is shown disconnected, its command
+/// waits for its reconnect) within seconds instead of 40 (issue 11).
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Name of the file in the data dir that holds the bound gRPC address, so
 /// that scripts (and the demo) can find a coordinator started on port 0.
 pub const ADDR_FILE: &str = "coordinator.addr";
@@ -177,8 +186,8 @@ pub async fn run(
         server_shutdown.clone(),
     );
     let server = builder
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
         .max_concurrent_streams(Some(parts.config.max_streams_per_connection))
         .layer(AuthLayer {
             authority: Arc::clone(&authority),

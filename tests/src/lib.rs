@@ -121,6 +121,18 @@ pub fn test_dir(name: &str) -> PathBuf {
     dir
 }
 
+/// A command that runs `program` through `launcher` (none when empty).
+fn launched(launcher: &[&str], program: &Path) -> Command {
+    match launcher.split_first() {
+        Some((first, rest)) => {
+            let mut command = Command::new(first);
+            command.args(rest).arg(program);
+            command
+        }
+        None => Command::new(program),
+    }
+}
+
 /// A child process that is stopped (SIGKILL) when dropped.
 #[derive(Debug)]
 pub struct Proc {
@@ -227,6 +239,16 @@ impl Coordinator {
         Coordinator::launch(&self.data_dir, config.as_deref(), scheme, &listen)
     }
 
+    /// Starts a coordinator whose gRPC listener is on `listen` (`IP:0`); off
+    /// loopback it is started with `--insecure-listen`.
+    pub fn start_on(
+        data_dir: &Path,
+        config_toml: Option<&str>,
+        listen: &str,
+    ) -> anyhow::Result<Coordinator> {
+        Coordinator::launch(data_dir, config_toml, "http", listen)
+    }
+
     /// Starts a coordinator whose config has a `[tls]` table; its URL is `https://`.
     pub fn start_tls(data_dir: &Path, config_toml: &str) -> anyhow::Result<Coordinator> {
         Coordinator::launch(data_dir, Some(config_toml), "https", "127.0.0.1:0")
@@ -248,6 +270,12 @@ impl Coordinator {
             .args(["--listen", listen, "--http-listen", "127.0.0.1:0"])
             .arg("--data-dir")
             .arg(data_dir);
+        let loopback = listen
+            .parse::<std::net::SocketAddr>()
+            .is_ok_and(|addr| addr.ip().is_loopback());
+        if scheme == "http" && !loopback {
+            command.arg("--insecure-listen");
+        }
         if let Some(toml) = config_toml {
             let path = data_dir.join("coordinator.toml");
             std::fs::write(&path, toml)?;
@@ -538,18 +566,19 @@ impl Agent {
         )
     }
 
-    /// Starts an agent as [`Agent::start`] does, but as the argument of
-    /// `wrapper` (e.g. `["faketime", "-f", "+1h"]`: a fault injected by
-    /// another program), with `env` added to its environment.
-    pub fn start_under(
+    /// Starts an agent like [`Agent::start`], its command line run through
+    /// `launcher` (a fault injected by another program: `["faketime", "-f",
+    /// "+1h"]`, `["ip", "netns", "exec", "NAME"]`), with `env` added
+    /// (`ROLLGUARD_AGENT__INTERVAL` wins over the generated file).
+    pub fn start_via(
         root: &Path,
         coordinator_url: &str,
         spec: &AgentSpec,
-        wrapper: &[&str],
+        launcher: &[&str],
         env: &[(&str, &str)],
     ) -> anyhow::Result<Agent> {
         let state_dir = root.join(&spec.host_id);
-        Agent::launch(root, coordinator_url, spec, &state_dir, wrapper, env)
+        Agent::launch(root, coordinator_url, spec, &state_dir, launcher, env)
     }
 
     /// Starts an agent whose state dir (journal, actions' working dir) is
@@ -568,7 +597,7 @@ impl Agent {
         coordinator_url: &str,
         spec: &AgentSpec,
         state_dir: &Path,
-        wrapper: &[&str],
+        launcher: &[&str],
         env: &[(&str, &str)],
     ) -> anyhow::Result<Agent> {
         let own_dir = root.join(&spec.host_id);
@@ -585,14 +614,7 @@ impl Agent {
             spec.extra_toml
         );
         std::fs::write(&config_path, toml)?;
-        let mut command = match wrapper.split_first() {
-            Some((program, args)) => {
-                let mut command = Command::new(program);
-                command.args(args).arg(&binaries().agent);
-                command
-            }
-            None => Command::new(&binaries().agent),
-        };
+        let mut command = launched(launcher, &binaries().agent);
         command
             .envs(env.iter().copied())
             .arg("--config")
@@ -635,13 +657,24 @@ pub struct DemoApp {
 impl DemoApp {
     /// Starts an app in `dir` with `version` installed; `fail_after` applies when it is the beta version.
     pub fn start(dir: &Path, version: &str, fail_after: &str) -> anyhow::Result<DemoApp> {
+        DemoApp::start_via(dir, version, fail_after, &[])
+    }
+
+    /// Starts an app like [`DemoApp::start`], its command line run through
+    /// `launcher` (such as `["ip", "netns", "exec", "NAME"]`).
+    pub fn start_via(
+        dir: &Path,
+        version: &str,
+        fail_after: &str,
+        launcher: &[&str],
+    ) -> anyhow::Result<DemoApp> {
         std::fs::create_dir_all(dir)?;
         let version_file = dir.join("app-version");
         std::fs::write(&version_file, format!("{version}\n"))?;
         let addr_file = dir.join("app.addr");
         let _ = std::fs::remove_file(&addr_file);
         let control_file = dir.join("app-control");
-        let mut command = Command::new(&binaries().demo_app);
+        let mut command = launched(launcher, &binaries().demo_app);
         command
             .args(["--listen", "127.0.0.1:0", "--beta-version", BETA_VERSION])
             .args(["--fail-after", fail_after, "--rps", "400"])

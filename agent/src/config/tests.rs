@@ -346,3 +346,25 @@ fn env_values_stay_strings_unless_a_field_wants_a_number() {
     );
     assert_eq!(config.host_id.as_str(), "007");
 }
+
+#[test]
+fn the_resend_buffer_is_a_size_from_the_file_or_env() {
+    let cfg = load(None, REQUIRED).expect("valid");
+    assert_eq!(cfg.resend_buffer_bytes, 4 << 20, "the default");
+    let cfg = load(Some("resend_buffer = \"512KiB\"\n"), REQUIRED).expect("valid");
+    assert_eq!(cfg.resend_buffer_bytes, 512 << 10);
+    let env = [
+        REQUIRED[0],
+        REQUIRED[1],
+        ("ROLLGUARD_AGENT__RESEND_BUFFER", "16MiB"),
+    ];
+    let cfg = load(Some("resend_buffer = \"512KiB\"\n"), &env).expect("valid");
+    assert_eq!(cfg.resend_buffer_bytes, 16 << 20, "env wins");
+    for bad in ["lots", "4 MiBs", "-1MiB", "1KiB", "0"] {
+        check_error(
+            Some(&format!("resend_buffer = \"{bad}\"\n")),
+            REQUIRED,
+            "`resend_buffer`",
+        );
+    }
+}

@@ -83,8 +83,8 @@ impl Link {
         let tracker = TaskTracker::new();
         Link {
             commands: Commands::new(&config, journal, tracker.clone()),
+            samples: ResendBuffer::new(config.resend_buffer_bytes),
             config,
-            samples: ResendBuffer::new(),
             pending: VecDeque::new(),
             session: None,
             backoff: Backoff::new(),
@@ -139,7 +139,16 @@ impl Link {
         for err in &collected.errors {
             tracing::debug!(error = %err, "collector error");
         }
+        let dropped_before = self.samples.dropped();
         self.samples.push(&collected.sample);
+        if dropped_before == 0 && self.samples.dropped() > 0 {
+            let (n_samples, bytes) = self.samples.len_and_bytes();
+            tracing::warn!(
+                n_samples,
+                bytes,
+                "resend buffer full: dropping the oldest unacked samples"
+            );
+        }
         match version::read(&self.config.version).await {
             Ok(current) if current != self.app_version => {
                 tracing::info!(from = %self.app_version, to = %current, "app version changed");
@@ -167,8 +176,18 @@ impl Link {
         match connector.open(self.hello()).await {
             Ok(mut s) => {
                 tracing::info!(coordinator = %self.config.coordinator, "connected");
+                let (n_samples, bytes) = self.samples.len_and_bytes();
+                if n_samples > 1 {
+                    // One is the usual sample in flight; more is a backlog.
+                    tracing::info!(
+                        n_samples,
+                        bytes,
+                        dropped = self.samples.take_dropped(),
+                        "resending unacked samples"
+                    );
+                }
                 for chunk in self.samples.chunks(s.max_batch) {
-                    let batch = s.batch(chunk[0].0, chunk.iter().map(|(_, sample)| sample));
+                    let batch = s.batch(chunk[0].seq, chunk.iter().map(|u| &u.sample));
                     let _ = s.up_tx.send(batch).await;
                 }
                 while let Some(update) = self.pending.pop_front() {

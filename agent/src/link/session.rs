@@ -24,6 +24,16 @@ use tonic::transport::{ClientTlsConfig, Endpoint};
 pub(crate) const UPSTREAM_CAPACITY: usize = 64;
 /// Deadline of a TCP connect and of the answer to Hello.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// An HTTP/2 ping goes out after this long without a frame from the
+/// coordinator. A healthy stream brings an ack every sampling interval, so
+/// pings flow only on a quiet link or a dead one.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+/// An unanswered ping ends the session after this long. A link that drops
+/// every packet (a partition, a silent NAT or firewall timeout) raises no
+/// error: only the ping notices it, and then the agent reconnects and
+/// resends its unacked samples rather than queue them in a dead TCP
+/// connection (issue 11; the keepalive was 30 s + 10 s).
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a closing session waits for its last messages to leave.
 const CLOSE_GRACE: Duration = Duration::from_millis(500);
 
@@ -157,8 +167,8 @@ impl GrpcConnector {
         let endpoint = endpoint
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(30))
-            .keep_alive_timeout(Duration::from_secs(10));
+            .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+            .keep_alive_timeout(KEEPALIVE_TIMEOUT);
         Ok(GrpcConnector { endpoint })
     }
 }

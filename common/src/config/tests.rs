@@ -81,3 +81,33 @@ fn durations_name_their_key() {
     let err = parse_positive_duration("timeout", "0s").expect_err("zero");
     assert!(err.to_string().contains("`timeout`"), "{err}");
 }
+
+#[test]
+fn sizes_parse_with_binary_and_decimal_units() {
+    for (text, bytes) in [
+        ("65536", 65_536),
+        ("4MiB", 4 << 20),
+        (" 512 KiB ", 512 << 10),
+        ("1gib", 1 << 30),
+        ("2MB", 2_000_000),
+        ("10kb", 10_000),
+        ("7B", 7),
+        ("0", 0),
+    ] {
+        assert_eq!(parse_bytes("size", text).expect(text), bytes, "{text}");
+    }
+    for bad in [
+        "",
+        "MiB",
+        "4 MiBs",
+        "-1MiB",
+        "1.5MiB",
+        "99999999999999GiB",
+        "4 M",
+    ] {
+        let err = parse_bytes("resend_buffer", bad)
+            .expect_err(bad)
+            .to_string();
+        assert!(err.contains("`resend_buffer`"), "{bad}: {err}");
+    }
+}

@@ -39,7 +39,7 @@ fn faketime_missing() -> Option<String> {
 /// Starts a beta agent whose wall clock is off by `offset`. Monotonic time
 /// is left alone, so the agent's timers (tokio's `Instant`) run true.
 fn skewed_beta(root: &std::path::Path, url: &str, host_id: &str, offset: &str) -> Agent {
-    Agent::start_under(
+    Agent::start_via(
         root,
         url,
         &AgentSpec::with_evidence_action(host_id, "clock", "beta"),

@@ -7,6 +7,7 @@ mod fleet;
 mod journal;
 mod limits;
 mod metrics;
+mod partition;
 mod policy;
 mod tls;
 mod traces;
