@@ -13,10 +13,12 @@ use tonic::transport::ClientTlsConfig;
 
 use crate::app::config::AppConfig;
 use crate::collect::{CollectConfig, DEFAULT_EXCLUDED_INTERFACES};
+use crate::tripwire::TripwireConfig;
 
 // The `[app]` table is parsed next to the code that reads it; its raw form
 // stays reachable here, where it always was.
 pub use crate::app::config::RawApp;
+pub use crate::tripwire::RawTripwire;
 
 /// Env prefix: `ROLLGUARD_AGENT__DEPLOYMENT=cache-service`.
 pub const ENV_PREFIX: &str = "ROLLGUARD_AGENT";
@@ -59,6 +61,8 @@ pub struct RawConfig {
     pub app: RawApp,
     /// Mutual TLS to the coordinator (needed for an `https://` coordinator).
     pub tls: RawTls,
+    /// The local tripwire while the coordinator is unreachable; absent means off.
+    pub tripwire: Option<RawTripwire>,
 }
 
 /// The `[tls]` table: the CA that signed the coordinator's certificate,
@@ -134,6 +138,7 @@ impl Default for RawConfig {
             telemetry: RawTelemetry::default(),
             app: RawApp::default(),
             tls: RawTls::default(),
+            tripwire: None,
         }
     }
 }
@@ -179,6 +184,8 @@ pub struct Config {
     pub otlp_endpoint: Option<String>,
     /// TLS to the coordinator, read from `[tls]`, when the URL is `https://`.
     pub tls: Option<ClientTlsConfig>,
+    /// The local tripwire, when `[tripwire]` is set.
+    pub tripwire: Option<TripwireConfig>,
 }
 
 impl Config {
@@ -188,7 +195,7 @@ impl Config {
         let probe = self.app.as_ref().and_then(|a| a.probe.as_ref());
         let actions: Vec<&str> = self.actions.keys().map(String::as_str).collect();
         format!(
-            "host {} in {} ({}) every {:?}, coordinator {}; actions: {}; scrape: {}; probe: {}",
+            "host {} in {} ({}) every {:?}, coordinator {}; actions: {}; scrape: {}; probe: {}; tripwire: {}",
             self.host_id,
             self.deployment,
             self.cohort,
@@ -201,6 +208,13 @@ impl Config {
             },
             scrape.map_or_else(|| "none".to_owned(), |s| s.url.to_string()),
             probe.map_or_else(|| "none".to_owned(), |p| p.url.to_string()),
+            self.tripwire.as_ref().map_or_else(
+                || "off".to_owned(),
+                |t| format!(
+                    "`{}` after {:?} away and {} failing round(s)",
+                    t.action, t.after, t.policy.consecutive_failures
+                )
+            ),
         )
     }
 }
@@ -328,6 +342,10 @@ impl RawConfig {
             let checked = action(&name, raw)?;
             actions.insert(name, checked);
         }
+        let tripwire = self
+            .tripwire
+            .map(|raw| raw.validate(actions.keys()))
+            .transpose()?;
         Ok(Config {
             tls: tls.map(|(config, _)| config),
             coordinator: self.coordinator,
@@ -347,6 +365,7 @@ impl RawConfig {
             },
             app,
             otlp_endpoint: self.telemetry.endpoint().map(str::to_owned),
+            tripwire,
         })
     }
 }

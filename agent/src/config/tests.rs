@@ -346,3 +346,31 @@ fn env_values_stay_strings_unless_a_field_wants_a_number() {
     );
     assert_eq!(config.host_id.as_str(), "007");
 }
+
+#[test]
+fn tripwire_is_off_by_default_and_checked_against_the_actions() {
+    let config = load(None, REQUIRED).expect("valid");
+    assert!(config.tripwire.is_none());
+    let actions = "[actions.rollback]\ncommand = [\"/bin/true\"]\n";
+    let tripwire = "[tripwire]\nafter = \"60s\"\naction = \"rollback\"\nconsecutive_failures = 5\n\
+                    [[tripwire.rules]]\nmetric = \"error_rate\"\nmax = 0.2\n";
+    let config = load(Some(&format!("{actions}{tripwire}")), REQUIRED).expect("valid");
+    let checked = config.tripwire.expect("on");
+    assert_eq!(checked.after, Duration::from_secs(60));
+    assert_eq!(checked.policy.consecutive_failures, 5);
+    // The action must be one of this agent's own.
+    check_error(Some(tripwire), REQUIRED, "`tripwire.action`");
+    check_error(
+        Some(&format!(
+            "{actions}{}",
+            tripwire.replace("error_rate", "memory_percent")
+        )),
+        REQUIRED,
+        "`tripwire.rules[0].metric`",
+    );
+    check_error(
+        Some(&format!("{actions}[tripwire]\nafter = \"1m\"\nbogus = 1\n")),
+        REQUIRED,
+        "bogus",
+    );
+}
