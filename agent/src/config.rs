@@ -346,6 +346,9 @@ impl RawConfig {
             .tripwire
             .map(|raw| raw.validate(actions.keys()))
             .transpose()?;
+        if let Some(tripwire) = &tripwire {
+            tripwire_reads_the_app(tripwire, app.as_ref())?;
+        }
         Ok(Config {
             tls: tls.map(|(config, _)| config),
             coordinator: self.coordinator,
@@ -368,6 +371,32 @@ impl RawConfig {
             tripwire,
         })
     }
+}
+
+/// Checks that every tripwire rule has its figures: a probe metric needs
+/// `app.probe_url`, the others `app.scrape_url`. A rule without them would
+/// hold its count forever (an unreadable round), and never fire.
+fn tripwire_reads_the_app(
+    tripwire: &TripwireConfig,
+    app: Option<&AppConfig>,
+) -> Result<(), ConfigError> {
+    for (idx, rule) in tripwire.policy.rules.iter().enumerate() {
+        let (has, needs) = if rule.metric.is_probe() {
+            (app.is_some_and(|a| a.probe.is_some()), "app.probe_url")
+        } else {
+            (app.is_some_and(|a| a.scrape.is_some()), "app.scrape_url")
+        };
+        if !has {
+            return Err(ConfigError::invalid(
+                format!("tripwire.rules[{idx}].metric"),
+                format!(
+                    "`{}` is read from the app: set `{needs}` in [app]",
+                    rule.metric.name
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Picks where the app version comes from: at most one of the file and the command.
