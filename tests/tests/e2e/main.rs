@@ -9,3 +9,4 @@ mod metrics;
 mod policy;
 mod tls;
 mod traces;
+mod tripwire;
