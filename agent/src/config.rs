@@ -13,10 +13,12 @@ use tonic::transport::ClientTlsConfig;
 
 use crate::app::config::AppConfig;
 use crate::collect::{CollectConfig, DEFAULT_EXCLUDED_INTERFACES};
+use crate::tripwire::TripwireConfig;
 
 // The `[app]` table is parsed next to the code that reads it; its raw form
 // stays reachable here, where it always was.
 pub use crate::app::config::RawApp;
+pub use crate::tripwire::RawTripwire;
 
 /// The default of `resend_buffer`. A typical host with app histograms
 /// costs about 2.4 KiB a sample in the buffer (README, Agent
@@ -71,6 +73,8 @@ pub struct RawConfig {
     pub app: RawApp,
     /// Mutual TLS to the coordinator (needed for an `https://` coordinator).
     pub tls: RawTls,
+    /// The local tripwire while the coordinator is unreachable; absent means off.
+    pub tripwire: Option<RawTripwire>,
 }
 
 /// The `[tls]` table: the CA that signed the coordinator's certificate,
@@ -147,6 +151,7 @@ impl Default for RawConfig {
             telemetry: RawTelemetry::default(),
             app: RawApp::default(),
             tls: RawTls::default(),
+            tripwire: None,
         }
     }
 }
@@ -194,6 +199,8 @@ pub struct Config {
     pub otlp_endpoint: Option<String>,
     /// TLS to the coordinator, read from `[tls]`, when the URL is `https://`.
     pub tls: Option<ClientTlsConfig>,
+    /// The local tripwire, when `[tripwire]` is set.
+    pub tripwire: Option<TripwireConfig>,
 }
 
 impl Config {
@@ -203,7 +210,7 @@ impl Config {
         let probe = self.app.as_ref().and_then(|a| a.probe.as_ref());
         let actions: Vec<&str> = self.actions.keys().map(String::as_str).collect();
         format!(
-            "host {} in {} ({}) every {:?}, coordinator {}; actions: {}; scrape: {}; probe: {}",
+            "host {} in {} ({}) every {:?}, coordinator {}; actions: {}; scrape: {}; probe: {}; tripwire: {}",
             self.host_id,
             self.deployment,
             self.cohort,
@@ -216,6 +223,13 @@ impl Config {
             },
             scrape.map_or_else(|| "none".to_owned(), |s| s.url.to_string()),
             probe.map_or_else(|| "none".to_owned(), |p| p.url.to_string()),
+            self.tripwire.as_ref().map_or_else(
+                || "off".to_owned(),
+                |t| format!(
+                    "`{}` after {:?} away and {} failing round(s)",
+                    t.action, t.after, t.policy.consecutive_failures
+                )
+            ),
         )
     }
 }
@@ -344,6 +358,13 @@ impl RawConfig {
             let checked = action(&name, raw)?;
             actions.insert(name, checked);
         }
+        let tripwire = self
+            .tripwire
+            .map(|raw| raw.validate(actions.keys()))
+            .transpose()?;
+        if let Some(tripwire) = &tripwire {
+            tripwire_reads_the_app(tripwire, app.as_ref())?;
+        }
         Ok(Config {
             tls: tls.map(|(config, _)| config),
             coordinator: self.coordinator,
@@ -364,6 +385,7 @@ impl RawConfig {
             },
             app,
             otlp_endpoint: self.telemetry.endpoint().map(str::to_owned),
+            tripwire,
         })
     }
 }
@@ -379,6 +401,32 @@ fn resend_buffer_bytes(value: &str) -> Result<usize, ConfigError> {
     }
     usize::try_from(bytes)
         .map_err(|_| ConfigError::invalid("resend_buffer", format!("`{value}` is too large")))
+}
+
+/// Checks that every tripwire rule has its figures: a probe metric needs
+/// `app.probe_url`, the others `app.scrape_url`. A rule without them would
+/// hold its count forever (an unreadable round), and never fire.
+fn tripwire_reads_the_app(
+    tripwire: &TripwireConfig,
+    app: Option<&AppConfig>,
+) -> Result<(), ConfigError> {
+    for (idx, rule) in tripwire.policy.rules.iter().enumerate() {
+        let (has, needs) = if rule.metric.is_probe() {
+            (app.is_some_and(|a| a.probe.is_some()), "app.probe_url")
+        } else {
+            (app.is_some_and(|a| a.scrape.is_some()), "app.scrape_url")
+        };
+        if !has {
+            return Err(ConfigError::invalid(
+                format!("tripwire.rules[{idx}].metric"),
+                format!(
+                    "`{}` is read from the app: set `{needs}` in [app]",
+                    rule.metric.name
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Picks where the app version comes from: at most one of the file and the command.

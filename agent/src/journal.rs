@@ -16,6 +16,12 @@
 //! Opening writes nothing unless a command was left started, and a failed
 //! write there is logged, not fatal, so the agent starts on a full disk.
 //!
+//! A local run (the tripwire's, issue 11) is journalled the same way, its
+//! `started` line carrying the trip; a `reported` line follows once the
+//! coordinator acknowledged its report. Until then it is unreported: the
+//! link resends it on every stream, and the tripwire of a restarted agent
+//! stays disarmed (it fired in this outage).
+//!
 //! It does not compact itself; at one line pair per rollback it grows slowly.
 
 use std::collections::HashMap;
@@ -25,6 +31,8 @@ use std::path::{Path, PathBuf};
 
 use rollguard_common::CommandStatus;
 use serde::{Deserialize, Serialize};
+
+use crate::tripwire::Trip;
 
 /// File name inside the state dir.
 pub const JOURNAL_FILE: &str = "commands.journal";
@@ -43,8 +51,21 @@ pub struct Outcome {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
 enum Line {
-    Started { id: String },
-    Finished { id: String, outcome: Outcome },
+    Started {
+        id: String,
+        /// Set for a local run: why the tripwire fired. (Older agents
+        /// ignore the field; it is only written for local runs.)
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        local: Option<Trip>,
+    },
+    Finished {
+        id: String,
+        outcome: Outcome,
+    },
+    /// The coordinator acknowledged the report of local run `id`.
+    Reported {
+        id: String,
+    },
 }
 
 /// What the journal knows of one command id.
@@ -62,6 +83,8 @@ pub struct Journal {
     path: PathBuf,
     file: File,
     entries: HashMap<String, Entry>,
+    /// Local runs not yet acknowledged by the coordinator, oldest first.
+    unreported: Vec<(String, Trip)>,
     /// Length of the file after the last append that succeeded (or at open):
     /// where a failed append is cut back to.
     good_len: u64,
@@ -75,6 +98,7 @@ pub struct Journal {
 /// What [`load`] read from the file.
 struct Loaded {
     entries: HashMap<String, Entry>,
+    unreported: Vec<(String, Trip)>,
     /// Ids whose last line is `started`, in file order.
     started: Vec<String>,
     len: u64,
@@ -94,6 +118,7 @@ impl Journal {
             path,
             file,
             entries: loaded.entries,
+            unreported: loaded.unreported,
             good_len: loaded.len,
             torn_tail: loaded.ends_torn,
             skipped_lines: loaded.skipped_lines,
@@ -139,9 +164,40 @@ impl Journal {
     /// action starts; on an error `id` stays unknown and the file holds no
     /// `started` line for it.
     pub fn start(&mut self, id: &str) -> io::Result<()> {
-        self.append(&Line::Started { id: id.to_owned() })?;
+        self.append(&Line::Started {
+            id: id.to_owned(),
+            local: None,
+        })?;
         self.entries.insert(id.to_owned(), Entry::Running);
         Ok(())
+    }
+
+    /// As [`Journal::start`], for a local run the tripwire fired: the trip
+    /// is kept with it, unreported until [`Journal::reported`].
+    pub fn start_local(&mut self, id: &str, trip: &Trip) -> io::Result<()> {
+        self.append(&Line::Started {
+            id: id.to_owned(),
+            local: Some(trip.clone()),
+        })?;
+        self.entries.insert(id.to_owned(), Entry::Running);
+        self.unreported.push((id.to_owned(), trip.clone()));
+        Ok(())
+    }
+
+    /// Records that the coordinator acknowledged the report of local run
+    /// `id`. Forgotten in memory even when the write fails: a restart then
+    /// only reports it once more, which the coordinator takes as a repeat.
+    pub fn reported(&mut self, id: &str) -> io::Result<()> {
+        if !self.unreported.iter().any(|(known, _)| known == id) {
+            return Ok(());
+        }
+        self.unreported.retain(|(known, _)| known != id);
+        self.append(&Line::Reported { id: id.to_owned() })
+    }
+
+    /// Returns the local runs the coordinator has not acknowledged, oldest first.
+    pub fn unreported(&self) -> &[(String, Trip)] {
+        &self.unreported
     }
 
     /// Records the final outcome of `id`, durably when the write succeeds.
@@ -208,6 +264,7 @@ fn load(path: &Path) -> io::Result<Loaded> {
     };
     let mut loaded = Loaded {
         entries: HashMap::new(),
+        unreported: Vec::new(),
         started: Vec::new(),
         len: u64::try_from(bytes.len()).expect("a file length fits in u64"),
         ends_torn: bytes.last().is_some_and(|&byte| byte != b'\n'),
@@ -220,9 +277,15 @@ fn load(path: &Path) -> io::Result<Loaded> {
         // Bytes, not text: a line cut inside a multi-byte character is not
         // UTF-8, and must cost only itself.
         match serde_json::from_slice::<Line>(line) {
-            Ok(Line::Started { id }) => {
+            Ok(Line::Started { id, local }) => {
+                if let Some(trip) = local {
+                    loaded.unreported.push((id.clone(), trip));
+                }
                 loaded.started.push(id.clone());
                 loaded.entries.insert(id, Entry::Running);
+            }
+            Ok(Line::Reported { id }) => {
+                loaded.unreported.retain(|(known, _)| *known != id);
             }
             Ok(Line::Finished { id, outcome }) => {
                 loaded.entries.insert(id, Entry::Finished(outcome));

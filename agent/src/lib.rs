@@ -17,6 +17,7 @@ pub mod journal;
 mod link;
 #[cfg(test)]
 mod tmpfs;
+pub mod tripwire;
 pub mod version;
 
 pub use link::run;

@@ -126,6 +126,7 @@ impl Issuer {
             request_id: origin.request_id().to_owned(),
             retry_of: String::new(),
             attempt: 0,
+            local: false,
         };
         span.record("command_id", record.command_id.as_str());
         span.record("targets", targets.len());
@@ -268,6 +269,7 @@ impl Issuer {
             request_id: String::new(),
             retry_of,
             attempt,
+            local: false,
         };
         let audit = AuditRecord {
             time_unix_ms: unix_ms(now),

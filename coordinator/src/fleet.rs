@@ -189,8 +189,11 @@ impl<Tx> Inner<Tx> {
     /// issued only for a deployment's newest decision, so one issued since
     /// `decision` repeats it.)
     fn caught_up(&self, host_id: &HostId, decision: &CommandRecord) -> bool {
+        // A local run is not a catch-up: the host ran its own tripwire's
+        // action, not the decision.
         self.commands.values().any(|c| {
             c.record.closed
+                && !c.record.local
                 && c.record.deployment == decision.deployment
                 && c.record.issued_at_unix_ms >= decision.issued_at_unix_ms
                 && c.target_set.contains(host_id.as_str())
@@ -652,6 +655,42 @@ impl<Tx: Clone> Fleet<Tx> {
         (!inner.caught_up(host_id, &newest.record)).then(|| newest.record.clone())
     }
 
+    /// Takes in a local run a host reported, with its result: `false`
+    /// (and nothing changes) when `record`'s id is known already, so a
+    /// repeated report is recorded once. Never sent to anyone.
+    pub(crate) fn record_local(&self, record: CommandRecord, result: ResultRecord) -> bool {
+        let mut inner = self.lock();
+        if inner.commands.contains_key(record.command_id.as_str()) {
+            return false;
+        }
+        let mut state = CommandState::new(record);
+        let status = result.status;
+        state.results.insert(result.host_id.clone(), result);
+        inner.insert_command(state);
+        move_in_tally(&mut inner.tally, Some(CommandStatus::NoAnswer), status);
+        true
+    }
+
+    /// Forgets a local run whose record the store refused, so that the
+    /// host's next report of it is taken in again.
+    pub(crate) fn forget_local(&self, command_id: &str) {
+        let mut inner = self.lock();
+        let is_local = inner
+            .commands
+            .get(command_id)
+            .is_some_and(|c| c.record.local);
+        if !is_local {
+            return;
+        }
+        if let Some(state) = inner.commands.remove(command_id) {
+            for result in state.results.values() {
+                if let Some(n) = inner.tally.get_mut(&result.status) {
+                    *n = n.saturating_sub(1);
+                }
+            }
+        }
+    }
+
     /// Returns a stored command's record.
     pub(crate) fn command_record(&self, command_id: &str) -> Option<CommandRecord> {
         self.lock()
@@ -671,7 +710,8 @@ impl<Tx: Clone> Fleet<Tx> {
         let inner = self.lock();
         let mut failed = Vec::new();
         for state in inner.commands.values() {
-            if state.record.attempt >= max_attempt {
+            // A local run is the host's own; the coordinator never retries it.
+            if state.record.attempt >= max_attempt || state.record.local {
                 continue;
             }
             for (host, result) in &state.results {
@@ -691,7 +731,10 @@ impl<Tx: Clone> Fleet<Tx> {
         let inner = self.lock();
         let mut hosts: Vec<String> = Vec::new();
         for state in inner.commands.values() {
-            if state.record.deployment != deployment || state.record.attempt < max_attempt {
+            if state.record.deployment != deployment
+                || state.record.attempt < max_attempt
+                || state.record.local
+            {
                 continue;
             }
             for (host, result) in &state.results {
@@ -996,7 +1039,8 @@ fn pending_for<Tx>(
         commands, tally, ..
     } = inner;
     for state in commands.values_mut() {
-        if state.record.deployment != deployment {
+        // A local run is never sent, to its host or any other.
+        if state.record.deployment != deployment || state.record.local {
             continue;
         }
         if state

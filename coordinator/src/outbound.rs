@@ -115,6 +115,7 @@ mod tests {
             request_id: String::new(),
             retry_of: String::new(),
             attempt: 0,
+            local: false,
         }
     }
 

@@ -90,6 +90,11 @@ pub(crate) struct CommandRecord {
     /// Which retry this is: 0 for an original (or a catch-up).
     #[serde(default)]
     pub(crate) attempt: u32,
+    /// Run by its one target on its own (its local tripwire, issue 11)
+    /// while the coordinator was unreachable, and reported afterwards: a
+    /// record of what happened, never sent, retried or caught up.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) local: bool,
 }
 
 /// The latest state of one command on one host.

@@ -257,7 +257,11 @@ pub(crate) async fn run(
                         outcome.error.get_or_insert(format!("goodbye: {}", goodbye.reason));
                         break;
                     }
-                    Some(pb::coordinator_message::Kind::Welcome(_)) | None => {}
+                    Some(
+                        pb::coordinator_message::Kind::Welcome(_)
+                        | pb::coordinator_message::Kind::LocalRollbackAck(_),
+                    )
+                    | None => {}
                 }
             }
         }

@@ -154,6 +154,22 @@ impl pb::CommandUpdate {
     }
 }
 
+impl pb::LocalRollback {
+    /// Returns the status: a local run is reported once it finished, so
+    /// only succeeded or failed.
+    pub fn checked_status(&self) -> Result<CommandStatus, WireError> {
+        let status = pb::CommandStatus::try_from(self.status)
+            .map_err(|_| WireError::invalid("status", format!("unknown value {}", self.status)))?;
+        match CommandStatus::try_from(status)? {
+            status @ (CommandStatus::Succeeded | CommandStatus::Failed) => Ok(status),
+            other => Err(WireError::invalid(
+                "status",
+                format!("{other} is not a finished local run"),
+            )),
+        }
+    }
+}
+
 impl pb::HostResult {
     /// Returns the status, rejecting unset or unknown values.
     pub fn checked_status(&self) -> Result<CommandStatus, WireError> {

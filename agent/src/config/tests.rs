@@ -368,3 +368,48 @@ fn the_resend_buffer_is_a_size_from_the_file_or_env() {
         );
     }
 }
+
+#[test]
+fn tripwire_is_off_by_default_and_checked_against_the_actions() {
+    let config = load(None, REQUIRED).expect("valid");
+    assert!(config.tripwire.is_none());
+    let actions = "[app]\nscrape_url = \"http://127.0.0.1:9/metrics\"\n\
+                   [actions.rollback]\ncommand = [\"/bin/true\"]\n";
+    let tripwire = "[tripwire]\nafter = \"60s\"\naction = \"rollback\"\nconsecutive_failures = 5\n\
+                    [[tripwire.rules]]\nmetric = \"error_rate\"\nmax = 0.2\n";
+    let config = load(Some(&format!("{actions}{tripwire}")), REQUIRED).expect("valid");
+    let checked = config.tripwire.expect("on");
+    assert_eq!(checked.after, Duration::from_secs(60));
+    assert_eq!(checked.policy.consecutive_failures, 5);
+    // The action must be one of this agent's own.
+    check_error(Some(tripwire), REQUIRED, "`tripwire.action`");
+    check_error(
+        Some(&format!(
+            "{actions}{}",
+            tripwire.replace("error_rate", "memory_percent")
+        )),
+        REQUIRED,
+        "`tripwire.rules[0].metric`",
+    );
+    // Its figures must be read: probe metrics need a probe, the rest a scrape.
+    check_error(
+        Some(&format!(
+            "{actions}{}",
+            tripwire.replace("error_rate", "probe_error_rate")
+        )),
+        REQUIRED,
+        "set `app.probe_url`",
+    );
+    check_error(
+        Some(&format!(
+            "[actions.rollback]\ncommand = [\"/bin/true\"]\n{tripwire}"
+        )),
+        REQUIRED,
+        "set `app.scrape_url`",
+    );
+    check_error(
+        Some(&format!("{actions}[tripwire]\nafter = \"1m\"\nbogus = 1\n")),
+        REQUIRED,
+        "bogus",
+    );
+}

@@ -112,7 +112,10 @@ fn a_torn_last_line_is_skipped_and_the_next_append_is_not_glued_to_it() {
     let dir = temp_state_dir("torn-glue");
     std::fs::create_dir_all(&dir).expect("mkdir");
     let mut bytes = finished_line("a", "");
-    let torn = line_bytes(&Line::Started { id: "b".to_owned() });
+    let torn = line_bytes(&Line::Started {
+        id: "b".to_owned(),
+        local: None,
+    });
     bytes.extend_from_slice(&torn[..torn.len() / 2]);
     std::fs::write(dir.join(JOURNAL_FILE), &bytes).expect("write");
     {
@@ -227,6 +230,7 @@ fn a_journal_on_a_full_disk_opens_and_closes_interrupted_commands() {
     // Exactly one full page: not a byte more fits once the disk is full.
     let mut bytes = line_bytes(&Line::Started {
         id: "crashed".to_owned(),
+        local: None,
     });
     bytes.resize(4096, b'{');
     std::fs::write(dir.join(JOURNAL_FILE), &bytes).expect("write");
@@ -246,4 +250,65 @@ fn a_journal_on_a_full_disk_opens_and_closes_interrupted_commands() {
     assert_eq!(std::fs::read(dir.join(JOURNAL_FILE)).expect("read"), text);
     drop(journal);
     drop(fs);
+}
+
+fn trip() -> Trip {
+    Trip {
+        action: "rollback".to_owned(),
+        reason: "error_rate 0.5 > max 0.2".to_owned(),
+        figures: Vec::new(),
+        consecutive: 3,
+        unreachable_ms: 2500,
+    }
+}
+
+#[test]
+fn a_local_run_stays_unreported_across_reopens_until_reported() {
+    let dir = temp_state_dir("local");
+    {
+        let mut journal = Journal::open(&dir, 0).expect("open");
+        journal.start("cmd-1").expect("start");
+        journal
+            .start_local("local-web-1-5", &trip())
+            .expect("start local");
+        journal
+            .finish("local-web-1-5", outcome(CommandStatus::Succeeded))
+            .expect("finish");
+        assert_eq!(journal.unreported().len(), 1);
+    }
+    let mut journal = Journal::open(&dir, 0).expect("reopen");
+    assert_eq!(
+        journal.unreported(),
+        &[("local-web-1-5".to_owned(), trip())],
+        "a coordinator-sent command is never a local run"
+    );
+    assert_eq!(
+        journal.get("local-web-1-5"),
+        Some(&Entry::Finished(outcome(CommandStatus::Succeeded)))
+    );
+    journal.reported("local-web-1-5").expect("reported");
+    // A repeated ack writes nothing.
+    let len = std::fs::metadata(journal.path()).expect("stat").len();
+    journal.reported("local-web-1-5").expect("reported again");
+    assert_eq!(std::fs::metadata(journal.path()).expect("stat").len(), len);
+    drop(journal);
+    let journal = Journal::open(&dir, 0).expect("reopen");
+    assert!(journal.unreported().is_empty());
+    assert!(journal.get("local-web-1-5").is_some(), "still never rerun");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_local_run_interrupted_by_a_restart_is_reported_as_failed() {
+    let dir = temp_state_dir("local-crash");
+    {
+        let mut journal = Journal::open(&dir, 0).expect("open");
+        journal
+            .start_local("local-web-1-7", &trip())
+            .expect("start local");
+    }
+    let journal = Journal::open(&dir, 0).expect("reopen");
+    assert_eq!(journal.unreported().len(), 1);
+    assert!(is_interrupted(journal.get("local-web-1-7")));
+    let _ = std::fs::remove_dir_all(&dir);
 }

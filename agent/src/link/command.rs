@@ -14,6 +14,12 @@
 //! Action tasks report through a channel ([`Update`]); [`Commands::finish`]
 //! journals their result. Nothing here touches the stream: callers send
 //! the returned `pb::CommandUpdate`s.
+//!
+//! A local run (the tripwire fired, [`Commands::run_local`]) goes through
+//! the same journal and action task under an id of its own making; it
+//! yields no `CommandUpdate` (the coordinator never sent it), but a
+//! `pb::LocalRollback` report once finished ([`Commands::local_reports`]),
+//! until the coordinator acknowledges it ([`Commands::local_reported`]).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -31,6 +37,7 @@ use tracing::Instrument;
 use crate::action;
 use crate::config::{Action, Config};
 use crate::journal::{Entry, Journal, Outcome};
+use crate::tripwire::Trip;
 
 #[cfg(test)]
 mod tests;
@@ -46,6 +53,8 @@ pub(crate) struct Update {
     /// Set on the final update.
     outcome: Option<Outcome>,
     status: CommandStatus,
+    /// A local run: nothing to send for it but its report, once finished.
+    local: bool,
 }
 
 /// The command policy, the journal it keeps, and the running actions.
@@ -95,9 +104,10 @@ impl Commands {
             .expect("Commands holds an update sender")
     }
 
-    /// Journals a final result; returns the update to send.
-    pub(crate) fn finish(&mut self, update: Update) -> pb::CommandUpdate {
-        let wire = update_to_wire(&update);
+    /// Journals a final result; returns the update to send (none for a
+    /// local run: its report is in [`Commands::local_reports`] once finished).
+    pub(crate) fn finish(&mut self, update: Update) -> Option<pb::CommandUpdate> {
+        let wire = (!update.local).then(|| update_to_wire(&update));
         if let Some(outcome) = update.outcome {
             self.running = self.running.saturating_sub(1);
             if let Err(err) = self.journal.finish(&update.command_id, outcome) {
@@ -105,6 +115,61 @@ impl Commands {
             }
         }
         wire
+    }
+
+    /// Returns true when the journal holds a local run the coordinator has
+    /// not acknowledged: the tripwire fired in the current outage.
+    pub(crate) fn has_unreported_local(&self) -> bool {
+        !self.journal.unreported().is_empty()
+    }
+
+    /// Journals and starts the tripwire's action, once: `false` when its
+    /// start could not be recorded, and then nothing runs.
+    pub(crate) fn run_local(&mut self, trip: &Trip, now: SystemTime) -> bool {
+        let id = local_id(&self.host_id, now);
+        let Some(action) = self.actions.get(&trip.action).cloned() else {
+            // Config validation makes this unreachable; never run what is not defined.
+            tracing::error!(action = %trip.action, "the tripwire's action is not defined; not run");
+            return false;
+        };
+        if let Err(err) = self.journal.start_local(&id, trip) {
+            tracing::error!(command_id = %id, error = %err, "cannot record the local rollback in the journal; not run");
+            return false;
+        }
+        tracing::warn!(command_id = %id, action = %trip.action, reason = %trip.reason, unreachable_ms = trip.unreachable_ms, "local tripwire fired: running the action");
+        let span = tracing::info_span!(
+            "agent.action",
+            host.id = %self.host_id,
+            action = %trip.action,
+            command_id = %id,
+            local = true,
+            exit_code = tracing::field::Empty,
+            status = tracing::field::Empty,
+            duration_ms = tracing::field::Empty,
+        );
+        self.spawn(id, action, span, now, true);
+        true
+    }
+
+    /// Returns the reports of the finished local runs the coordinator has
+    /// not acknowledged, oldest first (a run still going is reported later).
+    pub(crate) fn local_reports(&self) -> Vec<pb::LocalRollback> {
+        self.journal
+            .unreported()
+            .iter()
+            .filter_map(|(id, trip)| match self.journal.get(id) {
+                Some(Entry::Finished(outcome)) => Some(local_to_wire(id, trip, outcome)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The coordinator recorded local run `id`: it is never sent again.
+    pub(crate) fn local_reported(&mut self, id: &str) {
+        tracing::info!(command_id = %id, "the coordinator recorded the local rollback");
+        if let Err(err) = self.journal.reported(id) {
+            tracing::warn!(command_id = %id, error = %err, "cannot record the acknowledgement; a restart reports it again");
+        }
     }
 
     /// Decides what to do with a command; returns the updates to send now.
@@ -140,7 +205,19 @@ impl Commands {
         if let Err(err) = self.journal.start(&id) {
             return vec![unrecorded(&command, &err, now)];
         }
-        self.spawn(&command, action, now);
+        tracing::info!(command_id = %id, action = %command.action, reason = %command.reason, "running action");
+        // The action's span is a child of the decision's trace (W3C context in the command).
+        let span = tracing::info_span!(
+            "agent.action",
+            host.id = %self.host_id,
+            action = %command.action,
+            command_id = %id,
+            exit_code = tracing::field::Empty,
+            status = tracing::field::Empty,
+            duration_ms = tracing::field::Empty,
+        );
+        rollguard_proto::otel::set_parent(&span, &command.trace_context);
+        self.spawn(id.clone(), action, span, now, false);
         vec![simple_update(&id, CommandStatus::Accepted, "")]
     }
 
@@ -167,21 +244,15 @@ impl Commands {
         vec![outcome_to_wire(id, &outcome)]
     }
 
-    /// Starts the task that runs `action` for `command` and reports on it.
-    fn spawn(&mut self, command: &pb::Command, action: Action, now: SystemTime) {
-        let id = command.command_id.clone();
-        tracing::info!(command_id = %id, action = %command.action, reason = %command.reason, "running action");
-        // The action's span is a child of the decision's trace (W3C context in the command).
-        let span = tracing::info_span!(
-            "agent.action",
-            host.id = %self.host_id,
-            action = %command.action,
-            command_id = %id,
-            exit_code = tracing::field::Empty,
-            status = tracing::field::Empty,
-            duration_ms = tracing::field::Empty,
-        );
-        rollguard_proto::otel::set_parent(&span, &command.trace_context);
+    /// Starts the task that runs `action` as command `id` in `span` and reports on it.
+    fn spawn(
+        &mut self,
+        id: String,
+        action: Action,
+        span: tracing::Span,
+        now: SystemTime,
+        local: bool,
+    ) {
         self.running += 1;
         let state_dir = self.state_dir.clone();
         let update_tx = self.update_tx.clone();
@@ -192,6 +263,7 @@ impl Commands {
                     command_id: id.clone(),
                     outcome: None,
                     status: CommandStatus::Running,
+                    local,
                 })
                 .await;
             let result = action::run(&action, &state_dir)
@@ -218,6 +290,7 @@ impl Commands {
                         started_at_unix_ms,
                     }),
                     status,
+                    local,
                 })
                 .await;
         });
@@ -273,6 +346,59 @@ fn unrecorded(command: &pb::Command, err: &std::io::Error, now: SystemTime) -> p
         started_at_unix_ms: unix_ms(now),
     };
     outcome_to_wire(&command.command_id, &outcome)
+}
+
+/// Longest id of a local run: the coordinator's limit on a name.
+const MAX_ID_LEN: usize = rollguard_common::ids::MAX_NAME_LEN;
+
+/// The id of a local run at `now`: `local-<host>-<unix ms>`, the host cut
+/// (on a char boundary) so that the id stays a valid name.
+fn local_id(host_id: &HostId, now: SystemTime) -> String {
+    let ms = unix_ms(now).to_string();
+    let mut host = host_id.as_str().to_owned();
+    let room = MAX_ID_LEN - "local-".len() - 1 - ms.len();
+    host.truncate(host.floor_char_boundary(room));
+    format!("local-{host}-{ms}")
+}
+
+/// Most rules a report names (the coordinator's limit).
+const MAX_REPORTED_RULES: usize = 32;
+
+/// The report of a finished local run.
+fn local_to_wire(id: &str, trip: &Trip, outcome: &Outcome) -> pb::LocalRollback {
+    pb::LocalRollback {
+        command_id: id.to_owned(),
+        action: trip.action.clone(),
+        reason: trip.reason.clone(),
+        figures: trip
+            .figures
+            .iter()
+            .take(MAX_REPORTED_RULES)
+            .map(|rule| pb::TrippedRule {
+                metric: rule.metric.clone(),
+                value: rule.value,
+                limit: rule.limit,
+                limit_text: rule.limit_text.clone(),
+            })
+            .collect(),
+        consecutive_failures: trip.consecutive,
+        unreachable_for: Some(duration_to_pb(Duration::from_millis(trip.unreachable_ms))),
+        status: pb::CommandStatus::from(outcome.status) as i32,
+        exit_code: outcome.exit_code,
+        result_reason: outcome.reason.clone(),
+        output_tail: outcome.output_tail.clone(),
+        started_at: Some(time_to_pb(
+            SystemTime::UNIX_EPOCH + Duration::from_millis(outcome.started_at_unix_ms),
+        )),
+        duration: Some(duration_to_pb(Duration::from_millis(outcome.duration_ms))),
+    }
+}
+
+/// Wraps a local run's report for the stream.
+pub(crate) fn local_message(report: pb::LocalRollback) -> pb::AgentMessage {
+    pb::AgentMessage {
+        kind: Some(pb::agent_message::Kind::LocalRollback(report)),
+    }
 }
 
 /// Wraps a command update for the stream.

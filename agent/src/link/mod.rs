@@ -15,6 +15,11 @@
 //! oldest are dropped first) and resent after a reconnect. Command updates
 //! are never dropped: they wait for the next session, and the journal can
 //! answer any repeat of a finished command.
+//!
+//! With `[tripwire]`, every tick also feeds the `Tripwire` with whether a
+//! stream is open (and since when none has been) and the tick's sample;
+//! when it fires, the action runs as a local command (journalled, once),
+//! and its report goes on every stream that takes it until acknowledged.
 
 mod backoff;
 mod command;
@@ -25,7 +30,7 @@ mod session;
 mod tests;
 
 use std::collections::VecDeque;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use rollguard_common::time::unix_ms;
 use rollguard_proto::duration_to_pb;
@@ -34,13 +39,14 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use self::backoff::Backoff;
-use self::command::{update_message, Commands};
+use self::command::{local_message, update_message, Commands};
 use self::resend::ResendBuffer;
 use self::session::{Connector, GrpcConnector, Session};
 use crate::app::AppMonitor;
 use crate::collect::Collector;
 use crate::config::Config;
 use crate::journal::Journal;
+use crate::tripwire::{Reach, Tripwire};
 use crate::version;
 
 /// Runs the agent until `shutdown` is cancelled.
@@ -75,14 +81,30 @@ pub(crate) struct Link {
     /// Every task the link spawns (actions, app scrapes and probes), so
     /// that stopping can wait for them.
     tracker: TaskTracker,
+    /// The local tripwire, when configured.
+    tripwire_opt: Option<Tripwire>,
+    /// Since when no stream has been open; `None` while one is.
+    unreachable_since: Option<tokio::time::Instant>,
 }
 
 impl Link {
     /// Returns a link that runs the actions `config` defines, journalled in `journal`.
     pub(crate) fn new(config: Config, journal: Journal) -> Link {
         let tracker = TaskTracker::new();
+        let commands = Commands::new(&config, journal, tracker.clone());
+        // A local run the coordinator has not heard of yet means it fired
+        // in this outage (the agent restarted since): it stays disarmed.
+        let tripwire_opt = config.tripwire.clone().map(|tripwire| {
+            Tripwire::new(
+                tripwire,
+                config.host_id.clone(),
+                commands.has_unreported_local(),
+            )
+        });
         Link {
-            commands: Commands::new(&config, journal, tracker.clone()),
+            commands,
+            tripwire_opt,
+            unreachable_since: Some(tokio::time::Instant::now()),
             samples: ResendBuffer::new(config.resend_buffer_bytes),
             config,
             pending: VecDeque::new(),
@@ -123,10 +145,7 @@ impl Link {
                     self.connect(&mut connector).await;
                 }
                 message = next_message(&mut self.session) => self.on_message(message),
-                update = self.commands.next_update() => {
-                    let wire = self.commands.finish(update);
-                    self.deliver(wire);
-                }
+                update = self.commands.next_update() => self.on_update(update),
             }
         }
         self.stop(app_monitor_opt).await;
@@ -139,6 +158,7 @@ impl Link {
         for err in &collected.errors {
             tracing::debug!(error = %err, "collector error");
         }
+        self.judge_locally(&collected.sample);
         let dropped_before = self.samples.dropped();
         self.samples.push(&collected.sample);
         if dropped_before == 0 && self.samples.dropped() > 0 {
@@ -170,12 +190,56 @@ impl Link {
         }
     }
 
+    /// Feeds the tripwire one round; runs its action if it fires.
+    fn judge_locally(&mut self, sample: &rollguard_common::HostSample) {
+        let Some(tripwire) = &mut self.tripwire_opt else {
+            return;
+        };
+        let reach = match (&self.session, self.unreachable_since) {
+            (Some(_), _) => Reach::Reachable,
+            (None, Some(since)) => Reach::Unreachable(since.elapsed()),
+            (None, None) => Reach::Unreachable(Duration::ZERO),
+        };
+        if let Some(trip) = tripwire.round(reach, sample) {
+            // Disarmed for this outage whether or not the start could be
+            // journalled: nothing unrecorded ever runs.
+            self.commands.run_local(&trip, SystemTime::now());
+        }
+    }
+
+    /// Journals an action's update and sends what it yields.
+    fn on_update(&mut self, update: command::Update) {
+        match self.commands.finish(update) {
+            Some(wire) => self.deliver(wire),
+            // A local run: its report, now that it finished.
+            None => self.report_local(),
+        }
+    }
+
+    /// Sends the reports of finished local runs the coordinator has not
+    /// acknowledged, if the open stream takes them; else they wait for one.
+    fn report_local(&mut self) {
+        let Some(s) = self.session.as_ref().filter(|s| s.local_rollbacks) else {
+            return;
+        };
+        for report in self.commands.local_reports() {
+            if s.up_tx.try_send(local_message(report)).is_err() {
+                tracing::debug!("upstream full; the local rollback is reported on the next stream");
+            }
+        }
+    }
+
     /// Opens a session; on success resends what was not acked, then whatever
-    /// updates waited.
+    /// updates waited, then the unacknowledged local rollbacks.
     async fn connect(&mut self, connector: &mut impl Connector) {
         match connector.open(self.hello()).await {
             Ok(mut s) => {
                 tracing::info!(coordinator = %self.config.coordinator, "connected");
+                // The outage is over: the tripwire re-arms.
+                self.unreachable_since = None;
+                if let Some(tripwire) = &mut self.tripwire_opt {
+                    tripwire.reconnected();
+                }
                 let (n_samples, bytes) = self.samples.len_and_bytes();
                 if n_samples > 1 {
                     // One is the usual sample in flight; more is a backlog.
@@ -192,6 +256,13 @@ impl Link {
                 }
                 while let Some(update) = self.pending.pop_front() {
                     let _ = s.up_tx.send(update_message(update)).await;
+                }
+                let reports = self.commands.local_reports();
+                if !reports.is_empty() && !s.local_rollbacks {
+                    tracing::warn!(n_reports = reports.len(), "this coordinator does not take local rollback reports; they wait for one that does");
+                }
+                for report in reports.into_iter().filter(|_| s.local_rollbacks) {
+                    let _ = s.up_tx.send(local_message(report)).await;
                 }
                 self.session = Some(s);
             }
@@ -232,6 +303,9 @@ impl Link {
                     self.deliver(update);
                 }
             }
+            pb::coordinator_message::Kind::LocalRollbackAck(ack) => {
+                self.commands.local_reported(&ack.command_id);
+            }
         }
     }
 
@@ -252,6 +326,8 @@ impl Link {
     }
 
     fn end_session(&mut self) {
+        self.unreachable_since
+            .get_or_insert_with(tokio::time::Instant::now);
         let lasted = self.session.take().map(|s| s.age()).unwrap_or_default();
         self.backoff.session_ended(lasted);
     }
@@ -278,10 +354,7 @@ impl Link {
         let deadline = tokio::time::Instant::now() + self.config.shutdown_grace;
         while self.commands.running() > 0 {
             match tokio::time::timeout_at(deadline, self.commands.next_update()).await {
-                Ok(update) => {
-                    let wire = self.commands.finish(update);
-                    self.deliver(wire);
-                }
+                Ok(update) => self.on_update(update),
                 Err(_) => {
                     tracing::warn!(
                         running = self.commands.running(),

@@ -57,6 +57,8 @@ pub(crate) struct Session {
     pub(crate) max_batch: usize,
     /// Present when the coordinator takes compact samples.
     compactor: Option<Compactor>,
+    /// The coordinator records local rollback reports.
+    pub(crate) local_rollbacks: bool,
 }
 
 impl std::fmt::Debug for Session {
@@ -92,6 +94,7 @@ impl Session {
             started: Instant::now(),
             max_batch: welcome.max_batch_samples as usize,
             compactor: welcome.compact_samples.then(Compactor::new),
+            local_rollbacks: welcome.local_rollbacks,
         })
     }
 

@@ -100,15 +100,25 @@ pub(crate) fn print_results(command: &pb::GetCommandResponse, format: Format) {
                     "action": command.action,
                     "retry_of": (!command.retry_of.is_empty()).then_some(&command.retry_of),
                     "attempt": command.attempt,
+                    "local": command.local,
                     "results": results,
                 })
             );
         }
         Format::Table => {
-            println!(
-                "rollback {} of {}: action `{}`",
-                command.command_id, command.deployment, command.action
-            );
+            if command.local {
+                let host = command.results.first().map_or("?", |r| r.host_id.as_str());
+                println!(
+                    "local rollback {} of {} by host {host} (its tripwire, while the coordinator was unreachable): action `{}`",
+                    command.command_id, command.deployment, command.action
+                );
+                println!("why: {}", command.reason);
+            } else {
+                println!(
+                    "rollback {} of {}: action `{}`",
+                    command.command_id, command.deployment, command.action
+                );
+            }
             let mut rows = vec![
                 ["HOST", "STATUS", "EXIT", "TOOK", "REASON", "OUTPUT (tail)"]
                     .map(str::to_owned)

@@ -68,6 +68,7 @@ fn result_counts_follow_targets_and_results() {
         request_id: String::new(),
         retry_of: String::new(),
         attempt: 0,
+        local: false,
     };
     let fleet = Fleet::from_snapshot(Snapshot {
         commands: vec![command],
@@ -139,6 +140,7 @@ fn decision(
         request_id: String::new(),
         retry_of: String::new(),
         attempt: 0,
+        local: false,
     }
 }
 
@@ -324,4 +326,74 @@ fn old_commands_are_forgotten_but_a_deployments_newest_decision_is_kept() {
     // The kept tally lost exactly the forgotten targets.
     assert_eq!(counts(&fleet), recount(&fleet));
     assert_eq!(counts(&fleet), [("no_answer", 3)]);
+}
+
+#[test]
+fn a_local_run_is_recorded_once_counted_and_never_sent_retried_or_a_catch_up() {
+    let original = decision("cmd-1", 1_000, 2_000, &["beta-1"], false);
+    let fleet = Fleet::from_snapshot(Snapshot {
+        agents: vec![agent_record("beta-1", Cohort::Beta)],
+        commands: vec![original],
+        ..Snapshot::default()
+    });
+    let local = CommandRecord {
+        local: true,
+        ..decision("local-beta-1-3000", 3_000, 3_000, &["beta-1"], true)
+    };
+    let failed = result("local-beta-1-3000", "beta-1", CommandStatus::Failed);
+    assert!(fleet.record_local(local.clone(), failed.clone()));
+    assert!(
+        !fleet.record_local(local.clone(), failed.clone()),
+        "a repeated report is a repeat"
+    );
+    assert_eq!(counts(&fleet), vec![("failed", 1), ("no_answer", 1)]);
+    assert_eq!(counts(&fleet), recount(&fleet));
+    // Not a catch-up of cmd-1: beta-1 still missed it.
+    let at = SystemTime::UNIX_EPOCH + Duration::from_millis(5_000);
+    let host = HostId::new("beta-1".to_owned());
+    assert_eq!(
+        fleet
+            .missed_decision(&host, at)
+            .map(|c| c.command_id)
+            .as_deref(),
+        None,
+        "beta-1 was a target of cmd-1"
+    );
+    assert!(!fleet
+        .lock()
+        .caught_up(&host, &decision("cmd-1", 1_000, 2_000, &[], false)));
+    // Never retried, never needing a person through the coordinator's retries.
+    assert!(fleet.failed_unretried(5).is_empty());
+    assert!(fleet.needs_attention("shop", 0).is_empty());
+    // Never sent: a reconnect of its host gets only cmd-1.
+    let connected = fleet.connect(
+        HostIdentity {
+            host_id: host.clone(),
+            deployment: DeploymentName::new("shop".to_owned()),
+            cohort: Cohort::Beta,
+            app_version: "2".to_owned(),
+            agent_version: "1".to_owned(),
+            action_names: Vec::new(),
+            interval: Duration::from_secs(1),
+            session_id: 1,
+            labels: BTreeMap::new(),
+        },
+        "tx",
+        at,
+    );
+    let pending: Vec<String> = connected
+        .pending
+        .into_iter()
+        .map(|c| c.command_id)
+        .collect();
+    assert_eq!(pending, vec!["cmd-1".to_owned()]);
+    // A record the store refused is forgotten, and taken in again later.
+    fleet.forget_local("local-beta-1-3000");
+    assert_eq!(counts(&fleet), vec![("no_answer", 1)]);
+    fleet.forget_local("cmd-1");
+    assert!(
+        fleet.command("cmd-1").is_some(),
+        "only local runs are forgotten so"
+    );
+    assert!(fleet.record_local(local, failed));
 }

@@ -89,6 +89,7 @@ impl pb::agent_service_server::AgentService for AgentLink {
                 max_batch_samples: MAX_BATCH_SAMPLES,
                 coordinator_version: env!("CARGO_PKG_VERSION").to_owned(),
                 compact_samples: true,
+                local_rollbacks: true,
             })),
         };
         // The channel is new and empty: the Welcome always fits, and it goes
@@ -269,7 +270,56 @@ impl Session {
             Some(pb::agent_message::Kind::CommandUpdate(update)) => {
                 self.on_command_update(&update).await
             }
+            Some(pb::agent_message::Kind::LocalRollback(report)) => {
+                self.on_local_rollback(&report).await
+            }
         }
+    }
+
+    /// Records a host's local rollback once per command id (durably, with
+    /// its audit entry and result), tells the webhook, and acknowledges it;
+    /// a repeat is only acknowledged again. Nothing is sent to any host.
+    #[tracing::instrument(skip_all, fields(host_id = %self.identity.host_id))]
+    async fn on_local_rollback(&self, report: &pb::LocalRollback) -> Result<(), Status> {
+        let run = local::check_local(report, MAX_OUTPUT_TAIL).map_err(wire_status)?;
+        let host_id = &self.identity.host_id;
+        let (record, result, audit) = run.records(&self.identity, SystemTime::now());
+        if self.link.fleet.record_local(record.clone(), result.clone()) {
+            let writes = vec![
+                Write::Command(record),
+                Write::Result(result),
+                Write::Audit(audit),
+            ];
+            if let Err(err) = self.link.store.commit(writes).await {
+                // Unacknowledged: the agent reports it again on its next stream.
+                self.link.fleet.forget_local(&run.command_id);
+                tracing::error!(command_id = %run.command_id, error = %chain(&err), "cannot store the local rollback");
+                return Ok(());
+            }
+            tracing::warn!(
+                %host_id,
+                deployment = %self.identity.deployment,
+                command_id = %run.command_id,
+                action = %run.action,
+                status = %run.status,
+                reason = %run.reason,
+                "local rollback by the host's tripwire while the coordinator was unreachable"
+            );
+            self.link.notifier.send(run.event(&self.identity));
+        } else {
+            tracing::debug!(command_id = %run.command_id, "local rollback reported again");
+        }
+        let ack = pb::CoordinatorMessage {
+            kind: Some(pb::coordinator_message::Kind::LocalRollbackAck(
+                pb::LocalRollbackAck {
+                    command_id: run.command_id,
+                },
+            )),
+        };
+        // Dropped when the queue is full: the agent reports it again on its
+        // next stream, and a repeat is acknowledged then.
+        let _ = self.wire_tx.try_send(Ok(ack));
+        Ok(())
     }
 
     fn on_samples(&mut self, batch: pb::SampleBatch) -> Result<(), Status> {
@@ -517,6 +567,8 @@ fn check_update(update: &pb::CommandUpdate) -> Result<ResultRecord, WireError> {
         duration_ms: duration.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
     })
 }
+
+mod local;
 
 #[cfg(test)]
 mod tests;

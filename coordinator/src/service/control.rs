@@ -217,6 +217,7 @@ impl pb::control_service_server::ControlService for Control {
                 .collect(),
             retry_of: record.retry_of.clone(),
             attempt: record.attempt,
+            local: record.local,
         }))
     }
 

@@ -34,6 +34,7 @@ fn command(id: &str) -> Write {
         request_id: String::new(),
         retry_of: String::new(),
         attempt: 0,
+        local: false,
     })
 }
 

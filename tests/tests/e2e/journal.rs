@@ -56,6 +56,7 @@ impl AgentService for Scripted {
                     coordinator_version: "scripted".to_owned(),
                     // Like a coordinator from before compact samples: whole samples only.
                     compact_samples: false,
+                    local_rollbacks: false,
                 })),
             }))
             .await;

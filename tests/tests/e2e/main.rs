@@ -11,3 +11,4 @@ mod partition;
 mod policy;
 mod tls;
 mod traces;
+mod tripwire;

@@ -226,3 +226,159 @@ fn check_update_keeps_the_end_of_a_long_output_and_cuts_on_a_char_boundary() {
     assert!(result.reason.len() <= 1024);
     assert!(result.reason.chars().all(|c| c == 'ü'));
 }
+
+fn good_local() -> pb::LocalRollback {
+    pb::LocalRollback {
+        command_id: "local-web-1-1700000000000".to_owned(),
+        action: "rollback".to_owned(),
+        reason: "error_rate 0.5 > max 0.2".to_owned(),
+        figures: vec![pb::TrippedRule {
+            metric: "error_rate".to_owned(),
+            value: Some(0.5),
+            limit: Some(0.2),
+            limit_text: "max 0.2".to_owned(),
+        }],
+        consecutive_failures: 5,
+        unreachable_for: Some(prost_types::Duration {
+            seconds: 62,
+            nanos: 0,
+        }),
+        status: pb::CommandStatus::Succeeded as i32,
+        exit_code: Some(0),
+        result_reason: String::new(),
+        output_tail: "rolled back".to_owned(),
+        started_at: Some(prost_types::Timestamp {
+            seconds: 1_700_000_000,
+            nanos: 0,
+        }),
+        duration: Some(prost_types::Duration {
+            seconds: 0,
+            nanos: 5_000_000,
+        }),
+    }
+}
+
+#[test]
+fn check_local_accepts_good_and_blames_the_bad_field() {
+    type Case = (
+        &'static str,
+        fn(&mut pb::LocalRollback),
+        Option<&'static str>,
+    );
+    let cases: &[Case] = &[
+        ("as sent", |_| {}, None),
+        (
+            "failed is reported too",
+            |r| r.status = pb::CommandStatus::Failed as i32,
+            None,
+        ),
+        ("empty id", |r| r.command_id.clear(), Some("command_id")),
+        (
+            "a coordinator's id",
+            |r| r.command_id = "cmd-1".to_owned(),
+            Some("command_id"),
+        ),
+        (
+            "an id too long",
+            |r| r.command_id = format!("local-{}", "x".repeat(300)),
+            Some("command_id"),
+        ),
+        ("empty action", |r| r.action.clear(), Some("action")),
+        (
+            "action with a newline",
+            |r| r.action = "roll\nback".to_owned(),
+            Some("action"),
+        ),
+        (
+            "too many figures",
+            |r| r.figures = vec![r.figures[0].clone(); 33],
+            Some("figures"),
+        ),
+        (
+            "a NaN figure",
+            |r| r.figures[0].value = Some(f64::NAN),
+            Some("figures"),
+        ),
+        (
+            "an infinite limit",
+            |r| r.figures[0].limit = Some(f64::INFINITY),
+            Some("figures"),
+        ),
+        (
+            "a huge limit text",
+            |r| r.figures[0].limit_text = "x".repeat(10_000),
+            Some("figures"),
+        ),
+        (
+            "still running",
+            |r| r.status = pb::CommandStatus::Running as i32,
+            Some("status"),
+        ),
+        ("unset status", |r| r.status = 0, Some("status")),
+        ("unknown status", |r| r.status = 99, Some("status")),
+        (
+            "a negative duration",
+            |r| {
+                r.duration = Some(prost_types::Duration {
+                    seconds: -1,
+                    nanos: 0,
+                })
+            },
+            Some("duration"),
+        ),
+    ];
+    for (name, edit, blame) in cases {
+        let mut report = good_local();
+        edit(&mut report);
+        match (local::check_local(&report, MAX_OUTPUT_TAIL), blame) {
+            (Ok(_), None) => {}
+            (Err(err), Some(field)) => assert_eq!(blamed(&err), *field, "{name}: {err}"),
+            (other, _) => panic!("{name}: expected {blame:?}, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn check_local_cuts_long_text_on_char_boundaries() {
+    let mut report = good_local();
+    report.reason = "é".repeat(2000);
+    report.output_tail = "é".repeat(10_000);
+    let run = local::check_local(&report, MAX_OUTPUT_TAIL).expect("valid");
+    assert!(run.reason.len() <= 1024);
+    assert!(run.output_tail.len() <= MAX_OUTPUT_TAIL);
+}
+
+#[test]
+fn a_local_run_is_recorded_as_a_local_command_by_its_host_with_its_figures() {
+    let hello = good_hello();
+    let identity = check_hello(&hello).expect("good hello");
+    let run = local::check_local(&good_local(), MAX_OUTPUT_TAIL).expect("valid");
+    let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_100);
+    let (record, result, audit) = run.records(&identity, now);
+    assert!(record.local && record.closed);
+    assert_eq!(record.targets, vec!["web-1".to_owned()]);
+    assert_eq!(record.deployment, "shop");
+    assert!(record.not_after_unix_ms <= unix_ms(now), "never live");
+    assert_eq!(result.host_id, "web-1");
+    assert_eq!(result.status, CommandStatus::Succeeded);
+    assert_eq!(audit.action, "local_rollback");
+    assert_eq!(audit.actor, "host web-1");
+    assert!(
+        audit
+            .reason
+            .contains("local tripwire on web-1: error_rate 0.5 > max 0.2")
+            && audit.reason.contains("5 local round(s)")
+            && audit.reason.contains("unreachable for 62s"),
+        "{}",
+        audit.reason
+    );
+    assert!(
+        audit.detail.contains("error_rate 0.5 (max 0.2)"),
+        "{}",
+        audit.detail
+    );
+    let event = run.event(&identity);
+    assert_eq!(event["event"], "local_rollback");
+    assert_eq!(event["host_id"], "web-1");
+    assert_eq!(event["figures"][0]["value"], 0.5);
+}
