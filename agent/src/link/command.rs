@@ -71,6 +71,18 @@ pub(crate) struct Commands {
     running: usize,
     /// Where action tasks are spawned, so shutdown can wait for them.
     tracker: TaskTracker,
+    /// Local runs that succeeded and the coordinator may not know of yet.
+    local_done: Vec<LocalDone>,
+}
+
+/// A local run that succeeded: it covers a command for the same action
+/// decided before it started ([`covering_local_run`]).
+#[derive(Debug, Clone)]
+pub(crate) struct LocalDone {
+    id: String,
+    action: String,
+    /// On this host's clock.
+    started_at: SystemTime,
 }
 
 impl Commands {
@@ -78,7 +90,16 @@ impl Commands {
     /// action tasks are spawned on `tracker`.
     pub(crate) fn new(config: &Config, journal: Journal, tracker: TaskTracker) -> Commands {
         let (update_tx, update_rx) = mpsc::channel(UPDATE_CAPACITY);
+        let local_done = journal
+            .unreported()
+            .iter()
+            .filter_map(|(id, trip)| match journal.get(id) {
+                Some(Entry::Finished(outcome)) => local_done(id, trip, outcome),
+                _ => None,
+            })
+            .collect();
         Commands {
+            local_done,
             journal,
             actions: config.actions.clone(),
             host_id: config.host_id.clone(),
@@ -109,6 +130,16 @@ impl Commands {
     pub(crate) fn finish(&mut self, update: Update) -> Option<pb::CommandUpdate> {
         let wire = (!update.local).then(|| update_to_wire(&update));
         if let Some(outcome) = update.outcome {
+            if update.local {
+                let trip = self
+                    .journal
+                    .unreported()
+                    .iter()
+                    .find(|(id, _)| *id == update.command_id);
+                if let Some(done) = trip.and_then(|(id, trip)| local_done(id, trip, &outcome)) {
+                    self.local_done.push(done);
+                }
+            }
             self.running = self.running.saturating_sub(1);
             if let Err(err) = self.journal.finish(&update.command_id, outcome) {
                 tracing::error!(command_id = %update.command_id, error = %err, "cannot record the command result");
@@ -191,6 +222,28 @@ impl Commands {
             None => {}
         }
         let now = SystemTime::now();
+        // Checked before the deadline: a rollback decided while this host
+        // was away, and already done here by the tripwire, is answered
+        // done (and never expires into a catch-up that would run it again).
+        if let Some(local) = covering_local_run(&command, now, &self.local_done) {
+            let reason = format!(
+                "already done here by local rollback {} (the tripwire, while the coordinator was away); not run again",
+                local.id
+            );
+            tracing::info!(command_id = %id, local_id = %local.id, "command covered by a local rollback; not run again");
+            let outcome = Outcome {
+                status: CommandStatus::Succeeded,
+                exit_code: None,
+                reason,
+                output_tail: String::new(),
+                duration_ms: 0,
+                started_at_unix_ms: unix_ms(local.started_at),
+            };
+            if let Err(err) = self.journal.finish(&id, outcome.clone()) {
+                tracing::error!(command_id = %id, error = %err, "cannot record the answer");
+            }
+            return vec![outcome_to_wire(&id, &outcome)];
+        }
         if is_expired(&command, now) {
             return self.reject(&command, REASON_EXPIRED.to_owned(), now);
         }
@@ -324,6 +377,41 @@ fn is_expired(command: &pb::Command, agent_now: SystemTime) -> bool {
         Some(Err(_)) => true,
         None => agent_now > not_after,
     }
+}
+
+/// A finished local run, if it succeeded.
+fn local_done(id: &str, trip: &Trip, outcome: &Outcome) -> Option<LocalDone> {
+    (outcome.status == CommandStatus::Succeeded).then(|| LocalDone {
+        id: id.to_owned(),
+        action: trip.action.clone(),
+        started_at: SystemTime::UNIX_EPOCH + Duration::from_millis(outcome.started_at_unix_ms),
+    })
+}
+
+/// Returns the local run that already did what `command` asks: the same
+/// action, succeeded, started after the command was decided. Without this a
+/// host whose tripwire fired during an outage would run the coordinator's
+/// rollback of the same outage a second time when the link returns.
+///
+/// The decision's time on this host's clock is `agent_now` minus the
+/// command's age (`sent_at - issued_at`, both on the coordinator's clock),
+/// so a skewed clock here does not matter (the time in flight is ignored,
+/// as in [`is_expired`]). A command without both times is never covered.
+fn covering_local_run<'a>(
+    command: &pb::Command,
+    agent_now: SystemTime,
+    local_done: &'a [LocalDone],
+) -> Option<&'a LocalDone> {
+    let time = |t: &Option<prost_types::Timestamp>, name| {
+        t.as_ref().and_then(|t| time_from_pb(name, t).ok())
+    };
+    let age = time(&command.sent_at, "sent_at")?
+        .duration_since(time(&command.issued_at, "issued_at")?)
+        .unwrap_or(Duration::ZERO);
+    let decided = agent_now.checked_sub(age)?;
+    local_done
+        .iter()
+        .find(|local| local.action == command.action && local.started_at >= decided)
 }
 
 /// Returns the update for a command whose start could not be journalled

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 use rollguard_proto::time_to_pb;
 use rollguard_proto::v1 as pb;
 
-use super::is_expired;
+use super::{covering_local_run, is_expired, LocalDone};
 
 /// The true time the command was decided at.
 fn t0() -> SystemTime {
@@ -93,4 +93,43 @@ fn no_valid_deadline_or_sent_at_is_expired() {
         nanos: -1,
     });
     check(bad_sent_at, 0, true);
+}
+
+/// A local rollback of `action` that started at `start_min` on this host's clock.
+fn local(action: &str, start_min: i64) -> LocalDone {
+    LocalDone {
+        id: format!("local-h-{start_min}"),
+        action: action.to_owned(),
+        started_at: at(start_min),
+    }
+}
+
+/// A command decided at T0 and sent at `sent_min` (coordinator clock).
+fn decided_at_t0(sent_min: i64) -> pb::Command {
+    pb::Command {
+        issued_at: Some(time_to_pb(at(0))),
+        ..command(Some(sent_min))
+    }
+}
+
+#[test]
+fn a_local_run_after_the_decision_covers_it_whatever_the_agent_clock_says() {
+    // Sent 20 minutes after the decision (the host was away), received on
+    // an agent an hour ahead whose tripwire ran 5 minutes after the decision.
+    let command = decided_at_t0(20);
+    let done = [local("rollback", 65)];
+    let covering = covering_local_run(&command, at(80), &done).expect("covered");
+    assert_eq!(covering.id, "local-h-65");
+}
+
+#[test]
+fn a_local_run_before_the_decision_or_of_another_action_does_not_cover_it() {
+    let decided = decided_at_t0(20);
+    // Ran 5 minutes before the decision (agent clock right).
+    assert!(covering_local_run(&decided, at(20), &[local("rollback", -5)]).is_none());
+    assert!(covering_local_run(&decided, at(20), &[local("drain", 5)]).is_none());
+    assert!(covering_local_run(&decided, at(20), &[]).is_none());
+    // Without issued_at there is no age: never covered.
+    let no_issue = command(Some(20));
+    assert!(covering_local_run(&no_issue, at(20), &[local("rollback", 5)]).is_none());
 }
