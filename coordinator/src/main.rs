@@ -140,14 +140,31 @@ fn serve(
     })
 }
 
+/// Listen backlog of the gRPC listener: room for a whole fleet reconnecting
+/// at once after a restart (issue 11's reconnect storm). tokio's `bind`
+/// uses 1024, and a SYN dropped from a full queue costs its agent a 1 s, 3 s,
+/// 7 s retransmit; the kernel caps this at `net.core.somaxconn`.
+const LISTEN_BACKLOG: u32 = 8192;
+
+fn bind_with_backlog(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    // As std's bind does: a restart may bind while old connections linger.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 async fn serve_inner(
     config: rollguard_coordinator::config::Config,
     reload_auth: ReloadAuth,
 ) -> anyhow::Result<()> {
     {
         rollguard_coordinator::raise_nofile_limit();
-        let listener = tokio::net::TcpListener::bind(config.listen)
-            .await
+        let listener = bind_with_backlog(config.listen)
             .with_context(|| format!("binding {}", config.listen))?;
         let http_listener = tokio::net::TcpListener::bind(config.http_listen)
             .await
