@@ -121,9 +121,9 @@ for _ in $(seq 1200); do # up to 2 minutes
     log "all back ${back_ms} ms after the restart began"
   fi
   if [ -n "$back_ms" ]; then
-    done_n=$("$bin/rollguardctl" --coordinator "http://127.0.0.1:$port" results "$command_id" -o json 2>/dev/null |
-      jq '[.results[] | select(.status == "succeeded")] | length' 2>/dev/null || echo 0)
-    [ "$done_n" -ge $((agents / 2)) ] && break
+    done_n=$({ "$bin/rollguardctl" --coordinator "http://127.0.0.1:$port" results "$command_id" -o json 2>/dev/null || true; } |
+      jq '[.results[] | select(.status == "succeeded")] | length' 2>/dev/null || true)
+    [ "${done_n:-0}" -ge $((agents / 2)) ] 2>/dev/null && break
   fi
   sleep 0.1
 done

@@ -220,6 +220,10 @@ async fn watch_outages(
             () = stop.cancelled() => break,
             _ = ticker.tick() => {}
         }
+        // Agents leave as they stop: that is no outage.
+        if stop.is_cancelled() {
+            break;
+        }
         let now = Instant::now();
         let count = connected.load(Ordering::Relaxed);
         if all_connected.is_none() {
