@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use rollguard_common::config::{self, ConfigError, RawTelemetry, Sources};
-use rollguard_common::ids::validate_name;
+use rollguard_common::ids::{validate_name, validate_version, VERSION_PLACEHOLDER};
 use rollguard_common::{Cohort, DeploymentName, HostId};
 use rollguard_proto::tls::{ClientFiles, Identity};
 use serde::{Deserialize, Serialize};
@@ -175,6 +175,36 @@ pub struct Action {
     pub timeout: Duration,
     pub env: BTreeMap<String, String>,
     pub working_dir: Option<PathBuf>,
+}
+
+impl Action {
+    /// Whether an argument is `{version}`: the command must name one.
+    pub fn takes_version(&self) -> bool {
+        self.argv.iter().any(|arg| arg == VERSION_PLACEHOLDER)
+    }
+
+    /// Returns this action for a command naming `version` (empty: none):
+    /// `{version}` replaced by it when the action takes one, unchanged when
+    /// it does not (the version is ignored). Errs, with the reason, when the
+    /// action takes a version and the command names none or a bad one.
+    pub fn for_version(&self, version: &str) -> Result<Action, String> {
+        if !self.takes_version() {
+            return Ok(self.clone());
+        }
+        if version.is_empty() {
+            return Err(format!(
+                "the action takes a `{VERSION_PLACEHOLDER}` and the command names none"
+            ));
+        }
+        validate_version(version)?;
+        let mut action = self.clone();
+        for arg in &mut action.argv {
+            if arg == VERSION_PLACEHOLDER {
+                version.clone_into(arg);
+            }
+        }
+        Ok(action)
+    }
 }
 
 /// The checked agent config.
@@ -364,6 +394,19 @@ impl RawConfig {
             .transpose()?;
         if let Some(tripwire) = &tripwire {
             tripwire_reads_the_app(tripwire, app.as_ref())?;
+            // A local run has no command to name a version.
+            if actions
+                .get(&tripwire.action)
+                .is_some_and(Action::takes_version)
+            {
+                return Err(ConfigError::invalid(
+                    "tripwire.action",
+                    format!(
+                        "`{}` takes a `{VERSION_PLACEHOLDER}`, which a local run cannot name",
+                        tripwire.action
+                    ),
+                ));
+            }
         }
         Ok(Config {
             tls: tls.map(|(config, _)| config),
@@ -463,6 +506,20 @@ fn action(name: &str, raw: RawAction) -> Result<Action, ConfigError> {
             format!("{key}.command"),
             "must be a non-empty argv, e.g. [\"/usr/local/bin/switch-version\", \"stable\"]",
         ));
+    }
+    // `{version}` only as a whole argument, never as the program: a value
+    // is one argv element, so nothing in it is read as more than that.
+    for (idx, arg) in raw.command.iter().enumerate() {
+        let whole = arg == VERSION_PLACEHOLDER;
+        if (whole && idx == 0) || (!whole && arg.contains(VERSION_PLACEHOLDER)) {
+            return Err(ConfigError::invalid(
+                format!("{key}.command"),
+                format!(
+                    "`{VERSION_PLACEHOLDER}` may only be a whole argument after the program, \
+                     e.g. [\"/usr/local/bin/switch-version\", \"{VERSION_PLACEHOLDER}\"]; got `{arg}`"
+                ),
+            ));
+        }
     }
     let timeout = config::parse_positive_duration(&format!("{key}.timeout"), &raw.timeout)?;
     Ok(Action {

@@ -114,6 +114,43 @@ impl std::str::FromStr for Cohort {
     }
 }
 
+/// The one placeholder an action's argv may hold, as a whole element: the
+/// version a command names (`rollguardctl rollout`'s promote).
+pub const VERSION_PLACEHOLDER: &str = "{version}";
+
+/// Longest version a command may name.
+pub const MAX_VERSION_LEN: usize = 64;
+
+/// Checks that `value` is a version a command may pass to an action:
+/// `^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$`. Nothing else reaches an argv: no
+/// option (a leading `-`), no path, no shell syntax, no whitespace.
+pub fn validate_version(value: &str) -> Result<(), String> {
+    let mut chars = value.chars();
+    let Some(first) = chars.next() else {
+        return Err("the version is empty".to_owned());
+    };
+    if value.len() > MAX_VERSION_LEN {
+        return Err(format!(
+            "the version is longer than {MAX_VERSION_LEN} characters"
+        ));
+    }
+    if !first.is_ascii_alphanumeric() {
+        return Err(format!(
+            "the version `{}` must start with a letter or digit",
+            value.escape_debug()
+        ));
+    }
+    if let Some(bad) =
+        chars.find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '+' | '-')))
+    {
+        return Err(format!(
+            "the version `{}` holds {bad:?}: only letters, digits, '.', '_', '+' and '-'",
+            value.escape_debug()
+        ));
+    }
+    Ok(())
+}
+
 /// The reason, exactly, of a command an agent rejected because its
 /// `not_after` had passed before it could run: the host never ran it.
 pub const REASON_EXPIRED: &str = "expired";
@@ -161,5 +198,45 @@ impl CommandStatus {
 impl fmt::Display for CommandStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::validate_version;
+
+    #[test]
+    fn versions_that_may_reach_an_argv() {
+        for good in [
+            "2.4.1",
+            "v2",
+            "1.0.0-beta.3",
+            "1.0+build.7",
+            "a_b",
+            &"9".repeat(64),
+        ] {
+            assert_eq!(validate_version(good), Ok(()), "{good}");
+        }
+    }
+
+    #[test]
+    fn anything_else_is_refused_with_the_reason() {
+        for (bad, why) in [
+            ("", "empty"),
+            ("-rf", "start with"),
+            (".hidden", "start with"),
+            ("../../etc", "start with"),
+            ("1.0/../x", "'/'"),
+            ("1.0 2.0", "' '"),
+            ("1.0;reboot", "';'"),
+            ("$(id)", "start with"),
+            ("1.0\n", "'\\n'"),
+            ("é1", "start with"),
+            ("1é", "'é'"),
+            (&"9".repeat(65), "longer than 64"),
+        ] {
+            let err = validate_version(bad).expect_err(bad);
+            assert!(err.contains(why), "{bad:?}: {err}");
+        }
     }
 }

@@ -83,6 +83,9 @@ pub(crate) fn command_message(
                 record.issued_at_unix_ms,
             ))),
             sent_at: Some(rollguard_proto::time_to_pb(sent_at)),
+            // Rollbacks name no version; a rollout's promote will, checked
+            // with `ids::validate_version` before it is stored (issue 12).
+            version: String::new(),
         })),
     }
 }

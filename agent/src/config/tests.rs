@@ -413,3 +413,60 @@ fn tripwire_is_off_by_default_and_checked_against_the_actions() {
         "bogus",
     );
 }
+
+#[test]
+fn version_is_a_whole_argument_after_the_program() {
+    let config = load(
+        Some("[actions.promote]\ncommand = [\"/usr/local/bin/switch-version\", \"{version}\"]\n"),
+        REQUIRED,
+    )
+    .expect("valid");
+    let promote = &config.actions["promote"];
+    assert!(promote.takes_version());
+    assert_eq!(
+        promote.for_version("2.4.1").expect("a good version").argv,
+        ["/usr/local/bin/switch-version", "2.4.1"]
+    );
+    for bad in ["", "-rf", "../x", "1 2", "$(id)"] {
+        let err = promote.for_version(bad).expect_err(bad);
+        assert!(err.contains("version"), "{bad:?}: {err}");
+    }
+    // An action without the placeholder gets no parameter.
+    let plain = load(
+        Some("[actions.rollback]\ncommand = [\"/bin/true\", \"stable\"]\n"),
+        REQUIRED,
+    )
+    .expect("valid");
+    let rollback = &plain.actions["rollback"];
+    assert!(!rollback.takes_version());
+    assert_eq!(
+        rollback.for_version("2.4.1").expect("ignored").argv,
+        ["/bin/true", "stable"]
+    );
+
+    for bad in [
+        "command = [\"{version}\"]",
+        "command = [\"/bin/sw\", \"--to={version}\"]",
+        "command = [\"/bin/sw\", \"{version}.tar\"]",
+    ] {
+        check_error(
+            Some(&format!("[actions.promote]\n{bad}\n")),
+            REQUIRED,
+            "`actions.promote.command`",
+        );
+    }
+}
+
+#[test]
+fn the_tripwire_cannot_run_an_action_that_takes_a_version() {
+    check_error(
+        Some(
+            "[app]\nscrape_url = \"http://127.0.0.1:9/metrics\"\n\
+             [actions.promote]\ncommand = [\"/bin/sw\", \"{version}\"]\n\
+             [tripwire]\naction = \"promote\"\n\
+             [[tripwire.rules]]\nmetric = \"error_rate\"\nmax = 0.2\n",
+        ),
+        REQUIRED,
+        "`tripwire.action`",
+    );
+}

@@ -247,12 +247,20 @@ impl Commands {
         if is_expired(&command, now) {
             return self.reject(&command, REASON_EXPIRED.to_owned(), now);
         }
-        let Some(action) = self.actions.get(&command.action).cloned() else {
+        let Some(defined) = self.actions.get(&command.action) else {
             let reason = format!(
                 "unknown action `{}`: this host does not define it",
                 command.action
             );
             return self.reject(&command, reason, now);
+        };
+        // `{version}` is filled in here, checked again whatever the coordinator checked.
+        let action = match defined.for_version(&command.version) {
+            Ok(action) => action,
+            Err(why) => {
+                let reason = format!("action `{}`: {why}", command.action);
+                return self.reject(&command, reason, now);
+            }
         };
         // Durably record the start before anything runs: at most once, also across restarts.
         if let Err(err) = self.journal.start(&id) {
