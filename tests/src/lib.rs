@@ -732,6 +732,27 @@ pub fn target_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("target"))
 }
 
+/// File in the target dir where skipped tests write why; `.ci/run` prints it.
+pub const SKIPPED_FILE: &str = "rollguard-skipped.txt";
+
+/// Says loudly that `test` did not run and why: on stderr (shown with
+/// `--nocapture`) and appended to `<target>/rollguard-skipped.txt`, which
+/// `.ci/run` prints after the tests (libtest hides a passing test's stderr).
+pub fn skip(test: &str, reason: &str) {
+    use std::io::Write as _;
+    let line = format!("SKIPPED {test}: {reason}");
+    eprintln!("{line}");
+    let path = target_dir().join(SKIPPED_FILE);
+    let written = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .and_then(|mut file| writeln!(file, "{line}"));
+    if let Err(err) = written {
+        eprintln!("cannot note the skip in {}: {err}", path.display());
+    }
+}
+
 /// A plain HTTP/1.1 GET over a real socket; returns (status code, body).
 pub fn http_get(url: &str) -> anyhow::Result<(u16, String)> {
     use std::io::{Read, Write};

@@ -116,7 +116,10 @@ fn final_results(coordinator: &Coordinator, command_id: &str) -> Vec<(String, St
 #[test]
 fn agents_an_hour_ahead_or_behind_run_the_policy_rollback_once_with_no_catch_up() {
     if let Some(reason) = faketime_missing() {
-        eprintln!("skipping agents_an_hour_ahead_or_behind...: {reason}");
+        rollguard_tests::skip(
+            "agents_an_hour_ahead_or_behind_run_the_policy_rollback_once_with_no_catch_up",
+            &reason,
+        );
         return;
     }
     let root = test_dir("clock-skew");

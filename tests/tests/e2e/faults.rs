@@ -94,7 +94,10 @@ fn a_full_store_disk_is_reported_and_the_store_recovers_without_a_restart() {
     let tmpfs = match Tmpfs::mount(&root.join("data"), "8m") {
         Ok(tmpfs) => tmpfs,
         Err(reason) => {
-            eprintln!("SKIPPED a_full_store_disk_is_reported...: {reason}");
+            rollguard_tests::skip(
+                "a_full_store_disk_is_reported_and_the_store_recovers_without_a_restart",
+                &reason,
+            );
             return;
         }
     };
@@ -434,7 +437,10 @@ fn an_agent_whose_disk_is_full_reports_the_rollback_failed_unrun_and_the_retry_r
     let tmpfs = match Tmpfs::mount(&root.join("beta-1-state"), "1m") {
         Ok(tmpfs) => tmpfs,
         Err(reason) => {
-            eprintln!("SKIPPED an_agent_whose_disk_is_full_...: {reason}");
+            rollguard_tests::skip(
+                "an_agent_whose_disk_is_full_reports_the_rollback_failed_unrun_and_the_retry_runs_once",
+                &reason,
+            );
             return;
         }
     };

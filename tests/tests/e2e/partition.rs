@@ -444,7 +444,7 @@ fn partition_or_skip(test: &str) -> Option<Partition> {
     match Partition::create() {
         Ok(partition) => Some(partition),
         Err(reason) => {
-            eprintln!("SKIPPED {test}: {reason}");
+            rollguard_tests::skip(test, &reason);
             None
         }
     }
@@ -478,7 +478,10 @@ fn a_partitioned_beta_host_gets_the_rollback_once_when_the_link_returns() {
 fn a_ten_minute_partition_delivers_the_rollback_once_and_resends_the_backlog() {
     let test = "a_ten_minute_partition_delivers_the_rollback_once_and_resends_the_backlog";
     if std::env::var("ROLLGUARD_LONG_FAULTS").as_deref() != Ok("1") {
-        eprintln!("SKIPPED {test}: set ROLLGUARD_LONG_FAULTS=1 to run it (over ten minutes)");
+        rollguard_tests::skip(
+            test,
+            "set ROLLGUARD_LONG_FAULTS=1 to run it (over ten minutes)",
+        );
         return;
     }
     let root = test_dir("partition-10m");
