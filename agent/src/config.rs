@@ -44,7 +44,8 @@ pub struct RawConfig {
     pub host_id: String,
     /// Deployment this host belongs to (required).
     pub deployment: String,
-    /// `beta` or `baseline` (required).
+    /// `beta`, `baseline`, or `auto` (the default, also when empty): the
+    /// coordinator decides.
     pub cohort: String,
     /// Version of the application under guard, when it is fixed.
     pub app_version: String,
@@ -213,7 +214,8 @@ pub struct Config {
     pub coordinator: String,
     pub host_id: HostId,
     pub deployment: DeploymentName,
-    pub cohort: Cohort,
+    /// `None`: `auto`, the coordinator decides.
+    pub cohort: Option<Cohort>,
     pub version: VersionSource,
     pub interval: Duration,
     pub state_dir: PathBuf,
@@ -243,7 +245,7 @@ impl Config {
             "host {} in {} ({}) every {:?}, coordinator {}; actions: {}; scrape: {}; probe: {}; tripwire: {}",
             self.host_id,
             self.deployment,
-            self.cohort,
+            cohort_name(self.cohort),
             self.interval,
             self.coordinator,
             if actions.is_empty() {
@@ -363,15 +365,17 @@ impl RawConfig {
         }
         validate_name("deployment", &self.deployment)
             .map_err(|m| ConfigError::invalid("deployment", m))?;
-        if self.cohort.is_empty() {
-            return Err(ConfigError::Missing {
-                key: "cohort".to_owned(),
-            });
-        }
-        let cohort: Cohort = self
-            .cohort
-            .parse()
-            .map_err(|m: String| ConfigError::invalid("cohort", m))?;
+        // Empty or `auto`: the coordinator decides (beta while a rollout
+        // has promoted this host, baseline otherwise; issue 12).
+        let cohort: Option<Cohort> = match self.cohort.as_str() {
+            "" | "auto" => None,
+            fixed => Some(fixed.parse().map_err(|_: String| {
+                ConfigError::invalid(
+                    "cohort",
+                    format!("expected `beta`, `baseline` or `auto`, got `{fixed}`"),
+                )
+            })?),
+        };
         let version = version_source(self.version_file, self.version_command, self.app_version)?;
         let interval = config::parse_positive_duration("interval", &self.interval)?;
         if interval < Duration::from_millis(100) {
@@ -528,6 +532,15 @@ fn action(name: &str, raw: RawAction) -> Result<Action, ConfigError> {
         env: raw.env,
         working_dir: raw.working_dir,
     })
+}
+
+/// How a cohort setting reads: `beta`, `baseline` or `auto`.
+pub fn cohort_name(cohort: Option<Cohort>) -> &'static str {
+    match cohort {
+        Some(Cohort::Beta) => "beta",
+        Some(Cohort::Baseline) => "baseline",
+        None => "auto",
+    }
 }
 
 #[cfg(test)]

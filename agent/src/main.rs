@@ -25,7 +25,8 @@ struct Cli {
     /// Deployment this host belongs to (required here, in the file or the env).
     #[arg(long, value_name = "NAME")]
     deployment: Option<String>,
-    /// `beta` or `baseline` (required here, in the file or the env).
+    /// `beta`, `baseline`, or `auto` (the default): the coordinator decides
+    /// (beta while a rollout has promoted this host, baseline otherwise).
     #[arg(long)]
     cohort: Option<String>,
     /// Version of the application under guard.
@@ -97,7 +98,7 @@ fn main() -> ExitCode {
         tracing::info!(
             host_id = %config.host_id,
             deployment = %config.deployment,
-            cohort = %config.cohort,
+            cohort = rollguard_agent::config::cohort_name(config.cohort),
             coordinator = %config.coordinator,
             actions = ?config.actions.keys().collect::<Vec<_>>(),
             "agent starting"

@@ -50,11 +50,6 @@ fn required_keys_are_named() {
     check_error(None, &[], "`deployment`");
     check_error(
         None,
-        &[("ROLLGUARD_AGENT__DEPLOYMENT", "cache")],
-        "`cohort`",
-    );
-    check_error(
-        None,
         &[
             ("ROLLGUARD_AGENT__DEPLOYMENT", "cache"),
             ("ROLLGUARD_AGENT__COHORT", "canary"),
@@ -73,7 +68,7 @@ fn actions_come_from_the_file() {
         &[],
     )
     .expect("valid");
-    assert_eq!(cfg.cohort, Cohort::Baseline);
+    assert_eq!(cfg.cohort, Some(Cohort::Baseline));
     let action = &cfg.actions["rollback"];
     assert_eq!(action.argv, ["/bin/true", "x"]);
     assert_eq!(action.timeout, Duration::from_secs(5));
@@ -87,7 +82,7 @@ fn env_overrides_the_file() {
         &[("ROLLGUARD_AGENT__COHORT", "beta")],
     )
     .expect("valid");
-    assert_eq!(cfg.cohort, Cohort::Beta);
+    assert_eq!(cfg.cohort, Some(Cohort::Beta));
 }
 
 #[test]
@@ -468,5 +463,19 @@ fn the_tripwire_cannot_run_an_action_that_takes_a_version() {
         ),
         REQUIRED,
         "`tripwire.action`",
+    );
+}
+
+#[test]
+fn the_cohort_is_auto_unless_fixed() {
+    let only_deployment = [("ROLLGUARD_AGENT__DEPLOYMENT", "cache")];
+    let cfg = load(None, &only_deployment).expect("valid");
+    assert_eq!(cfg.cohort, None, "auto by default");
+    let cfg = load(Some("cohort = \"auto\"\n"), &only_deployment).expect("valid");
+    assert_eq!(cfg.cohort, None);
+    check_error(
+        Some("cohort = \"canary\"\n"),
+        &only_deployment,
+        "expected `beta`, `baseline` or `auto`",
     );
 }

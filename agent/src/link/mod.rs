@@ -337,7 +337,10 @@ impl Link {
         pb::Hello {
             host_id: config.host_id.to_string(),
             deployment: config.deployment.to_string(),
-            cohort: pb::Cohort::from(config.cohort) as i32,
+            // Auto is COHORT_UNSPECIFIED: the coordinator decides.
+            cohort: config
+                .cohort
+                .map_or(pb::Cohort::Unspecified, pb::Cohort::from) as i32,
             app_version: self.app_version.clone(),
             agent_version: env!("CARGO_PKG_VERSION").to_owned(),
             action_names: config.actions.keys().cloned().collect(),

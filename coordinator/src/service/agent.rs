@@ -465,7 +465,13 @@ fn check_hello(hello: &pb::Hello) -> Result<HostIdentity, WireError> {
         field: "deployment",
         message: m,
     })?;
-    let cohort = hello.checked_cohort()?;
+    // COHORT_UNSPECIFIED is `auto`: the coordinator decides, and with no
+    // rollout having promoted the host (issue 12) that is the baseline.
+    let cohort = if hello.cohort == pb::Cohort::Unspecified as i32 {
+        Cohort::Baseline
+    } else {
+        hello.checked_cohort()?
+    };
     if hello.action_names.len() > MAX_ACTIONS {
         return Err(WireError::Invalid {
             field: "action_names",

@@ -195,14 +195,15 @@ fn protocol_violations_get_a_grpc_error_and_others_keep_being_served() {
         let status = response.expect_err("samples before Hello are refused");
         assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
 
-        // A Hello with an unset cohort.
+        // A Hello with a cohort that is no value of the enum (0, unset, is
+        // `auto` and accepted).
         let mut bad_hello = hello("bad-cohort");
         if let Some(pb::agent_message::Kind::Hello(h)) = bad_hello.kind.as_mut() {
-            h.cohort = 0;
+            h.cohort = 7;
         }
         let (_tx, response) = open_stream(&coordinator.url, bad_hello).await;
         assert_eq!(
-            response.expect_err("unset cohort").code(),
+            response.expect_err("unknown cohort").code(),
             tonic::Code::InvalidArgument
         );
 

@@ -218,3 +218,25 @@ fn an_offline_beta_host_runs_the_rollback_once_when_it_returns() {
         .expect("back");
     assert_eq!(beta.evidence_lines(), 1, "ran exactly once");
 }
+
+/// Issue 12: an agent given no cohort (`auto`) is admitted, and with no
+/// rollout having promoted it the coordinator counts it in the baseline.
+#[test]
+fn an_agent_without_a_cohort_is_in_the_baseline_until_a_rollout_promotes_it() {
+    let root = rollguard_tests::test_dir("auto-cohort");
+    let coordinator =
+        rollguard_tests::Coordinator::start(&root.join("data"), None).expect("coordinator");
+    let _agent = rollguard_tests::Agent::start(
+        &root,
+        &coordinator.url,
+        &rollguard_tests::AgentSpec::with_evidence_action("auto-1", "cache", "auto"),
+    )
+    .expect("agent");
+    let agents = coordinator
+        .wait_for_agents("auto-1 to connect", |agents| {
+            rollguard_tests::agent(agents, "auto-1").is_some_and(|a| a["connected"] == true)
+        })
+        .expect("connected");
+    let host = rollguard_tests::agent(&agents, "auto-1").expect("listed");
+    assert_eq!(host["cohort"], "baseline", "{host}");
+}

@@ -48,7 +48,8 @@ fn check_hello_accepts_good_and_blames_the_bad_field() {
             |h| h.deployment.clear(),
             Some("deployment"),
         ),
-        ("cohort unset", |h| h.cohort = 0, Some("cohort")),
+        // Unset is `auto` (issue 12): admitted, in the baseline.
+        ("cohort auto", |h| h.cohort = 0, None),
         ("cohort unknown", |h| h.cohort = 9, Some("cohort")),
         (
             "65 actions",
@@ -122,7 +123,12 @@ fn check_hello_accepts_good_and_blames_the_bad_field() {
         match (check_hello(&hello), want) {
             (Ok(identity), None) => {
                 assert_eq!(identity.host_id.as_str(), hello.host_id, "{name}");
-                assert_eq!(identity.cohort, Cohort::Beta, "{name}");
+                let want = if hello.cohort == 0 {
+                    Cohort::Baseline
+                } else {
+                    Cohort::Beta
+                };
+                assert_eq!(identity.cohort, want, "{name}");
                 assert!(identity.interval >= Duration::from_millis(100), "{name}");
             }
             (Ok(_), Some(field)) => panic!("{name}: accepted, want an error on `{field}`"),
