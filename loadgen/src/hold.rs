@@ -92,35 +92,10 @@ pub(crate) async fn run(
     let stop = CancellationToken::new();
     let connected = Arc::new(AtomicUsize::new(0));
     let permits = Arc::new(Semaphore::new(config.connect_concurrency.get()));
-    let own_endpoint = Arc::new(endpoint.clone());
-    let mut shared = Vec::new();
-    for _ in 0..config.connections.map_or(0, |k| k.get().min(n_agents)) {
-        shared.push(
-            endpoint
-                .connect()
-                .await
-                .context("opening a shared connection")?,
-        );
-    }
+    let slots = sim::Slots::open(config, n_agents, endpoint, certs).await?;
     let mut agents = Vec::with_capacity(n_agents);
     for idx in 0..n_agents {
-        let identity = Identity {
-            idx,
-            host_id: config.host_id(idx),
-            deployment: config.deployment.clone(),
-            beta: config.is_beta(idx),
-            action: config.action.clone(),
-            interval: config.interval,
-        };
-        let link = if shared.is_empty() {
-            Link::Own {
-                endpoint: Arc::clone(&own_endpoint),
-                tls: certs
-                    .map(|certs| certs.agent(idx).expect("certificates made for every agent")),
-            }
-        } else {
-            Link::Shared(shared[idx % shared.len()].clone())
-        };
+        let (identity, link) = slots.agent(idx);
         agents.push(tokio::spawn(agent(
             identity,
             link,

@@ -58,6 +58,67 @@ pub(crate) struct Identity {
     pub(crate) interval: Duration,
 }
 
+/// Where each of N simulated agents connects: its own connection from
+/// `endpoint` (with its certificate under TLS), or one of `--connections`
+/// shared ones. Used by a step and by `--hold`.
+#[derive(Debug)]
+pub(crate) struct Slots<'a> {
+    config: &'a crate::config::Config,
+    own: Arc<Endpoint>,
+    certs: Option<&'a crate::certs::Certs>,
+    shared: Vec<Channel>,
+}
+
+impl<'a> Slots<'a> {
+    /// Opens the shared connections, if `--connections` asks for them.
+    pub(crate) async fn open(
+        config: &'a crate::config::Config,
+        n_agents: usize,
+        endpoint: &Endpoint,
+        certs: Option<&'a crate::certs::Certs>,
+    ) -> anyhow::Result<Slots<'a>> {
+        let mut shared = Vec::new();
+        for _ in 0..config.connections.map_or(0, |k| k.get().min(n_agents)) {
+            shared.push(anyhow::Context::context(
+                endpoint.connect().await,
+                "opening a shared connection",
+            )?);
+        }
+        Ok(Slots {
+            config,
+            own: Arc::new(endpoint.clone()),
+            certs,
+            shared,
+        })
+    }
+
+    /// Who simulated agent `idx` is and where it connects.
+    pub(crate) fn agent(&self, idx: usize) -> (Identity, Link) {
+        let config = self.config;
+        let identity = Identity {
+            idx,
+            host_id: config.host_id(idx),
+            deployment: config.deployment.clone(),
+            beta: config.is_beta(idx),
+            action: config.action.clone(),
+            interval: config.interval,
+        };
+        let link = if self.shared.is_empty() {
+            Link::Own {
+                endpoint: Arc::clone(&self.own),
+                tls: self.certs.map(|certs| {
+                    certs
+                        .agent(idx)
+                        .expect("the run made certificates for every agent")
+                }),
+            }
+        } else {
+            Link::Shared(self.shared[idx % self.shared.len()].clone())
+        };
+        (identity, link)
+    }
+}
+
 /// The step's timeline, set once every agent is connected.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Clock {

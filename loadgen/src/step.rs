@@ -22,7 +22,7 @@ use crate::certs::Certs;
 use crate::config::Config;
 use crate::procfs::{self, ProcSample};
 use crate::report::{self, StepReport};
-use crate::sim::{self, Clock, Identity, Link, Outcome, Progress};
+use crate::sim::{self, Clock, Outcome, Progress};
 use crate::stats;
 
 /// Period of the coordinator RSS sampler.
@@ -203,21 +203,7 @@ async fn one_step(
 ) -> anyhow::Result<StepReport> {
     let step_start = Instant::now();
     tracing::info!(n_agents, "step: connecting agents");
-    let shared = match config.connections {
-        None => Vec::new(),
-        Some(k) => {
-            let mut channels = Vec::new();
-            for _ in 0..k.get().min(n_agents) {
-                channels.push(
-                    endpoint
-                        .connect()
-                        .await
-                        .context("opening a shared connection")?,
-                );
-            }
-            channels
-        }
-    };
+    let slots = sim::Slots::open(config, n_agents, endpoint, certs).await?;
     let stop = CancellationToken::new();
     let progress = Arc::new(Progress::default());
     let permits = Arc::new(Semaphore::new(config.connect_concurrency.get()));
@@ -245,29 +231,9 @@ async fn one_step(
         })
     });
 
-    let own_endpoint = Arc::new(endpoint.clone());
     let mut agents = Vec::with_capacity(n_agents);
     for idx in 0..n_agents {
-        let identity = Identity {
-            idx,
-            host_id: config.host_id(idx),
-            deployment: config.deployment.clone(),
-            beta: config.is_beta(idx),
-            action: config.action.clone(),
-            interval: config.interval,
-        };
-        let link = if shared.is_empty() {
-            Link::Own {
-                endpoint: Arc::clone(&own_endpoint),
-                tls: certs.map(|certs| {
-                    certs
-                        .agent(idx)
-                        .expect("ensure_certs covered every agent of the step")
-                }),
-            }
-        } else {
-            Link::Shared(shared[idx % shared.len()].clone())
-        };
+        let (identity, link) = slots.agent(idx);
         agents.push(tokio::spawn(sim::run(
             identity,
             link,

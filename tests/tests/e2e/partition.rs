@@ -233,6 +233,12 @@ fn connected(coordinator: &Coordinator, host: &str) -> Option<bool> {
     agent(agents.as_array()?, host).map(|a| a["connected"] == true)
 }
 
+/// `last_seen` of `host` in `agents -o json`: it moves with every sample heard.
+fn last_seen(coordinator: &Coordinator, host: &str) -> Option<Value> {
+    let agents = coordinator.ctl(&["agents", "-o", "json"]).json().ok()?;
+    agent(agents.as_array()?, host).map(|a| a["last_seen"].clone())
+}
+
 /// Final statuses of beta-1 in every rollback of `cache` (the decision and
 /// any catch-up).
 fn beta_results(coordinator: &Coordinator) -> Vec<String> {
@@ -343,7 +349,14 @@ fn play(scenario: &Scenario, partition: &Partition, root: &Path) -> Findings {
     // the coordinator already has. Then no way at all.
     partition.cut_toward_netns();
     let rounds_before = rounds(&coordinator).len();
-    std::thread::sleep(Duration::from_secs(1));
+    let seen_at_cut = last_seen(&coordinator, "beta-1");
+    wait_until(
+        "a beta sample heard after the acks were cut",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || (last_seen(&coordinator, "beta-1") != seen_at_cut).then_some(()),
+    )
+    .expect("the coordinator still hears the beta one way");
     partition.cut_from_netns();
     // Hold the cut (the fault's length, not a wait for a condition),
     // watching meanwhile.
