@@ -10,6 +10,7 @@ pub mod config;
 pub mod exposition;
 pub mod ids;
 pub mod policy;
+pub mod rollout;
 pub mod sample;
 pub mod time;
 

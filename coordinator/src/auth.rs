@@ -90,8 +90,14 @@ pub(crate) fn need(endpoint: Endpoint) -> Need {
             | Rpc::History
             | Rpc::Why
             | Rpc::Report
-            | Rpc::ListDeployments => Need::Role(Role::Viewer),
-            Rpc::Rollback | Rpc::Rearm => Need::Role(Role::Operator),
+            | Rpc::ListDeployments
+            | Rpc::RolloutPreflight
+            | Rpc::RolloutStatus
+            | Rpc::RolloutRetro
+            | Rpc::RolloutHistory => Need::Role(Role::Viewer),
+            Rpc::Rollback | Rpc::Rearm | Rpc::RolloutStart | Rpc::RolloutChange => {
+                Need::Role(Role::Operator)
+            }
         },
         Endpoint::Health => Need::Anyone,
         Endpoint::Reflection => Need::Role(Role::Viewer),

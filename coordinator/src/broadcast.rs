@@ -17,7 +17,7 @@ use crate::error::{chain, Error, Result};
 use crate::fleet::Fleet;
 use crate::notify::Notifier;
 use crate::outbound::{command_message, AgentTx};
-use crate::store::{unix_ms, AuditRecord, CommandRecord, Store, Write};
+use crate::store::{unix_ms, AuditRecord, CommandKind, CommandRecord, Store, Write};
 
 /// Longest reason a command (and its audit entry and webhook) carries, in
 /// bytes. An operator's or the policy's reason fits easily; a catch-up
@@ -127,6 +127,8 @@ impl Issuer {
             retry_of: String::new(),
             attempt: 0,
             local: false,
+            kind: CommandKind::Rollback,
+            version: String::new(),
         };
         span.record("command_id", record.command_id.as_str());
         span.record("targets", targets.len());
@@ -270,6 +272,8 @@ impl Issuer {
             retry_of,
             attempt,
             local: false,
+            kind: CommandKind::Rollback,
+            version: String::new(),
         };
         let audit = AuditRecord {
             time_unix_ms: unix_ms(now),
@@ -299,6 +303,87 @@ impl Issuer {
             %host_id,
             ?missed,
             "rollback repeated for one host"
+        );
+        Ok(record)
+    }
+}
+
+/// What a promote installs, where, and why (issue 12).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Promote<'a> {
+    pub(crate) deployment: &'a DeploymentName,
+    /// The hosts this promote adds.
+    pub(crate) hosts: &'a [String],
+    /// Every host the rollout has promoted, these included: beta from now.
+    pub(crate) promoted: &'a [String],
+    pub(crate) action: &'a str,
+    /// Checked with `ids::validate_version` by the caller.
+    pub(crate) version: &'a str,
+    pub(crate) reason: &'a str,
+    pub(crate) actor: &'a str,
+}
+
+/// A rollout's promote: a command closed to the hosts a phase adds,
+/// naming the agents' promote action and the version, stored (with
+/// `with`, the rollout's record) before it is sent, like a rollback. It
+/// is never retried or caught up: a failed promote ends the rollout.
+impl Issuer {
+    pub(crate) async fn promote(
+        &self,
+        promote: Promote<'_>,
+        with: impl FnOnce(&CommandRecord) -> Vec<Write>,
+    ) -> Result<CommandRecord> {
+        let span = tracing::info_span!(
+            "rollout.promote",
+            deployment = %promote.deployment,
+            version = promote.version,
+            targets = promote.hosts.len(),
+        );
+        let now = SystemTime::now();
+        let record = CommandRecord {
+            command_id: new_command_id(now),
+            deployment: promote.deployment.to_string(),
+            action: promote.action.to_owned(),
+            reason: bounded_reason(promote.reason.to_owned()),
+            actor: promote.actor.to_owned(),
+            issued_at_unix_ms: unix_ms(now),
+            not_after_unix_ms: unix_ms(now + self.config.command_ttl),
+            targets: promote.hosts.to_vec(),
+            trace_context: rollguard_proto::otel::inject(&span).into_iter().collect(),
+            closed: true,
+            request_id: String::new(),
+            retry_of: String::new(),
+            attempt: 0,
+            local: false,
+            kind: CommandKind::Promote,
+            version: promote.version.to_owned(),
+        };
+        let audit = AuditRecord {
+            time_unix_ms: unix_ms(now),
+            deployment: record.deployment.clone(),
+            action: "promote".to_owned(),
+            reason: record.reason.clone(),
+            command_id: record.command_id.clone(),
+            actor: promote.actor.to_owned(),
+            detail: format!(
+                "action `{}` with version {} to {} host(s)",
+                record.action,
+                record.version,
+                record.targets.len()
+            ),
+        };
+        let with = with(&record);
+        self.issue(record.clone(), audit, with)
+            .instrument(span)
+            .await?;
+        self.fleet
+            .set_promoted(promote.deployment, promote.promoted);
+        tracing::info!(
+            deployment = %record.deployment,
+            command_id = %record.command_id,
+            version = %record.version,
+            n_targets = record.targets.len(),
+            "promote sent"
         );
         Ok(record)
     }

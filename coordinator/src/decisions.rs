@@ -22,7 +22,7 @@ use rollguard_common::{Cohort, DeploymentName};
 use serde_json::json;
 use tracing::Instrument;
 
-use crate::broadcast::{Issuer, Missed, Origin};
+use crate::broadcast::{Issuer, Missed, Origin, Promote};
 use crate::error::{chain, Error, Result};
 use crate::fleet::HostIdentity;
 use crate::store::{unix_ms, AuditRecord, CommandRecord, RoundRecord, Write};
@@ -57,12 +57,18 @@ pub(crate) struct Recorded {
     pub(crate) previous: Option<Verdict>,
 }
 
+/// Rounds a slow subscriber may fall behind by before it misses some.
+const ROUNDS_CHANNEL: usize = 1024;
+
 /// The judge states and the lock that decides; see the module docs.
 #[derive(Debug)]
 pub(crate) struct Decisions {
     judged: tokio::sync::Mutex<HashMap<DeploymentName, Judged>>,
     published: Mutex<HashMap<DeploymentName, Published>>,
     issuer: Issuer,
+    /// Every recorded round, for the rollouts (a lagging receiver misses
+    /// rounds and is told so; sending never waits).
+    rounds: tokio::sync::broadcast::Sender<Arc<RoundRecord>>,
 }
 
 impl Decisions {
@@ -88,7 +94,13 @@ impl Decisions {
             judged: tokio::sync::Mutex::new(judged),
             published: Mutex::new(published),
             issuer,
+            rounds: tokio::sync::broadcast::channel(ROUNDS_CHANNEL).0,
         }
+    }
+
+    /// Every round recorded from now on.
+    pub(crate) fn subscribe_rounds(&self) -> tokio::sync::broadcast::Receiver<Arc<RoundRecord>> {
+        self.rounds.subscribe()
     }
 
     fn published(&self) -> std::sync::MutexGuard<'_, HashMap<DeploymentName, Published>> {
@@ -201,6 +213,8 @@ impl Decisions {
             }
         }
         self.publish(deployment, current, Some(record.clone()));
+        // Sent under the lock, so subscribers see rounds in order.
+        let _no_subscriber = self.rounds.send(Arc::new(record.clone()));
         Recorded { record, previous }
     }
 
@@ -300,6 +314,58 @@ impl Decisions {
         self.issuer
             .decide(deployment, reason, actor, origin, |_| Vec::new())
             .await
+    }
+
+    /// A rollout's promote, under the lock that decides: refused while the
+    /// policy holds the deployment disarmed or a rollback of it was decided
+    /// at or after `since_unix_ms` (the rollout's start), so a promote and
+    /// a decision never cross. The hosts are beta from the moment it is
+    /// stored, so any later decision targets them.
+    pub(crate) async fn promote(
+        &self,
+        promote: Promote<'_>,
+        since_unix_ms: u64,
+        with: impl FnOnce(&CommandRecord) -> Vec<Write>,
+    ) -> Result<CommandRecord> {
+        let judged = self.judged.lock().await;
+        let deployment = promote.deployment;
+        if !is_armed(&judged, deployment) {
+            return Err(Error::FailedPrecondition(format!(
+                "the policy holds `{deployment}` disarmed: no promote is sent"
+            )));
+        }
+        if let Some(rollback) = self.issuer.fleet.rollback_since(deployment, since_unix_ms) {
+            return Err(Error::FailedPrecondition(format!(
+                "`{deployment}` was rolled back by {} since the rollout started",
+                rollback.command_id
+            )));
+        }
+        self.issuer.promote(promote, with).await
+    }
+
+    /// A rollout's rollback (a failed promote, or an abort): one decision,
+    /// like an operator's, committed with `with` (the rollout's record).
+    /// If a rollback of the deployment was decided at or after
+    /// `since_unix_ms` already (the policy's, say), that one is returned
+    /// and nothing new is decided: a rollout is rolled back once.
+    pub(crate) async fn rollout_rollback(
+        &self,
+        deployment: &DeploymentName,
+        reason: &str,
+        actor: &str,
+        since_unix_ms: u64,
+        with: impl FnOnce(&CommandRecord) -> Vec<Write>,
+    ) -> Result<(CommandRecord, bool)> {
+        let _judged = self.judged.lock().await;
+        if let Some(rollback) = self.issuer.fleet.rollback_since(deployment, since_unix_ms) {
+            return Ok((rollback, false));
+        }
+        let origin = Origin::Manual { request_id: "" };
+        let record = self
+            .issuer
+            .decide(deployment, reason, actor, origin, with)
+            .await?;
+        Ok((record, true))
     }
 
     /// Re-arms `deployment` and resets its count, stored with an audit
@@ -403,6 +469,10 @@ impl Decisions {
         let Some(failed) = self.issuer.fleet.command_record(command_id) else {
             return;
         };
+        // A failed promote is the rollout's to act on (it rolls back).
+        if !failed.kind.is_rollback() {
+            return;
+        }
         let retries = self.issuer.config.action_retries;
         if failed.attempt >= retries {
             tracing::error!(%host_id, command_id, deployment = %failed.deployment, retries, "rollback failed on its last retry: the host needs attention");

@@ -61,7 +61,11 @@ pub(crate) struct Applied {
 pub(crate) struct HostIdentity {
     pub(crate) host_id: HostId,
     pub(crate) deployment: DeploymentName,
+    /// The host's cohort: fixed by its agent, or (`auto`) beta while a
+    /// rollout of its deployment has it promoted and baseline otherwise.
     pub(crate) cohort: Cohort,
+    /// The agent left the cohort to the coordinator (`--cohort auto`).
+    pub(crate) auto: bool,
     pub(crate) app_version: String,
     pub(crate) agent_version: String,
     pub(crate) action_names: Vec<String>,
@@ -138,6 +142,10 @@ struct Inner<Tx> {
     /// Every command's targets counted by their status, kept as targets and
     /// results come, so that a /metrics scrape does not walk them all under the lock.
     tally: HashMap<CommandStatus, u64>,
+    /// Per deployment, the hosts its rollout has promoted: an `auto` host
+    /// among them is in the beta cohort, every other `auto` host in the
+    /// baseline (issue 12). Set by the rollout, never by an agent.
+    promoted: HashMap<DeploymentName, HashSet<String>>,
     next_conn_id: u64,
 }
 
@@ -148,12 +156,50 @@ impl<Tx> Default for Inner<Tx> {
             commands: HashMap::new(),
             requests: HashMap::new(),
             tally: HashMap::new(),
+            promoted: HashMap::new(),
             next_conn_id: 0,
         }
     }
 }
 
 impl<Tx> Inner<Tx> {
+    /// The cohort of an `auto` host: beta while promoted.
+    fn auto_cohort(&self, deployment: &DeploymentName, host_id: &str) -> Cohort {
+        let promoted = self
+            .promoted
+            .get(deployment)
+            .is_some_and(|hosts| hosts.contains(host_id));
+        if promoted {
+            Cohort::Beta
+        } else {
+            Cohort::Baseline
+        }
+    }
+
+    /// Puts every `auto` host of `deployment` in the cohort its promotion
+    /// says; a host that moves starts a fresh round (its samples so far
+    /// belong to the other cohort).
+    fn recohort(&mut self, deployment: &DeploymentName) {
+        let Inner {
+            hosts, promoted, ..
+        } = self;
+        let set = promoted.get(deployment);
+        for entry in hosts.values_mut() {
+            if !entry.identity.auto || &entry.identity.deployment != deployment {
+                continue;
+            }
+            let cohort = if set.is_some_and(|s| s.contains(entry.identity.host_id.as_str())) {
+                Cohort::Beta
+            } else {
+                Cohort::Baseline
+            };
+            if entry.identity.cohort != cohort {
+                entry.identity.cohort = cohort;
+                entry.round = None;
+            }
+        }
+    }
+
     /// Takes a new command in, its targets counted as not answered yet.
     fn insert_command(&mut self, state: CommandState) {
         *self.tally.entry(CommandStatus::NoAnswer).or_default() += state.target_set.len() as u64;
@@ -194,6 +240,7 @@ impl<Tx> Inner<Tx> {
         self.commands.values().any(|c| {
             c.record.closed
                 && !c.record.local
+                && c.record.kind.is_rollback()
                 && c.record.deployment == decision.deployment
                 && c.record.issued_at_unix_ms >= decision.issued_at_unix_ms
                 && c.target_set.contains(host_id.as_str())
@@ -264,6 +311,7 @@ impl<Tx: Clone> Fleet<Tx> {
                         host_id,
                         deployment: DeploymentName::new(agent.deployment),
                         cohort: agent.cohort,
+                        auto: agent.auto,
                         app_version: agent.app_version,
                         agent_version: agent.agent_version,
                         action_names: agent.action_names,
@@ -309,8 +357,16 @@ impl<Tx: Clone> Fleet<Tx> {
     }
 
     /// Registers a connected agent (see [`Connected`]).
-    pub(crate) fn connect(&self, identity: HostIdentity, tx: Tx, now: SystemTime) -> Connected<Tx> {
+    pub(crate) fn connect(
+        &self,
+        mut identity: HostIdentity,
+        tx: Tx,
+        now: SystemTime,
+    ) -> Connected<Tx> {
         let mut inner = self.lock();
+        if identity.auto {
+            identity.cohort = inner.auto_cohort(&identity.deployment, identity.host_id.as_str());
+        }
         inner.next_conn_id += 1;
         let conn_id = inner.next_conn_id;
         let host_id = identity.host_id.clone();
@@ -579,8 +635,12 @@ impl<Tx: Clone> Fleet<Tx> {
             let mut senders = Vec::new();
             let mut changed = false;
             for entry in inner.hosts.values() {
+                // A closed command goes to its targets, whatever their
+                // cohort now (a promote makes its targets beta; a catch-up
+                // or a retry is for a host that was beta); an open one to
+                // every beta host.
                 if entry.identity.deployment.as_str() != state.record.deployment
-                    || entry.identity.cohort != Cohort::Beta
+                    || (!state.record.closed && entry.identity.cohort != Cohort::Beta)
                 {
                     continue;
                 }
@@ -614,7 +674,10 @@ impl<Tx: Clone> Fleet<Tx> {
     ) -> Option<CommandRecord> {
         let inner = self.lock();
         let state = inner.commands.get(command_id)?;
-        if state.record.closed || !state.target_set.contains(host_id.as_str()) {
+        if state.record.closed
+            || !state.record.kind.is_rollback()
+            || !state.target_set.contains(host_id.as_str())
+        {
             return None;
         }
         let newer = inner.commands.values().any(|other| {
@@ -699,6 +762,43 @@ impl<Tx: Clone> Fleet<Tx> {
             .map(|c| c.record.clone())
     }
 
+    /// Sets the hosts `deployment`'s rollout has promoted (none: `hosts`
+    /// empty) and moves its `auto` hosts to the cohort that says. Called by
+    /// the rollout as it promotes, ends, and after a restart.
+    pub(crate) fn set_promoted(&self, deployment: &DeploymentName, hosts: &[String]) {
+        let mut inner = self.lock();
+        if hosts.is_empty() {
+            inner.promoted.remove(deployment);
+        } else {
+            inner
+                .promoted
+                .insert(deployment.clone(), hosts.iter().cloned().collect());
+        }
+        inner.recohort(deployment);
+    }
+
+    /// The newest decision to roll `deployment` back (an open rollback:
+    /// the policy's, an operator's or a rollout's) issued at or after
+    /// `since_unix_ms`.
+    pub(crate) fn rollback_since(
+        &self,
+        deployment: &DeploymentName,
+        since_unix_ms: u64,
+    ) -> Option<CommandRecord> {
+        let inner = self.lock();
+        inner
+            .commands
+            .values()
+            .filter(|c| {
+                !c.record.closed
+                    && c.record.kind.is_rollback()
+                    && c.record.deployment == deployment.as_str()
+                    && c.record.issued_at_unix_ms >= since_unix_ms
+            })
+            .max_by_key(|c| c.record.issued_at_unix_ms)
+            .map(|c| c.record.clone())
+    }
+
     /// The retry of `command_id` on `host_id`, if one was made.
     pub(crate) fn retried_by(&self, command_id: &str, host_id: &str) -> Option<String> {
         self.lock().retried_by(command_id, host_id)
@@ -711,7 +811,10 @@ impl<Tx: Clone> Fleet<Tx> {
         let mut failed = Vec::new();
         for state in inner.commands.values() {
             // A local run is the host's own; the coordinator never retries it.
-            if state.record.attempt >= max_attempt || state.record.local {
+            if state.record.attempt >= max_attempt
+                || state.record.local
+                || !state.record.kind.is_rollback()
+            {
                 continue;
             }
             for (host, result) in &state.results {
@@ -734,12 +837,14 @@ impl<Tx: Clone> Fleet<Tx> {
             if state.record.deployment != deployment
                 || state.record.attempt < max_attempt
                 || state.record.local
+                || !state.record.kind.is_rollback()
             {
                 continue;
             }
             for (host, result) in &state.results {
                 let newer = inner.commands.values().any(|other| {
                     other.record.deployment == deployment
+                        && other.record.kind.is_rollback()
                         && other.record.issued_at_unix_ms > state.record.issued_at_unix_ms
                         && other.target_set.contains(host)
                 });
@@ -1009,6 +1114,7 @@ fn agent_record(identity: &HostIdentity, now: SystemTime) -> AgentRecord {
         host_id: identity.host_id.as_str().to_owned(),
         deployment: identity.deployment.as_str().to_owned(),
         cohort: identity.cohort,
+        auto: identity.auto,
         app_version: identity.app_version.clone(),
         agent_version: identity.agent_version.clone(),
         action_names: identity.action_names.clone(),
@@ -1028,9 +1134,10 @@ fn pending_for<Tx>(
     let Some(entry) = inner.hosts.get(host_id) else {
         return (Vec::new(), Vec::new());
     };
-    if entry.identity.cohort != Cohort::Beta {
-        return (Vec::new(), Vec::new());
-    }
+    // A host that is not beta now still gets what it is a target of (a
+    // promoted host rolled back while it was away, then put back in the
+    // baseline), but joins nothing new.
+    let beta = entry.identity.cohort == Cohort::Beta;
     let deployment = entry.identity.deployment.as_str().to_owned();
     let now_ms = unix_ms(now);
     let mut pending = Vec::new();
@@ -1054,7 +1161,7 @@ fn pending_for<Tx>(
         // A target without a final result gets the command again even after
         // not_after: the agent answers from its journal or rejects it as
         // expired, so the result is never left open. Others join only live commands.
-        if !is_target && (state.record.closed || state.record.not_after_unix_ms < now_ms) {
+        if !is_target && (!beta || state.record.closed || state.record.not_after_unix_ms < now_ms) {
             continue;
         }
         if !is_target {

@@ -20,6 +20,8 @@ mod listener;
 mod metrics;
 mod notify;
 mod outbound;
+mod review;
+mod rollout;
 mod server;
 mod service;
 mod store;

@@ -49,6 +49,11 @@ impl Notifier {
         Notifier { tx: Some(tx) }
     }
 
+    /// Whether any webhook is configured.
+    pub(crate) fn is_configured(&self) -> bool {
+        self.tx.is_some()
+    }
+
     /// Queues an event; drops it with a warning if the queue is full.
     pub(crate) fn send(&self, event: Value) {
         if let Some(tx) = &self.tx {

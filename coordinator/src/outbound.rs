@@ -83,9 +83,9 @@ pub(crate) fn command_message(
                 record.issued_at_unix_ms,
             ))),
             sent_at: Some(rollguard_proto::time_to_pb(sent_at)),
-            // Rollbacks name no version; a rollout's promote will, checked
-            // with `ids::validate_version` before it is stored (issue 12).
-            version: String::new(),
+            // Rollbacks name no version; a rollout's promote does, checked
+            // with `ids::validate_version` before it was stored (issue 12).
+            version: record.version.clone(),
         })),
     }
 }
@@ -102,6 +102,7 @@ pub(crate) fn goodbye_message(reason: &str) -> pb::CoordinatorMessage {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::CommandKind;
 
     fn record() -> CommandRecord {
         CommandRecord {
@@ -119,6 +120,8 @@ mod tests {
             retry_of: String::new(),
             attempt: 0,
             local: false,
+            kind: CommandKind::Rollback,
+            version: String::new(),
         }
     }
 

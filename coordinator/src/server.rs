@@ -25,6 +25,7 @@ use crate::listener::{limited_incoming, server_tls};
 use crate::metrics::Scrape;
 use crate::notify::Notifier;
 use crate::outbound::AgentTx;
+use crate::rollout::Rollouts;
 use crate::service::{agent::AgentLink, control::Control};
 use crate::store::{Snapshot, Store, Write};
 
@@ -50,6 +51,7 @@ struct Parts {
     fleet: Arc<Fleet<AgentTx>>,
     store: Store,
     decisions: Arc<Decisions>,
+    rollouts: Arc<Rollouts>,
     notifier: Notifier,
     counters: Arc<Counters>,
     /// Cancelled first at shutdown: every agent and watch stream ends on it.
@@ -69,6 +71,7 @@ impl Parts {
         );
         let judge_states = std::mem::take(&mut snapshot.judge_states);
         let latest_rounds = std::mem::take(&mut snapshot.latest_rounds);
+        let rollouts = std::mem::take(&mut snapshot.rollouts);
         let fleet = Arc::new(Fleet::from_snapshot(snapshot));
         let issuer = Issuer {
             config: Arc::clone(&config),
@@ -78,11 +81,20 @@ impl Parts {
             tracker: tracker.clone(),
         };
         let decisions = Arc::new(Decisions::restore(judge_states, latest_rounds, issuer));
+        let rollouts = Arc::new(Rollouts::restore(
+            rollouts,
+            Arc::clone(&config),
+            Arc::clone(&fleet),
+            store.clone(),
+            Arc::clone(&decisions),
+            notifier.clone(),
+        ));
         Parts {
             config,
             fleet,
             store,
             decisions,
+            rollouts,
             notifier,
             counters,
             streams_shutdown,
@@ -109,6 +121,7 @@ impl Parts {
             fleet: Arc::clone(&self.fleet),
             store: self.store.clone(),
             decisions: Arc::clone(&self.decisions),
+            rollouts: Arc::clone(&self.rollouts),
             streams_shutdown: self.streams_shutdown.clone(),
             tracker: self.tracker.clone(),
         }
@@ -207,6 +220,7 @@ pub async fn run(
     let tracker = &parts.tracker;
     parts.decisions.resume_retries();
     tracker.spawn(parts.judge().run(parts.streams_shutdown.clone()));
+    tracker.spawn(Arc::clone(&parts.rollouts).run(parts.streams_shutdown.clone()));
     tracker.spawn(parts.sweep().run(parts.streams_shutdown.clone()));
     tracker.spawn(crate::metrics::serve(
         http_listener,

@@ -25,6 +25,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{chain, Error, Result};
 
+mod rollout;
+pub(crate) use rollout::{PhaseRecord, RolloutRecord, RolloutState};
+
 const AGENTS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("agents");
 const COMMANDS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("commands");
 /// Key: `command_id/host_id`.
@@ -35,6 +38,8 @@ const AUDIT: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("audit");
 const ROUNDS: TableDefinition<'_, (&str, u64), &[u8]> = TableDefinition::new("rounds");
 /// Key: deployment.
 const JUDGE: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("judge_state");
+/// Key: (deployment, rollout number).
+const ROLLOUTS: TableDefinition<'_, (&str, u64), &[u8]> = TableDefinition::new("rollouts");
 
 /// Queued writes before producers wait; results and decisions wait, agent
 /// records are dropped when full (the next connect rewrites them).
@@ -53,6 +58,9 @@ pub(crate) struct AgentRecord {
     pub(crate) host_id: String,
     pub(crate) deployment: String,
     pub(crate) cohort: Cohort,
+    /// The coordinator decides the cohort (`--cohort auto`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) auto: bool,
     pub(crate) app_version: String,
     pub(crate) agent_version: String,
     pub(crate) action_names: Vec<String>,
@@ -95,6 +103,39 @@ pub(crate) struct CommandRecord {
     /// record of what happened, never sent, retried or caught up.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub(crate) local: bool,
+    /// A rollback (the default) or a rollout's promote.
+    #[serde(default, skip_serializing_if = "CommandKind::is_rollback")]
+    pub(crate) kind: CommandKind,
+    /// The version a promote installs (checked by
+    /// `ids::validate_version` before it is stored); empty for a rollback.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub(crate) version: String,
+}
+
+/// What a command does on its targets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum CommandKind {
+    /// Puts the host back on the baseline: decided by the policy, an
+    /// operator or a rollout, caught up and retried.
+    #[default]
+    Rollback,
+    /// Installs a rollout's version: run once, never retried or caught
+    /// up (a failed promote rolls the rollout back instead).
+    Promote,
+}
+
+impl CommandKind {
+    pub(crate) fn is_rollback(&self) -> bool {
+        *self == CommandKind::Rollback
+    }
+
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            CommandKind::Rollback => "rollback",
+            CommandKind::Promote => "promote",
+        }
+    }
 }
 
 /// The latest state of one command on one host.
@@ -152,6 +193,8 @@ pub(crate) struct Snapshot {
     pub(crate) judge_states: Vec<(String, JudgeState)>,
     /// The newest round of each deployment.
     pub(crate) latest_rounds: Vec<RoundRecord>,
+    /// The newest rollout of each deployment.
+    pub(crate) rollouts: Vec<RolloutRecord>,
 }
 
 /// One write.
@@ -169,6 +212,7 @@ pub(crate) enum Write {
     Judge(String, JudgeState),
     /// Deletes a deployment's rounds with a sequence number below this one.
     PruneRounds(String, u64),
+    Rollout(Box<RolloutRecord>),
 }
 
 #[derive(Debug)]
@@ -220,6 +264,7 @@ fn open_db(path: &Path) -> Result<Database> {
         txn.open_table(AUDIT)?;
         txn.open_table(ROUNDS)?;
         txn.open_table(JUDGE)?;
+        txn.open_table(ROLLOUTS)?;
     }
     txn.commit()?;
     Ok(db)
@@ -337,7 +382,20 @@ impl Store {
                 }
             }
         }
+        snapshot.rollouts = latest_rollouts(&txn.open_table(ROLLOUTS)?)?;
         Ok(snapshot)
+    }
+
+    /// Returns a deployment's rollouts, oldest first. Blocking.
+    pub(crate) fn rollouts(&self, deployment: &str) -> Result<Vec<RolloutRecord>> {
+        let txn = self.db.get()?.begin_read()?;
+        let table = txn.open_table(ROLLOUTS)?;
+        let mut rollouts = Vec::new();
+        for entry in table.range((deployment, 0)..=(deployment, u64::MAX))? {
+            let (_, value) = entry?;
+            rollouts.push(serde_json::from_slice(value.value())?);
+        }
+        Ok(rollouts)
     }
 
     /// Returns a deployment's rounds at or after `since_unix_ms`, at most the
@@ -596,6 +654,7 @@ fn apply_in(db: &Database, batches: &[Batch], audit_seq: &mut u64) -> Result<()>
         let mut audit = txn.open_table(AUDIT)?;
         let mut rounds = txn.open_table(ROUNDS)?;
         let mut judge = txn.open_table(JUDGE)?;
+        let mut rollouts = txn.open_table(ROLLOUTS)?;
         for write in batches.iter().flat_map(|b| &b.writes) {
             match write {
                 Write::Agent(record) => {
@@ -641,6 +700,12 @@ fn apply_in(db: &Database, batches: &[Batch], audit_seq: &mut u64) -> Result<()>
                 Write::Judge(deployment, state) => {
                     judge.insert(deployment.as_str(), serde_json::to_vec(state)?.as_slice())?;
                 }
+                Write::Rollout(record) => {
+                    rollouts.insert(
+                        (record.deployment.as_str(), record.number),
+                        serde_json::to_vec(record)?.as_slice(),
+                    )?;
+                }
                 Write::PruneRounds(deployment, before) => {
                     rounds.retain_in(
                         (deployment.as_str(), 0)..(deployment.as_str(), *before),
@@ -652,6 +717,17 @@ fn apply_in(db: &Database, batches: &[Batch], audit_seq: &mut u64) -> Result<()>
     }
     txn.commit()?;
     Ok(())
+}
+
+/// The newest rollout of each deployment (keys sort by deployment, then number).
+fn latest_rollouts(table: &redb::ReadOnlyTable<(&str, u64), &[u8]>) -> Result<Vec<RolloutRecord>> {
+    let mut latest: BTreeMap<String, RolloutRecord> = BTreeMap::new();
+    for entry in table.iter()? {
+        let (_, value) = entry?;
+        let record: RolloutRecord = serde_json::from_slice(value.value())?;
+        latest.insert(record.deployment.clone(), record);
+    }
+    Ok(latest.into_values().collect())
 }
 
 #[cfg(test)]

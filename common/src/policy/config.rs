@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::host_figure::HostFigure;
 use crate::config::{parse_positive_duration, ConfigError};
 use crate::ids::validate_name;
+use crate::rollout::{BlastRadius, RawRollout, RolloutConfig};
 
 /// App metrics pooled over a cohort's hosts (Σ over hosts, then the ratio or quantile).
 pub const APP_METRICS: &[&str] = &[
@@ -89,6 +90,10 @@ pub struct RawPolicy {
     pub on_error: VerdictAction,
     /// The rules; none means status only.
     pub rules: Vec<RawRule>,
+    /// The essay's step 1, required to start a rollout (issue 12).
+    pub blast_radius: BlastRadius,
+    /// How a rollout of this deployment runs.
+    pub rollout: RawRollout,
 }
 
 impl Default for RawPolicy {
@@ -105,6 +110,8 @@ impl Default for RawPolicy {
             on_inconclusive: VerdictAction::Hold,
             on_error: VerdictAction::Hold,
             rules: Vec::new(),
+            blast_radius: BlastRadius::default(),
+            rollout: RawRollout::default(),
         }
     }
 }
@@ -221,6 +228,8 @@ pub struct Policy {
     pub on_inconclusive: VerdictAction,
     pub on_error: VerdictAction,
     pub rules: Vec<Rule>,
+    pub blast_radius: BlastRadius,
+    pub rollout: RolloutConfig,
 }
 
 impl Policy {
@@ -332,6 +341,8 @@ impl RawPolicy {
         for (idx, raw) in self.rules.into_iter().enumerate() {
             rules.push(raw.validate(&format!("{key}.rules[{idx}]"))?);
         }
+        self.blast_radius.validate(&format!("{key}.blast_radius"))?;
+        let rollout = self.rollout.validate(&format!("{key}.rollout"))?;
         Ok(Policy {
             rollback_action: self.rollback_action,
             check_interval,
@@ -344,6 +355,8 @@ impl RawPolicy {
             on_inconclusive: self.on_inconclusive,
             on_error: self.on_error,
             rules,
+            blast_radius: self.blast_radius,
+            rollout,
         })
     }
 }

@@ -50,6 +50,12 @@ fn expected(rpc: Rpc) -> [bool; 5] {
         Rpc::ListDeployments => READ,
         Rpc::Rollback => [false, false, false, true, true],
         Rpc::Rearm => [false, false, false, true, true],
+        Rpc::RolloutPreflight => READ,
+        Rpc::RolloutStatus => READ,
+        Rpc::RolloutRetro => READ,
+        Rpc::RolloutHistory => READ,
+        Rpc::RolloutStart => [false, false, false, true, true],
+        Rpc::RolloutChange => [false, false, false, true, true],
     }
 }
 

@@ -148,11 +148,83 @@ pub enum Command {
         #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
         window: Duration,
     },
+    /// Roll a version out to DEPLOYMENT's hosts in phases (preflight,
+    /// start, status, approve, pause, resume, abort, retro, history).
+    Rollout(RolloutArgs),
     /// Run a whole local fleet (coordinator and three agents) and a rollback.
     Demo(DemoArgs),
     /// Make the fleet's CA and certificates for mutual TLS (no coordinator
     /// needed).
     Pki(PkiArgs),
+}
+
+/// `rollguardctl rollout`.
+#[derive(Debug, clap::Args)]
+pub struct RolloutArgs {
+    #[command(subcommand)]
+    pub(crate) command: RolloutCommand,
+}
+
+/// The flags of a rollout's version and phases.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct RolloutPlan {
+    /// The deployment to roll out to.
+    pub(crate) deployment: String,
+    /// The version the agents' promote action installs.
+    #[arg(long)]
+    pub(crate) version: String,
+    /// Cumulative percent of hosts per phase (default: the deployment's `[rollout] phases`).
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) phases: Vec<u32>,
+    /// Start even with a critical impact, data at risk or a manual
+    /// fallback; the reason is audited.
+    #[arg(long, value_name = "REASON", default_value = "")]
+    pub(crate) accept_risk: String,
+}
+
+/// What `rollguardctl rollout` does.
+#[derive(Debug, Subcommand)]
+pub(crate) enum RolloutCommand {
+    /// The blast-radius checklist, one line per check; exit 0 only if all pass.
+    Preflight(RolloutPlan),
+    /// Run the preflight and, if it passes, start (or schedule) the rollout.
+    Start {
+        #[command(flatten)]
+        plan: RolloutPlan,
+        /// Start at this time (RFC 3339) instead of now; the team is briefed before.
+        #[arg(long, value_parser = humantime::parse_rfc3339_weak)]
+        at: Option<std::time::SystemTime>,
+    },
+    /// State, phase, hosts, what the gate waits for, and beta vs baseline.
+    Status { deployment: String },
+    /// Let a manual rollout's next phase start.
+    Approve {
+        deployment: String,
+        #[arg(long, default_value = "approved by an operator")]
+        reason: String,
+    },
+    /// Start no new phase until `resume` (failures still roll back).
+    Pause {
+        deployment: String,
+        #[arg(long, default_value = "paused by an operator")]
+        reason: String,
+    },
+    /// Go on after `pause`.
+    Resume {
+        deployment: String,
+        #[arg(long, default_value = "resumed by an operator")]
+        reason: String,
+    },
+    /// Stop the rollout and roll every promoted host back.
+    Abort {
+        deployment: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// The retrospective: every phase beta vs baseline, time in each, every decision.
+    Retro { deployment: String },
+    /// Every rollout of the deployment.
+    History { deployment: String },
 }
 
 /// Returns true when the arguments ask for `-o json` (for errors found

@@ -22,6 +22,7 @@ mod rearm;
 mod report;
 mod results;
 mod rollback;
+mod rollout;
 mod status;
 mod why;
 
@@ -87,6 +88,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Report { deployment, window } => {
             report::report(&mut client, format, deployment, window).await
         }
+        Command::Rollout(args) => rollout::run(&mut client, format, args.command).await,
         Command::Demo(_) | Command::Pki(_) => unreachable!("handled above"),
     }
 }

@@ -105,6 +105,7 @@ impl Rig {
             host_id: HostId::new(host.to_owned()),
             deployment: self.deployment.clone(),
             cohort: Cohort::Beta,
+            auto: false,
             app_version: "2".to_owned(),
             agent_version: "1".to_owned(),
             action_names: vec!["rollback".to_owned()],

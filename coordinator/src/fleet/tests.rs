@@ -1,4 +1,5 @@
 use super::*;
+use crate::store::CommandKind;
 
 /// The fleet with a stand-in for a host's stream: these tests never send.
 type Fleet = super::Fleet<&'static str>;
@@ -69,6 +70,8 @@ fn result_counts_follow_targets_and_results() {
         retry_of: String::new(),
         attempt: 0,
         local: false,
+        kind: CommandKind::Rollback,
+        version: String::new(),
     };
     let fleet = Fleet::from_snapshot(Snapshot {
         commands: vec![command],
@@ -111,6 +114,7 @@ fn agent_record(host: &str, cohort: Cohort) -> AgentRecord {
         host_id: host.to_owned(),
         deployment: "shop".to_owned(),
         cohort,
+        auto: false,
         app_version: "1".to_owned(),
         agent_version: "1".to_owned(),
         action_names: vec!["rollback".to_owned()],
@@ -141,6 +145,8 @@ fn decision(
         retry_of: String::new(),
         attempt: 0,
         local: false,
+        kind: CommandKind::Rollback,
+        version: String::new(),
     }
 }
 
@@ -194,6 +200,7 @@ fn a_resent_backlog_is_applied_but_only_its_last_round_window_is_judged() {
         host_id: host.clone(),
         deployment: DeploymentName::new("shop".to_owned()),
         cohort: Cohort::Beta,
+        auto: false,
         app_version: "2".to_owned(),
         agent_version: "1".to_owned(),
         action_names: Vec::new(),
@@ -257,6 +264,7 @@ fn hosts_gone_past_the_retention_are_forgotten_and_connected_ones_never() {
         host_id: HostId::new("back".to_owned()),
         deployment: DeploymentName::new(back.deployment),
         cohort: Cohort::Beta,
+        auto: false,
         app_version: "1".to_owned(),
         agent_version: "1".to_owned(),
         action_names: Vec::new(),
@@ -338,6 +346,8 @@ fn a_local_run_is_recorded_once_counted_and_never_sent_retried_or_a_catch_up() {
     });
     let local = CommandRecord {
         local: true,
+        kind: CommandKind::Rollback,
+        version: String::new(),
         ..decision("local-beta-1-3000", 3_000, 3_000, &["beta-1"], true)
     };
     let failed = result("local-beta-1-3000", "beta-1", CommandStatus::Failed);
@@ -371,6 +381,7 @@ fn a_local_run_is_recorded_once_counted_and_never_sent_retried_or_a_catch_up() {
             host_id: host.clone(),
             deployment: DeploymentName::new("shop".to_owned()),
             cohort: Cohort::Beta,
+            auto: false,
             app_version: "2".to_owned(),
             agent_version: "1".to_owned(),
             action_names: Vec::new(),

@@ -149,6 +149,7 @@ fn a_hostile_name_is_escaped_and_cannot_add_series() {
         host_id: HostId::new(host.to_owned()),
         deployment: DeploymentName::new(r#"dep\"x"#.to_owned()),
         cohort: Cohort::Beta,
+        auto: false,
         app_version: String::new(),
         agent_version: String::new(),
         action_names: Vec::new(),

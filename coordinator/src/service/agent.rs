@@ -465,9 +465,10 @@ fn check_hello(hello: &pb::Hello) -> Result<HostIdentity, WireError> {
         field: "deployment",
         message: m,
     })?;
-    // COHORT_UNSPECIFIED is `auto`: the coordinator decides, and with no
-    // rollout having promoted the host (issue 12) that is the baseline.
-    let cohort = if hello.cohort == pb::Cohort::Unspecified as i32 {
+    // COHORT_UNSPECIFIED is `auto`: the coordinator decides (the fleet
+    // puts the host in the beta while a rollout has it promoted).
+    let auto = hello.cohort == pb::Cohort::Unspecified as i32;
+    let cohort = if auto {
         Cohort::Baseline
     } else {
         hello.checked_cohort()?
@@ -522,6 +523,7 @@ fn check_hello(hello: &pb::Hello) -> Result<HostIdentity, WireError> {
         host_id: HostId::new(hello.host_id.clone()),
         deployment: DeploymentName::new(hello.deployment.clone()),
         cohort,
+        auto,
         app_version: hello.app_version.clone(),
         agent_version: hello.agent_version.clone(),
         action_names: hello.action_names.clone(),

@@ -25,7 +25,10 @@ use crate::decisions::Decisions;
 use crate::error::Error;
 use crate::fleet::{AgentView, CohortView, DeploymentView, Fleet};
 use crate::outbound::AgentTx;
-use crate::store::{from_unix_ms, unix_ms, ResultRecord, RoundRecord, Store};
+use crate::rollout::Rollouts;
+use crate::store::{from_unix_ms, unix_ms, AuditRecord, ResultRecord, RoundRecord, Store};
+
+mod rollout;
 
 /// How often a watch stream sends the status.
 const WATCH_PERIOD: Duration = Duration::from_secs(1);
@@ -39,6 +42,7 @@ pub(crate) struct Control {
     pub(crate) fleet: Arc<Fleet<AgentTx>>,
     pub(crate) store: Store,
     pub(crate) decisions: Arc<Decisions>,
+    pub(crate) rollouts: Arc<Rollouts>,
     /// Cancelled first at shutdown: every watch stream ends on it.
     pub(crate) streams_shutdown: CancellationToken,
     pub(crate) tracker: TaskTracker,
@@ -211,13 +215,17 @@ impl pb::control_service_server::ControlService for Control {
                 .iter()
                 .map(|result| {
                     let retried_by = self.fleet.retried_by(&record.command_id, &result.host_id);
-                    let last = record.attempt >= self.config.action_retries;
+                    // A promote is never retried: it has no attempts to run out of.
+                    let last =
+                        record.kind.is_rollback() && record.attempt >= self.config.action_retries;
                     result_to_wire(result, retried_by, last)
                 })
                 .collect(),
             retry_of: record.retry_of.clone(),
             attempt: record.attempt,
             local: record.local,
+            kind: record.kind.as_str().to_owned(),
+            version: record.version.clone(),
         }))
     }
 
@@ -236,18 +244,7 @@ impl pb::control_service_server::ControlService for Control {
             .await
             .map_err(|err| Status::internal(format!("history read failed: {err}")))??;
         Ok(Response::new(pb::HistoryResponse {
-            entries: entries
-                .into_iter()
-                .map(|e| pb::AuditEntry {
-                    time: Some(time_to_pb(from_unix_ms(e.time_unix_ms))),
-                    deployment: e.deployment,
-                    action: e.action,
-                    reason: e.reason,
-                    command_id: e.command_id,
-                    actor: e.actor,
-                    detail: e.detail,
-                })
-                .collect(),
+            entries: entries.into_iter().map(audit_to_wire).collect(),
         }))
     }
 
@@ -317,6 +314,48 @@ impl pb::control_service_server::ControlService for Control {
             from,
             now,
         )))
+    }
+
+    async fn rollout_preflight(
+        &self,
+        request: Request<pb::RolloutPreflightRequest>,
+    ) -> Result<Response<pb::RolloutPreflightResponse>, Status> {
+        rollout::preflight(self, request).await
+    }
+
+    async fn rollout_start(
+        &self,
+        request: Request<pb::RolloutStartRequest>,
+    ) -> Result<Response<pb::RolloutStartResponse>, Status> {
+        rollout::start(self, request).await
+    }
+
+    async fn rollout_status(
+        &self,
+        request: Request<pb::RolloutStatusRequest>,
+    ) -> Result<Response<pb::RolloutStatusResponse>, Status> {
+        rollout::status(self, request).await
+    }
+
+    async fn rollout_change(
+        &self,
+        request: Request<pb::RolloutChangeRequest>,
+    ) -> Result<Response<pb::RolloutStatusResponse>, Status> {
+        rollout::change(self, request).await
+    }
+
+    async fn rollout_retro(
+        &self,
+        request: Request<pb::RolloutRetroRequest>,
+    ) -> Result<Response<pb::RolloutRetroResponse>, Status> {
+        rollout::retro(self, request).await
+    }
+
+    async fn rollout_history(
+        &self,
+        request: Request<pb::RolloutHistoryRequest>,
+    ) -> Result<Response<pb::RolloutHistoryResponse>, Status> {
+        rollout::history(self, request).await
     }
 
     async fn list_deployments(
@@ -390,66 +429,17 @@ fn deployment_to_wire(
     }
 }
 
-/// Compares beta with baseline over stored rounds: error rate from summed
-/// counts, p99 from summed bucket deltas, CPU and memory as means of rounds.
+/// `rollguardctl report`'s answer: the review of `rounds` (see `review`).
 fn report(
     deployment: &str,
     rounds: &[RoundRecord],
     from: SystemTime,
     to: SystemTime,
 ) -> pb::ReportResponse {
-    use rollguard_common::policy::{merge_buckets, quantile_ms};
-    use rollguard_common::sample::Bucket;
-    #[derive(Default)]
-    struct Side {
-        requests: f64,
-        errors: f64,
-        buckets: Vec<Bucket>,
-        cpu: (f64, u32),
-        memory: (f64, u32),
-    }
-    let mut beta = Side::default();
-    let mut baseline = Side::default();
-    for round in rounds {
-        for (side, figures) in [
-            (&mut beta, &round.evaluation.beta),
-            (&mut baseline, &round.evaluation.baseline),
-        ] {
-            side.requests += figures.requests;
-            side.errors += figures.errors;
-            let buckets: Vec<Bucket> = figures
-                .latency_buckets
-                .iter()
-                .map(|&(upper_bound, cumulative_count)| Bucket {
-                    upper_bound,
-                    cumulative_count,
-                })
-                .collect();
-            side.buckets = merge_buckets(&side.buckets, &buckets);
-            if let Some(cpu) = figures.cpu_percent {
-                side.cpu.0 += cpu;
-                side.cpu.1 += 1;
-            }
-            if let Some(memory) = figures.memory_percent {
-                side.memory.0 += memory;
-                side.memory.1 += 1;
-            }
-        }
-    }
-    let mean = |(sum, n): (f64, u32)| (n > 0).then(|| sum / f64::from(n));
-    let rate = |s: &Side| (s.requests > 0.0).then(|| s.errors / s.requests);
-    let row = |metric: &str, beta: Option<f64>, baseline: Option<f64>| pb::ReportRow {
-        metric: metric.to_owned(),
-        beta,
-        baseline,
-        change_percent: match (beta, baseline) {
-            (Some(b), Some(base)) if base != 0.0 => Some((b - base) / base * 100.0),
-            _ => None,
-        },
-    };
+    let comparison = crate::review::compare(rounds);
     pb::ReportResponse {
         deployment: deployment.to_owned(),
-        rounds: u32::try_from(rounds.len()).unwrap_or(u32::MAX),
+        rounds: comparison.rounds,
         // What the rounds cover: the store keeps the newest 20,000 rounds of
         // a deployment, so a long window may start later than asked.
         from: Some(time_to_pb(
@@ -458,18 +448,30 @@ fn report(
                 .map_or(from, |r| from_unix_ms(r.at_unix_ms).max(from)),
         )),
         to: Some(time_to_pb(to)),
-        rows: vec![
-            row("error_rate", rate(&beta), rate(&baseline)),
-            row(
-                "latency_p99_ms",
-                quantile_ms(0.99, &beta.buckets),
-                quantile_ms(0.99, &baseline.buckets),
-            ),
-            row("cpu_percent", mean(beta.cpu), mean(baseline.cpu)),
-            row("memory_percent", mean(beta.memory), mean(baseline.memory)),
-        ],
-        beta_requests: beta.requests,
-        baseline_requests: baseline.requests,
+        rows: comparison
+            .rows
+            .iter()
+            .map(|r| pb::ReportRow {
+                metric: r.metric.to_owned(),
+                beta: r.beta,
+                baseline: r.baseline,
+                change_percent: r.change_percent,
+            })
+            .collect(),
+        beta_requests: comparison.beta_requests,
+        baseline_requests: comparison.baseline_requests,
+    }
+}
+
+fn audit_to_wire(e: AuditRecord) -> pb::AuditEntry {
+    pb::AuditEntry {
+        time: Some(time_to_pb(from_unix_ms(e.time_unix_ms))),
+        deployment: e.deployment,
+        action: e.action,
+        reason: e.reason,
+        command_id: e.command_id,
+        actor: e.actor,
+        detail: e.detail,
     }
 }
 

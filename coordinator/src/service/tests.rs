@@ -79,11 +79,20 @@ fn start(dir: &Path) -> Rig {
         tracker: tracker.clone(),
     };
     let decisions = Arc::new(Decisions::restore(judge_states, Vec::new(), issuer));
+    let rollouts = Arc::new(crate::rollout::Rollouts::restore(
+        Vec::new(),
+        Arc::clone(&config),
+        Arc::clone(&fleet),
+        store.clone(),
+        Arc::clone(&decisions),
+        Notifier::default(),
+    ));
     let control = Control {
         config,
         fleet,
         store,
         decisions,
+        rollouts,
         streams_shutdown: CancellationToken::new(),
         tracker,
     };
@@ -101,6 +110,7 @@ impl Rig {
             host_id: HostId::new(host.to_owned()),
             deployment: DeploymentName::new("shop".to_owned()),
             cohort: Cohort::Beta,
+            auto: false,
             app_version: "2".to_owned(),
             agent_version: "1".to_owned(),
             action_names: vec!["rollback".to_owned()],

@@ -35,6 +35,8 @@ fn command(id: &str) -> Write {
         retry_of: String::new(),
         attempt: 0,
         local: false,
+        kind: CommandKind::Rollback,
+        version: String::new(),
     })
 }
 
@@ -81,6 +83,7 @@ async fn a_forgotten_host_is_gone_after_a_reopen() {
             host_id: host.to_owned(),
             deployment: "a".to_owned(),
             cohort: rollguard_common::Cohort::Beta,
+            auto: false,
             app_version: "1".to_owned(),
             agent_version: "1".to_owned(),
             action_names: Vec::new(),

@@ -19,7 +19,7 @@ use rollguard_proto::{duration_from_pb, time_from_pb, WireError};
 use serde_json::{json, Value};
 
 use crate::fleet::HostIdentity;
-use crate::store::{unix_ms, AuditRecord, CommandRecord, ResultRecord};
+use crate::store::{unix_ms, AuditRecord, CommandKind, CommandRecord, ResultRecord};
 
 /// Ids of local runs start with this, so they never pass for a coordinator's command.
 const LOCAL_PREFIX: &str = "local-";
@@ -200,6 +200,8 @@ impl LocalRun {
             retry_of: String::new(),
             attempt: 0,
             local: true,
+            kind: CommandKind::Rollback,
+            version: String::new(),
         };
         let result = ResultRecord {
             command_id: self.command_id.clone(),
