@@ -101,8 +101,58 @@ pub struct RawMetrics {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawNotify {
-    /// JSON POST target (a team channel's incoming webhook); empty means none.
+    /// JSON POST target (a team channel's incoming webhook); empty means
+    /// none. Kept as a webhook with `events = ["*"]`, `format = "json"`.
     pub webhook_url: String,
+    /// `[[notify.webhooks]]`: each with its event filter and body format.
+    pub webhooks: Vec<RawWebhook>,
+}
+
+/// One `[[notify.webhooks]]` entry.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWebhook {
+    pub url: String,
+    /// Event names (`rollout.completed`), prefixes (`rollout.*`) or `*`.
+    #[serde(default = "all_events")]
+    pub events: Vec<String>,
+    #[serde(default)]
+    pub format: WebhookFormat,
+}
+
+fn all_events() -> Vec<String> {
+    vec!["*".to_owned()]
+}
+
+/// A webhook's body.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WebhookFormat {
+    /// The event as JSON, its name in the top-level `event`.
+    #[default]
+    Json,
+    /// A Slack-compatible `{"text": ...}`.
+    Slack,
+}
+
+/// A checked webhook.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Webhook {
+    pub url: String,
+    pub events: Vec<String>,
+    pub format: WebhookFormat,
+}
+
+impl Webhook {
+    /// Whether `event` passes this webhook's filter.
+    pub fn wants(&self, event: &str) -> bool {
+        self.events
+            .iter()
+            .any(|pattern| match pattern.strip_suffix('*') {
+                Some(prefix) => event.starts_with(prefix),
+                None => pattern == event,
+            })
+    }
 }
 
 impl Default for RawConfig {
@@ -153,8 +203,8 @@ pub struct Config {
     pub command_retention: Duration,
     /// Per-deployment policy.
     pub deployments: BTreeMap<DeploymentName, Policy>,
-    /// Webhook URL for notifications, if any.
-    pub webhook_url: Option<String>,
+    /// Where notifications go (`[notify] webhook_url` first, as a webhook of every event).
+    pub webhooks: Vec<Webhook>,
     /// OTLP endpoint for traces, if configured (else `OTEL_EXPORTER_OTLP_ENDPOINT`).
     pub otlp_endpoint: Option<String>,
     /// Mutual TLS on the gRPC listener, if configured.
@@ -245,6 +295,68 @@ impl RawAuth {
         }
         Ok(AuthPolicy { roles, revoked })
     }
+}
+
+impl RawNotify {
+    fn validate(self) -> Result<Vec<Webhook>, ConfigError> {
+        let mut webhooks = Vec::new();
+        if !self.webhook_url.trim().is_empty() {
+            webhooks.push(Webhook {
+                url: check_url("notify.webhook_url", self.webhook_url.trim())?,
+                events: all_events(),
+                format: WebhookFormat::Json,
+            });
+        }
+        for (idx, raw) in self.webhooks.into_iter().enumerate() {
+            let key = format!("notify.webhooks[{idx}]");
+            let url = check_url(&format!("{key}.url"), raw.url.trim())?;
+            if raw.events.is_empty() {
+                return Err(ConfigError::invalid(
+                    format!("{key}.events"),
+                    "names no event: use [\"*\"] for all",
+                ));
+            }
+            for pattern in &raw.events {
+                let name = pattern.strip_suffix('*').unwrap_or(pattern);
+                let valid = name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c == '_' || c == '.');
+                if !valid || pattern.is_empty() {
+                    return Err(ConfigError::invalid(
+                        format!("{key}.events"),
+                        format!("`{pattern}` is not an event name, a prefix ending in `*`, or `*`"),
+                    ));
+                }
+            }
+            webhooks.push(Webhook {
+                url,
+                events: raw.events,
+                format: raw.format,
+            });
+        }
+        Ok(webhooks)
+    }
+}
+
+/// An http:// or https:// URL (an https one needs the system's roots).
+fn check_url(key: &str, url: &str) -> Result<String, ConfigError> {
+    if url.starts_with("http://") {
+        return Ok(url.to_owned());
+    }
+    if url.starts_with("https://") {
+        // Verified against the system's roots: check now that there are some.
+        return match rollguard_proto::https::TrustRoots::system() {
+            Ok(_) => Ok(url.to_owned()),
+            Err(err) => Err(ConfigError::invalid(
+                key,
+                format!("`{url}` is https:// but {err}"),
+            )),
+        };
+    }
+    Err(ConfigError::invalid(
+        key,
+        format!("`{url}` is not an http:// or https:// URL"),
+    ))
 }
 
 impl RawTls {
@@ -397,28 +509,7 @@ impl RawConfig {
             validate_name("deployment name", &name).map_err(|m| ConfigError::invalid(&key, m))?;
             deployments.insert(DeploymentName::new(name), raw.validate(&key)?);
         }
-        let webhook_url = match self.notify.webhook_url.trim() {
-            "" => None,
-            url if url.starts_with("http://") => Some(url.to_owned()),
-            // Verified against the system's roots: check now that there are some.
-            url if url.starts_with("https://") => {
-                match rollguard_proto::https::TrustRoots::system() {
-                    Ok(_) => Some(url.to_owned()),
-                    Err(err) => {
-                        return Err(ConfigError::invalid(
-                            "notify.webhook_url",
-                            format!("`{url}` is https:// but {err}"),
-                        ))
-                    }
-                }
-            }
-            url => {
-                return Err(ConfigError::invalid(
-                    "notify.webhook_url",
-                    format!("`{url}` is not an http:// or https:// URL"),
-                ))
-            }
-        };
+        let webhooks = self.notify.validate()?;
         Ok(Config {
             listen,
             insecure_listen: self.insecure_listen,
@@ -430,7 +521,7 @@ impl RawConfig {
             host_retention,
             command_retention,
             deployments,
-            webhook_url,
+            webhooks,
             otlp_endpoint: self.telemetry.endpoint().map(str::to_owned),
             tls,
             auth,

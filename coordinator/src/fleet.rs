@@ -492,8 +492,9 @@ impl<Tx: Clone> Fleet<Tx> {
     }
 
     /// Ends the current round of `deployment`: takes every host's samples
-    /// since the last round. Also returns the beta hosts and all hosts of the
-    /// deployment seen within [`TARGET_WINDOW`] (for the blast radius).
+    /// since the last round. Also returns the beta hosts (by their own
+    /// config: not a rollout's) and all hosts of the deployment seen within
+    /// [`TARGET_WINDOW`] (for the blast radius).
     pub(crate) fn take_round(
         &self,
         deployment: &DeploymentName,
@@ -508,7 +509,9 @@ impl<Tx: Clone> Fleet<Tx> {
             }
             if entry.conn.is_some() || within_window(entry.last_seen, now) {
                 hosts_seen += 1;
-                if entry.identity.cohort == Cohort::Beta {
+                // The blast radius bounds hosts beta by their own config; a
+                // rollout's promoted (`auto`) hosts are bounded by its phases.
+                if entry.identity.cohort == Cohort::Beta && !entry.identity.auto {
                     beta_seen += 1;
                 }
             }

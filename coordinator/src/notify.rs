@@ -1,13 +1,17 @@
-//! Webhook notifications: a JSON POST per event (verdict changes, rollbacks
-//! and their results), retried with backoff so a team channel hears of them.
+//! Webhook notifications: a POST per event (verdict changes, rollbacks and
+//! their results, a rollout's steps), retried with backoff so a team
+//! channel hears of them. Each webhook has its event filter and its body:
+//! the event as JSON, or a Slack-compatible `{"text": ...}`.
 //!
-//! Events go through a bounded queue to one sender task. Full policy: when
-//! the queue is full (the webhook is down for long), new events are dropped
-//! with a warning; notifications never hold up a decision or a rollback.
+//! Each webhook's events go through a bounded queue to its own sender task
+//! (a slow one never delays another). Full policy: when a queue is full
+//! (its webhook is down for long), new events for it are dropped with a
+//! warning; notifications never hold up a decision or a rollback.
 //!
 //! An `https://` webhook is verified against the system's trust store
 //! (`rollguard_proto::https`); there is no client certificate.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use http_body_util::Full;
@@ -15,7 +19,9 @@ use hyper::body::Bytes;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use rollguard_proto::https::{self, HttpsConnector, TrustRoots};
-use serde_json::Value;
+use serde_json::{json, Value};
+
+use crate::config::{Webhook, WebhookFormat};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -28,39 +34,80 @@ const POST_TIMEOUT: Duration = Duration::from_secs(5);
 
 type WebhookClient = Client<HttpsConnector, Full<Bytes>>;
 
-/// Handle to the notifier; cheap to clone. Does nothing without a webhook URL.
+/// Handle to the notifier; cheap to clone. Does nothing without a webhook.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Notifier {
-    tx: Option<mpsc::Sender<Value>>,
+    targets: Arc<[Target]>,
+}
+
+#[derive(Debug)]
+struct Target {
+    webhook: Webhook,
+    tx: mpsc::Sender<Bytes>,
 }
 
 impl Notifier {
-    /// Starts the sender task for `webhook_url` (if any) on `tracker`.
+    /// Starts one sender task per webhook on `tracker`.
     pub(crate) fn start(
-        webhook_url: Option<String>,
+        webhooks: &[Webhook],
         tracker: &TaskTracker,
         shutdown: CancellationToken,
     ) -> Self {
-        let Some(url) = webhook_url else {
-            return Notifier::default();
-        };
-        let (tx, rx) = mpsc::channel(QUEUE);
-        tracker.spawn(run(url, rx, shutdown));
-        Notifier { tx: Some(tx) }
+        let targets = webhooks
+            .iter()
+            .map(|webhook| {
+                let (tx, rx) = mpsc::channel(QUEUE);
+                tracker.spawn(run(webhook.url.clone(), rx, shutdown.clone()));
+                Target {
+                    webhook: webhook.clone(),
+                    tx,
+                }
+            })
+            .collect();
+        Notifier { targets }
     }
 
     /// Whether any webhook is configured.
     pub(crate) fn is_configured(&self) -> bool {
-        self.tx.is_some()
+        !self.targets.is_empty()
     }
 
-    /// Queues an event; drops it with a warning if the queue is full.
+    /// Queues an event for every webhook whose filter takes its `event`
+    /// name, in that webhook's format; drops it for a webhook whose queue
+    /// is full, with a warning.
     pub(crate) fn send(&self, event: Value) {
-        if let Some(tx) = &self.tx {
-            if tx.try_send(event).is_err() {
-                tracing::warn!("webhook queue full; notification dropped");
+        let name = event["event"].as_str().unwrap_or_default();
+        for target in self.targets.iter().filter(|t| t.webhook.wants(name)) {
+            let body = match target.webhook.format {
+                WebhookFormat::Json => Bytes::from(event.to_string()),
+                WebhookFormat::Slack => {
+                    Bytes::from(json!({ "text": slack_text(&event) }).to_string())
+                }
+            };
+            if target.tx.try_send(body).is_err() {
+                tracing::warn!(url = %target.webhook.url, event = name, "webhook queue full; notification dropped");
             }
         }
+    }
+}
+
+/// The line a chat channel shows for `event`: its own `text` if it has
+/// one (rollout events do), else the name, deployment and what happened.
+pub(crate) fn slack_text(event: &Value) -> String {
+    if let Some(text) = event["text"].as_str() {
+        return text.to_owned();
+    }
+    let name = event["event"].as_str().unwrap_or("event");
+    let deployment = event["deployment"].as_str().unwrap_or("?");
+    let what = ["reason", "to", "status", "host_id"]
+        .iter()
+        .filter_map(|key| event[*key].as_str().map(|v| format!("{key}: {v}")))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if what.is_empty() {
+        format!("{name} {deployment}")
+    } else {
+        format!("{name} {deployment}: {what}")
     }
 }
 
@@ -81,17 +128,16 @@ fn client_for(url: &str) -> WebhookClient {
     Client::builder(TokioExecutor::new()).build(https::connector(roots_opt.as_ref()))
 }
 
-async fn run(url: String, mut rx: mpsc::Receiver<Value>, shutdown: CancellationToken) {
+async fn run(url: String, mut rx: mpsc::Receiver<Bytes>, shutdown: CancellationToken) {
     let client = client_for(&url);
     loop {
-        let event = tokio::select! {
+        let body = tokio::select! {
             () = shutdown.cancelled() => break,
-            event = rx.recv() => match event {
-                Some(event) => event,
+            body = rx.recv() => match body {
+                Some(body) => body,
                 None => break,
             },
         };
-        let body = Bytes::from(event.to_string());
         let mut delay = Duration::from_secs(1);
         for attempt in 1..=ATTEMPTS {
             match post(&client, &url, body.clone()).await {

@@ -64,11 +64,7 @@ impl Parts {
         let config = Arc::new(config);
         let streams_shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
-        let notifier = Notifier::start(
-            config.webhook_url.clone(),
-            &tracker,
-            streams_shutdown.clone(),
-        );
+        let notifier = Notifier::start(&config.webhooks, &tracker, streams_shutdown.clone());
         let judge_states = std::mem::take(&mut snapshot.judge_states);
         let latest_rounds = std::mem::take(&mut snapshot.latest_rounds);
         let rollouts = std::mem::take(&mut snapshot.rollouts);

@@ -8,6 +8,9 @@
 #![forbid(unsafe_code)]
 
 pub mod otlp;
+mod webhook;
+
+pub use webhook::{Received, WebhookReceiver};
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};

@@ -122,6 +122,80 @@ fn the_example_config_is_valid() {
         .get(&DeploymentName::new("cache-service".to_owned()))
         .expect("the example deployment");
     assert_eq!(policy.rules.len(), 3);
+    assert!(policy.blast_radius.missing().is_empty());
+    assert_eq!(policy.rollout.promote_action.as_deref(), Some("promote"));
+    assert_eq!(policy.rollout.phases, vec![5, 25, 90, 100]);
+}
+
+/// Loads `toml` as the config file.
+fn load_toml(name: &str, toml: &str) -> Result<Config, ConfigError> {
+    let path = std::env::temp_dir().join(format!(
+        "rollguard-config-{name}-{}.toml",
+        std::process::id()
+    ));
+    std::fs::write(&path, toml).expect("write the config");
+    let result = RawConfig::load(Sources {
+        file: Some(&path),
+        env_prefix: ENV_PREFIX,
+        env: Some(HashMap::new()),
+        overrides: Vec::new(),
+    })
+    .and_then(RawConfig::validate);
+    let _ = std::fs::remove_file(&path);
+    result
+}
+
+#[test]
+fn webhooks_keep_the_old_url_and_check_each_entry_by_key() {
+    let config = load_toml(
+        "webhooks",
+        r#"
+[notify]
+webhook_url = "http://127.0.0.1:9/all"
+[[notify.webhooks]]
+url = "http://127.0.0.1:9/chat"
+events = ["rollout.*"]
+format = "slack"
+[[notify.webhooks]]
+url = "http://127.0.0.1:9/json"
+"#,
+    )
+    .expect("valid");
+    assert_eq!(config.webhooks.len(), 3);
+    assert_eq!(config.webhooks[0].events, vec!["*"]);
+    assert_eq!(config.webhooks[0].format, WebhookFormat::Json);
+    assert_eq!(config.webhooks[1].format, WebhookFormat::Slack);
+    assert_eq!(config.webhooks[2].events, vec!["*"]);
+    for (toml, key) in [
+        (
+            "[[notify.webhooks]]\nurl = \"gopher://x\"",
+            "notify.webhooks[0].url",
+        ),
+        (
+            "[[notify.webhooks]]\nurl = \"http://x\"\nevents = []",
+            "notify.webhooks[0].events",
+        ),
+        (
+            "[[notify.webhooks]]\nurl = \"http://x\"\nevents = [\"Rollout!\"]",
+            "notify.webhooks[0].events",
+        ),
+        (
+            "[[notify.webhooks]]\nurl = \"http://x\"\nformat = \"xml\"",
+            "format",
+        ),
+        (
+            "[deployments.web.rollout]\nphases = [50, 25, 100]",
+            "deployments.web.rollout.phases",
+        ),
+        (
+            "[deployments.web.blast_radius]\nimpact_level = \"meh\"",
+            "deployments.web.blast_radius.impact_level",
+        ),
+        ("[deployments.web.rollout]\nwhen = \"now\"", "when"),
+    ] {
+        let err = load_toml("bad", toml).expect_err(toml);
+        assert!(err.to_string().contains(key), "`{err}` lacks `{key}`");
+    }
 }
 
 #[test]

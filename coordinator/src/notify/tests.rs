@@ -36,13 +36,88 @@ async fn answer(listener: &TcpListener, status: &str) -> String {
     }
 }
 
+fn webhook(url: String, events: &[&str], format: WebhookFormat) -> Webhook {
+    Webhook {
+        url,
+        events: events.iter().map(|e| (*e).to_owned()).collect(),
+        format,
+    }
+}
+
+#[tokio::test]
+async fn each_webhook_gets_the_events_its_filter_takes_in_its_format() {
+    let json_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let slack_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = |l: &TcpListener| format!("http://{}/hook", l.local_addr().expect("addr"));
+    let tracker = TaskTracker::new();
+    let shutdown = CancellationToken::new();
+    let notifier = Notifier::start(
+        &[
+            webhook(url(&json_listener), &["rollout.*"], WebhookFormat::Json),
+            webhook(url(&slack_listener), &["*"], WebhookFormat::Slack),
+        ],
+        &tracker,
+        shutdown.clone(),
+    );
+    notifier
+        .send(serde_json::json!({"event": "verdict_changed", "deployment": "cache", "to": "fail"}));
+    notifier.send(serde_json::json!({"event": "rollout.started", "deployment": "cache", "text": "cache 2.0: started"}));
+    let (json_bodies, slack_bodies) = tokio::time::timeout(Duration::from_secs(30), async {
+        let json = answer(&json_listener, "200 OK").await;
+        let slack = [
+            answer(&slack_listener, "200 OK").await,
+            answer(&slack_listener, "200 OK").await,
+        ];
+        (json, slack)
+    })
+    .await
+    .expect("the events arrive");
+    let event: serde_json::Value = serde_json::from_str(&json_bodies).expect("JSON");
+    assert_eq!(
+        event["event"], "rollout.started",
+        "the filter keeps verdict_changed out"
+    );
+    let texts: Vec<serde_json::Value> = slack_bodies
+        .iter()
+        .map(|b| serde_json::from_str::<serde_json::Value>(b).expect("JSON")["text"].clone())
+        .collect();
+    assert_eq!(
+        texts,
+        vec![
+            serde_json::json!("verdict_changed cache: to: fail"),
+            serde_json::json!("cache 2.0: started")
+        ]
+    );
+    shutdown.cancel();
+    tracker.close();
+    tracker.wait().await;
+}
+
+#[test]
+fn filters_take_names_prefixes_and_everything() {
+    let hook = webhook(
+        String::new(),
+        &["rollout.*", "rollback_decided"],
+        WebhookFormat::Json,
+    );
+    assert!(hook.wants("rollout.completed"));
+    assert!(hook.wants("rollback_decided"));
+    assert!(!hook.wants("rollback_result"));
+    assert!(!hook.wants("verdict_changed"));
+    assert!(webhook(String::new(), &["*"], WebhookFormat::Json).wants("anything"));
+}
+
 #[tokio::test]
 async fn events_are_posted_as_json_and_retried_after_a_failure() {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
     let tracker = TaskTracker::new();
     let shutdown = CancellationToken::new();
-    let notifier = Notifier::start(Some(url), &tracker, shutdown.clone());
+    let notifier = Notifier::start(
+        &[webhook(url, &["*"], WebhookFormat::Json)],
+        &tracker,
+        shutdown.clone(),
+    );
     notifier.send(serde_json::json!({"event": "verdict_changed", "to": "fail"}));
     let received = tokio::time::timeout(Duration::from_secs(30), async {
         let first = answer(&listener, "500 Internal Server Error").await;

@@ -9,6 +9,7 @@ mod limits;
 mod metrics;
 mod partition;
 mod policy;
+mod rollout;
 mod tls;
 mod traces;
 mod tripwire;
