@@ -261,6 +261,21 @@ pub struct DemoArgs {
     /// How long the beta app behaves before it starts failing.
     #[arg(long, default_value = "12s")]
     pub(super) fail_after: String,
+    /// Another scenario than the rollback of a beta someone else installed.
+    #[command(subcommand)]
+    pub(super) scenario: Option<DemoScenario>,
+}
+
+/// `rollguardctl demo SCENARIO`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum DemoScenario {
+    /// A rollout through 5 → 25 → 90 % of `auto` hosts, caught at 90 % and
+    /// rolled back, with the team's channel shown (under two minutes).
+    Rollout {
+        /// Number of hosts.
+        #[arg(long, default_value_t = 20)]
+        hosts: u32,
+    },
 }
 
 /// `rollguardctl pki`: its subcommands.

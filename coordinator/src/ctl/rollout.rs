@@ -282,7 +282,7 @@ fn checks_json(checks: &[pb::PreflightCheck]) -> Vec<Value> {
         .collect()
 }
 
-fn print_checks(checks: &[pb::PreflightCheck]) {
+pub(crate) fn print_checks(checks: &[pb::PreflightCheck]) {
     for check in checks {
         println!(
             "{}  {:<18} {}",
@@ -351,7 +351,7 @@ fn rollout_json(r: &pb::Rollout) -> Value {
     })
 }
 
-fn print_comparison(comparison: &pb::Comparison) {
+pub(crate) fn print_comparison(comparison: &pb::Comparison) {
     println!(
         "beta vs baseline over {} round(s) ({} vs {} requests):",
         comparison.rounds,
@@ -374,7 +374,7 @@ fn print_comparison(comparison: &pb::Comparison) {
     print!("{}", table(&rows));
 }
 
-fn print_rollout(format: Format, rollout: Option<&pb::Rollout>) {
+pub(crate) fn print_rollout(format: Format, rollout: Option<&pb::Rollout>) {
     let Some(r) = rollout else {
         return;
     };
@@ -407,7 +407,9 @@ fn print_rollout(format: Format, rollout: Option<&pb::Rollout>) {
     if !r.end_reason.is_empty() {
         println!("ended by {}: {}", r.ended_by, r.end_reason);
     }
-    if let Some(comparison) = &r.comparison {
-        print_comparison(comparison);
+    match &r.comparison {
+        Some(comparison) if comparison.rounds > 0 => print_comparison(comparison),
+        Some(_) => println!("beta vs baseline: no round judged in this phase yet"),
+        None => {}
     }
 }

@@ -515,3 +515,33 @@ fn the_preflight_names_a_host_without_the_promote_action_and_abort_rolls_back_th
         "{abort}"
     );
 }
+
+#[test]
+fn the_rollout_demo_is_caught_at_ninety_percent_and_rolls_every_promoted_host_back() {
+    let out = rollguard_tests::ctl_args(&["demo", "rollout", "--hosts", "10"]);
+    assert!(out.status.success(), "{}\n{}", out.stdout, out.stderr);
+    for needle in [
+        "phase 1/4 (5 %) started: 1 new host(s)",
+        "phase 2/4 (25 %) started: 2 new host(s), 3 of 10",
+        "phase 3/4 (90 %) started: 6 new host(s), 9 of 10",
+        "INCIDENT demo",
+        "rolled back at phase 3/4",
+        "retrospective of rollout #1",
+    ] {
+        assert!(
+            out.stdout.contains(needle),
+            "no `{needle}` in:\n{}",
+            out.stdout
+        );
+    }
+    let succeeded = out
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("host-") && l.contains(" succeeded "))
+        .count();
+    assert_eq!(
+        succeeded, 9,
+        "one rollback result per promoted host:\n{}",
+        out.stdout
+    );
+}

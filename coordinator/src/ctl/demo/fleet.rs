@@ -13,7 +13,7 @@ use tokio::process::{Child, Command};
 use super::super::args::DemoArgs;
 
 /// Version the beta hosts start on, and the one a rollback switches to.
-const BETA_VERSION: &str = "2.0.0-beta.3";
+pub(super) const BETA_VERSION: &str = "2.0.0-beta.3";
 pub(super) const STABLE_VERSION: &str = "1.9.4";
 
 /// One demo host: its id, cohort and the app version it starts on.
@@ -38,13 +38,14 @@ pub(super) struct Fleet {
 }
 
 impl Fleet {
-    /// Starts the coordinator on a data dir under `dir` with
-    /// `COORDINATOR_CONFIG`; returns its URL once it listens.
+    /// Starts the coordinator on a data dir under `dir` with `config`
+    /// (and the PKI's); returns its URL once it listens.
     pub(super) async fn start_coordinator(
         &mut self,
         dir: &Path,
         coordinator_bin: &Path,
         pki: &DemoPki,
+        config_toml: &str,
     ) -> anyhow::Result<String> {
         let data_dir = dir.join("coordinator-data");
         let addr_file = data_dir.join(crate::ADDR_FILE);
@@ -52,7 +53,7 @@ impl Fleet {
         let config = dir.join("coordinator.toml");
         std::fs::write(
             &config,
-            format!("{COORDINATOR_CONFIG}\n{}", pki.coordinator_toml()),
+            format!("{config_toml}\n{}", pki.coordinator_toml()),
         )?;
         let coordinator = Command::new(coordinator_bin)
             .args([
@@ -78,10 +79,12 @@ impl Fleet {
     }
 
     /// Starts `host`'s app and then its agent, which reports to `url`;
-    /// returns the app's URL.
+    /// returns the app's URL. An `auto` host (its cohort left to the
+    /// coordinator) also gets a `promote` action, and its app a control
+    /// file (`DIR/HOST/control`) through which the demo can make it fail.
     pub(super) async fn start_host(
         &mut self,
-        args: &DemoArgs,
+        fail_after: &str,
         dir: &Path,
         [agent_bin, app_bin]: [&Path; 2],
         url: &str,
@@ -95,9 +98,11 @@ impl Fleet {
         let app_addr_file = state_dir.join("app.addr");
         let app = Command::new(app_bin)
             .args(["--listen", "127.0.0.1:0", "--beta-version", BETA_VERSION])
-            .args(["--fail-after", &args.fail_after])
+            .args(["--fail-after", fail_after])
             .arg("--version-file")
             .arg(&version_file)
+            .arg("--control-file")
+            .arg(state_dir.join("control"))
             .arg("--addr-file")
             .arg(&app_addr_file)
             .stdin(Stdio::null())
@@ -255,6 +260,7 @@ impl DemoPki {
 }
 
 /// The demo's coordinator config: one deployment with an absolute and a relative rule.
+/// (The rollout demo's is in `rollout.rs`.)
 pub(super) const COORDINATOR_CONFIG: &str = r#"[deployments.demo]
 check_interval = "2s"
 consecutive_failures = 3
@@ -296,11 +302,19 @@ probe_url = "{app_url}/healthz"
 # argv, run without a shell by the agent; this one happens to call sh.
 command = ["/bin/sh", "-c", "echo \"$(date -u +%FT%TZ) rolled back to {STABLE_VERSION}\" >> rollback.log && echo {STABLE_VERSION} > version && echo switched to {STABLE_VERSION}"]
 timeout = "30s"
-"#,
+{promote}"#,
         version = state_dir.join("version").display(),
         state = state_dir.display(),
+        promote = if cohort == "auto" { PROMOTE_ACTION } else { "" },
     )
 }
+
+/// The promote action of an `auto` host: the version is its one argument.
+const PROMOTE_ACTION: &str = r#"
+[actions.promote]
+command = ["/bin/sh", "-c", "echo \"$(date -u +%FT%TZ) promoted to $1\" >> promote.log && echo \"$1\" > version", "promote", "{version}"]
+timeout = "30s"
+"#;
 
 /// Creates `name.log` in `dir`, for a child's stderr.
 fn log_file(dir: &Path, name: &str) -> anyhow::Result<std::fs::File> {

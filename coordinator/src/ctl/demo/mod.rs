@@ -9,6 +9,7 @@
 //! Ctrl-C).
 
 mod fleet;
+mod rollout;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -20,7 +21,7 @@ use tonic::transport::Channel;
 
 use self::fleet::{poll, DemoPki, Fleet, Host, COORDINATOR_CONFIG, OPERATOR, STABLE_VERSION};
 use super::agents::print_agents;
-use super::args::{DemoArgs, Format};
+use super::args::{DemoArgs, DemoScenario, Format};
 use super::connect::connect;
 use super::judgement::{print_rules, verdict_name};
 use super::output::fmt_time;
@@ -47,8 +48,21 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<u8> {
     let dir = std::env::temp_dir().join(format!("rollguard-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let mut fleet = Fleet::default();
+    let bins = [
+        coordinator_bin.as_path(),
+        agent_bin.as_path(),
+        app_bin.as_path(),
+    ];
+    let scenario = async {
+        match args.scenario {
+            Some(DemoScenario::Rollout { hosts }) => {
+                rollout::script(hosts, &dir, bins, &mut fleet).await
+            }
+            None => script(&args, &dir, bins, &mut fleet).await,
+        }
+    };
     let outcome = tokio::select! {
-        result = script(&args, &dir, [&coordinator_bin, &agent_bin, &app_bin], &mut fleet) => result,
+        result = scenario => result,
         _ = tokio::signal::ctrl_c() => {
             println!("\ninterrupted; stopping the fleet");
             Ok(130)
@@ -79,7 +93,9 @@ async fn script(
         hosts.len(),
         pki.dir.display()
     );
-    let url = fleet.start_coordinator(dir, coordinator_bin, &pki).await?;
+    let url = fleet
+        .start_coordinator(dir, coordinator_bin, &pki, COORDINATOR_CONFIG)
+        .await?;
     println!("== coordinator listening on {url}, policy for deployment `demo`:");
     for line in COORDINATOR_CONFIG.lines().filter(|l| !l.trim().is_empty()) {
         println!("   {line}");
@@ -87,7 +103,14 @@ async fn script(
 
     for host in &hosts {
         let app_url = fleet
-            .start_host(args, dir, [agent_bin, app_bin], &url, host, &pki)
+            .start_host(
+                &args.fail_after,
+                dir,
+                [agent_bin, app_bin],
+                &url,
+                host,
+                &pki,
+            )
             .await?;
         let (host_id, cohort, version) = host;
         println!(
