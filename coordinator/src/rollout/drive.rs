@@ -329,25 +329,14 @@ impl Rollouts {
         let Some(&percent) = record.phases.get(idx) else {
             return self.complete(record, now).await;
         };
-        let hosts = self.fleet.agents(Some(&deployment));
-        let connected: Vec<&str> = preflight::candidates(&hosts)
-            .map(|h| h.identity.host_id.as_str())
-            .collect();
-        let order = host_order(deployment.as_str(), connected.iter().copied());
-        let wanted = phase_hosts(order.len(), percent);
-        let new: Vec<String> = order
-            .iter()
-            .take(wanted)
-            .filter(|h| !record.promoted.iter().any(|p| p == *h))
-            .map(|h| (*h).to_owned())
-            .collect();
+        let (new, hosts_total) = self.next_hosts(record, percent);
         let mut next = record.clone();
         next.phase_log.push(PhaseRecord {
             percent,
             started_at_unix_ms: unix_ms(now),
             settled_at_unix_ms: new.is_empty().then_some(unix_ms(now)),
             ended_at_unix_ms: None,
-            hosts_total: u32::try_from(order.len()).unwrap_or(u32::MAX),
+            hosts_total,
             hosts: new.clone(),
             promote_command: String::new(),
             approved_by: String::new(),
@@ -435,6 +424,26 @@ impl Rollouts {
         event["new_hosts"] = new.into();
         self.notifier.send(event);
         Ok(())
+    }
+
+    /// The hosts phase `percent` adds (the first ⌈N × p / 100⌉ of the N
+    /// connected `auto` hosts in hash order, less those promoted already),
+    /// and N.
+    fn next_hosts(&self, record: &RolloutRecord, percent: u32) -> (Vec<String>, u32) {
+        let deployment = record.deployment_name();
+        let hosts = self.fleet.agents(Some(&deployment));
+        let connected: Vec<&str> = preflight::candidates(&hosts)
+            .map(|h| h.identity.host_id.as_str())
+            .collect();
+        let order = host_order(deployment.as_str(), connected.iter().copied());
+        let wanted = phase_hosts(order.len(), percent);
+        let new = order
+            .iter()
+            .take(wanted)
+            .filter(|h| !record.promoted.iter().any(|p| p == *h))
+            .map(|h| (*h).to_owned())
+            .collect();
+        (new, u32::try_from(order.len()).unwrap_or(u32::MAX))
     }
 
     /// The last phase's promotes all succeeded: the new version is the

@@ -545,3 +545,118 @@ fn the_rollout_demo_is_caught_at_ninety_percent_and_rolls_every_promoted_host_ba
         out.stdout
     );
 }
+
+#[test]
+fn a_scheduled_rollout_is_announced_starts_at_its_time_and_holds_its_gate_while_paused() {
+    let root = test_dir("rollout-scheduled");
+    let receiver = WebhookReceiver::start().expect("receiver");
+    let toml = config(
+        &receiver,
+        "phases = [50, 100]\nmin_phase_duration = \"2s\"\nmin_passing_rounds = 2",
+    );
+    let coordinator = Coordinator::start(&root.join("data"), Some(&toml)).expect("coordinator");
+    let url = coordinator.url.clone();
+    let hosts = start_hosts(&root, &url, 2, 0);
+    wait_until(
+        "a passing preflight",
+        Duration::from_secs(60),
+        Duration::from_millis(200),
+        || {
+            let out = rollguard_tests::ctl(
+                &url,
+                &[
+                    "rollout",
+                    "preflight",
+                    DEPLOYMENT,
+                    "--version",
+                    BETA_VERSION,
+                ],
+            );
+            out.status.success().then_some(())
+        },
+    )
+    .expect("preflight");
+    let at =
+        humantime::format_rfc3339_seconds(std::time::SystemTime::now() + Duration::from_secs(4))
+            .to_string();
+    let out = rollguard_tests::ctl(
+        &url,
+        &[
+            "-o",
+            "json",
+            "rollout",
+            "start",
+            DEPLOYMENT,
+            "--version",
+            BETA_VERSION,
+            "--at",
+            &at,
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let scheduled = out.json().expect("json");
+    assert_eq!(scheduled["state"], "scheduled", "{scheduled}");
+    assert!(hosts_promoted(&scheduled).is_empty());
+    // The briefing (30 min by default) is due at once for a start 4 s away.
+    wait_until(
+        "the briefing",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || {
+            steps(&receiver, "/json")
+                .first()
+                .map(|e| e == "rollout.scheduled")
+                .filter(|b| *b)
+        },
+    )
+    .expect("rollout.scheduled");
+    assert!(
+        hosts.iter().all(|h| h.lines("promotions") == 0),
+        "nothing promoted before the start"
+    );
+
+    let running = wait_status(&url, "the scheduled start", |s| {
+        s["state"] == "running" && s["gate"]["promotes_succeeded"] == 1
+    });
+    assert_eq!(running["phase"], 1, "{running}");
+    let out = rollguard_tests::ctl(&url, &["-o", "json", "rollout", "pause", DEPLOYMENT]);
+    assert_eq!(out.json().expect("json")["state"], "paused", "{out:?}");
+    // Paused with its gate open: it stays at phase 1.
+    let held = wait_status(&url, "an open gate while paused", |s| {
+        s["gate"]["waiting_for"]
+            .as_array()
+            .is_some_and(Vec::is_empty)
+    });
+    assert_eq!(held["state"], "paused", "{held}");
+    assert_eq!(held["phase"], 1, "{held}");
+    let out = rollguard_tests::ctl(&url, &["-o", "json", "rollout", "resume", DEPLOYMENT]);
+    assert!(out.status.success(), "{out:?}");
+    let done = wait_status(&url, "completion after the resume", |s| {
+        s["state"] == "completed"
+    });
+    assert_eq!(hosts_promoted(&done).len(), 2);
+    for host in &hosts {
+        assert_eq!(host.lines("promotions"), 1, "{}", host.id());
+    }
+    wait_until(
+        "rollout.completed",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || {
+            steps(&receiver, "/json")
+                .contains(&"rollout.completed".to_owned())
+                .then_some(())
+        },
+    )
+    .expect("completed");
+    assert_eq!(
+        steps(&receiver, "/json")[..5],
+        [
+            "rollout.scheduled",
+            "rollout.started",
+            "rollout.phase_started",
+            "rollout.phase_started",
+            "rollout.completed"
+        ]
+    );
+}
