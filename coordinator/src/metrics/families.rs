@@ -373,6 +373,16 @@ impl FleetCollector {
                 .iter()
                 .map(|d| (deployment_labels(d), bool_value(decisions.state(d).armed))),
         )?;
+        let retries = self.scrape.config.action_retries;
+        gauges(
+            encoder,
+            "rollguard_hosts_needing_attention",
+            "Hosts whose newest rollback failed on its last retry: they may still run the beta.",
+            reading.deployments.iter().map(|d| {
+                let hosts = self.scrape.fleet.needs_attention(d.as_str(), retries);
+                (deployment_labels(d), hosts.len() as f64)
+            }),
+        )?;
         gauges(
             encoder,
             "rollguard_deployment_blast_radius_exceeded",

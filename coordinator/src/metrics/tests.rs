@@ -17,7 +17,7 @@ use crate::notify::Notifier;
 use crate::store::Store;
 
 /// Every family, in the order the page has them.
-const FAMILIES: [&str; 27] = [
+const FAMILIES: [&str; 28] = [
     "rollguard_agents_connected",
     "rollguard_agents_stale",
     "rollguard_agents_disconnected",
@@ -35,6 +35,7 @@ const FAMILIES: [&str; 27] = [
     "rollguard_deployment_verdict",
     "rollguard_consecutive_failures",
     "rollguard_deployment_armed",
+    "rollguard_hosts_needing_attention",
     "rollguard_deployment_blast_radius_exceeded",
     "rollguard_command_results",
     "rollguard_samples_ingested_total",

@@ -81,7 +81,19 @@ fn commands_parse_with_their_defaults() {
     );
     check_parse(
         "rollguardctl demo",
-        r#"Table Demo(DemoArgs { beta: 2, baseline: 1, keep_running: false, keep_data: false, fail_after: "12s" })"#,
+        r#"Table Demo(DemoArgs { beta: 2, baseline: 1, keep_running: false, keep_data: false, fail_after: "12s", scenario: None })"#,
+    );
+    check_parse(
+        "rollguardctl demo rollout",
+        r#"Table Demo(DemoArgs { beta: 2, baseline: 1, keep_running: false, keep_data: false, fail_after: "12s", scenario: Some(Rollout { hosts: 20 }) })"#,
+    );
+    check_parse(
+        "rollguardctl -o json rollout start cache --version 2.4.1 --phases 10,50,100 --accept-risk ok",
+        r#"Json Rollout(RolloutArgs { command: Start { plan: RolloutPlan { deployment: "cache", version: "2.4.1", phases: [10, 50, 100], accept_risk: "ok" }, at: None } })"#,
+    );
+    check_parse(
+        "rollguardctl rollout abort cache --reason stop",
+        r#"Table Rollout(RolloutArgs { command: Abort { deployment: "cache", reason: "stop" } })"#,
     );
 }
 
@@ -93,6 +105,14 @@ fn bad_arguments_are_rejected_before_any_call() {
     );
     check_rejected(
         "rollguardctl rollback web",
+        ErrorKind::MissingRequiredArgument,
+    );
+    check_rejected(
+        "rollguardctl rollout start cache",
+        ErrorKind::MissingRequiredArgument,
+    );
+    check_rejected(
+        "rollguardctl rollout abort cache",
         ErrorKind::MissingRequiredArgument,
     );
     check_rejected(
