@@ -802,6 +802,30 @@ impl<Tx: Clone> Fleet<Tx> {
             .map(|c| c.record.clone())
     }
 
+    /// The newest `n` commands of `deployment` (rollbacks, promotes and
+    /// local runs), newest first, each with a result per target.
+    pub(crate) fn recent_commands(
+        &self,
+        deployment: &DeploymentName,
+        n: usize,
+    ) -> Vec<CommandView> {
+        let ids: Vec<String> = {
+            let inner = self.lock();
+            let mut states: Vec<&CommandState> = inner
+                .commands
+                .values()
+                .filter(|c| c.record.deployment == deployment.as_str())
+                .collect();
+            states.sort_by_key(|c| std::cmp::Reverse(c.record.issued_at_unix_ms));
+            states
+                .into_iter()
+                .take(n)
+                .map(|c| c.record.command_id.clone())
+                .collect()
+        };
+        ids.iter().filter_map(|id| self.command(id)).collect()
+    }
+
     /// The retry of `command_id` on `host_id`, if one was made.
     pub(crate) fn retried_by(&self, command_id: &str, host_id: &str) -> Option<String> {
         self.lock().retried_by(command_id, host_id)

@@ -12,6 +12,7 @@ mod broadcast;
 pub mod config;
 mod counters;
 pub mod ctl;
+mod dashboard;
 mod decisions;
 mod error;
 mod fleet;

@@ -350,6 +350,22 @@ impl Rollouts {
         Ok((view, decisions, record.retrospective.is_some()))
     }
 
+    /// The newest rollout of `deployment` in a few fields (for the
+    /// dashboard), without its table.
+    pub(crate) async fn summary(&self, deployment: &DeploymentName) -> Option<serde_json::Value> {
+        let current = self.current.lock().await;
+        let record = current.get(deployment)?;
+        Some(serde_json::json!({
+            "number": record.number,
+            "version": record.version,
+            "state": record.state.as_str(),
+            "phase": record.phase_number(),
+            "phases": record.phases,
+            "percent": record.current().map_or(0, |p| p.percent),
+            "hosts_promoted": record.promoted.len(),
+        }))
+    }
+
     /// Every rollout of `deployment`, oldest first.
     pub(crate) async fn history(&self, deployment: &DeploymentName) -> Result<Vec<RolloutView>> {
         let store = self.store.clone();

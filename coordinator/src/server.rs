@@ -17,12 +17,13 @@ use crate::auth::{AuthLayer, Authority};
 use crate::broadcast::Issuer;
 use crate::config::{AuthPolicy, Config};
 use crate::counters::Counters;
+use crate::dashboard::Dashboard;
 use crate::decisions::Decisions;
 use crate::error::{chain, Error, Result};
 use crate::fleet::Fleet;
 use crate::judge::Judge;
 use crate::listener::{limited_incoming, server_tls};
-use crate::metrics::Scrape;
+use crate::metrics::{Scrape, Site};
 use crate::notify::Notifier;
 use crate::outbound::AgentTx;
 use crate::rollout::Rollouts;
@@ -133,6 +134,20 @@ impl Parts {
         }
     }
 
+    fn site(&self) -> Site {
+        Site {
+            scrape: self.scrape(),
+            dashboard: Some(Dashboard {
+                config: Arc::clone(&self.config),
+                fleet: Arc::clone(&self.fleet),
+                decisions: Arc::clone(&self.decisions),
+                rollouts: Arc::clone(&self.rollouts),
+                store: self.store.clone(),
+                tracker: self.tracker.clone(),
+            }),
+        }
+    }
+
     fn scrape(&self) -> Scrape {
         Scrape {
             config: Arc::clone(&self.config),
@@ -220,7 +235,7 @@ pub async fn run(
     tracker.spawn(parts.sweep().run(parts.streams_shutdown.clone()));
     tracker.spawn(crate::metrics::serve(
         http_listener,
-        parts.scrape(),
+        parts.site(),
         tracker.clone(),
         server_shutdown.clone(),
     ));

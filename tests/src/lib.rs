@@ -7,6 +7,7 @@
 //! executable, and finds them beside it.
 #![forbid(unsafe_code)]
 
+pub mod cdp;
 pub mod otlp;
 mod webhook;
 

@@ -1,6 +1,7 @@
 //! The coordinator's own metrics, served as Prometheus text exposition
 //! format 0.0.4 on `--http-listen` (`/metrics`), with `/healthz` (the process
-//! is alive) and `/readyz` (the store is open and the gRPC listener is up).
+//! is alive) and `/readyz` (the store is open and the gRPC listener is up),
+//! and the dashboard's pages (`crate::dashboard`) on the same listener.
 //!
 //! Counters are atomics bumped on the hot path (`counters`); everything
 //! else (agents, cohort figures, verdicts, commands) is read from fleet and
@@ -20,8 +21,6 @@ mod text;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http_body_util::Full;
-use hyper::body::Bytes;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
@@ -31,6 +30,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::counters::Counters;
+use crate::dashboard::{reply, Body, Dashboard};
 use crate::decisions::Decisions;
 use crate::fleet::Fleet;
 use crate::outbound::AgentTx;
@@ -73,19 +73,28 @@ impl Limits {
     };
 }
 
-/// Serves `/metrics`, `/healthz` and `/readyz` on `listener` until `shutdown`.
+/// What the HTTP listener serves: the metrics and the dashboard.
+#[derive(Debug, Clone)]
+pub(crate) struct Site {
+    pub(crate) scrape: Scrape,
+    /// `None`: metrics and health only (unit tests).
+    pub(crate) dashboard: Option<Dashboard>,
+}
+
+/// Serves `/metrics`, `/healthz`, `/readyz` and the dashboard on
+/// `listener` until `shutdown`.
 pub(crate) async fn serve(
     listener: TcpListener,
-    scrape: Scrape,
+    site: Site,
     tracker: TaskTracker,
     shutdown: CancellationToken,
 ) {
-    serve_with(listener, scrape, tracker, shutdown, Limits::DEFAULT).await;
+    serve_with(listener, site, tracker, shutdown, Limits::DEFAULT).await;
 }
 
 async fn serve_with(
     listener: TcpListener,
-    scrape: Scrape,
+    scrape: Site,
     tracker: TaskTracker,
     shutdown: CancellationToken,
     limits: Limits,
@@ -121,15 +130,12 @@ async fn serve_with(
 }
 
 /// Serves one connection until it ends, it is past its age, or `shutdown`.
-async fn connection(
-    stream: TcpStream,
-    scrape: Scrape,
-    limits: Limits,
-    shutdown: CancellationToken,
-) {
+async fn connection(stream: TcpStream, site: Site, limits: Limits, shutdown: CancellationToken) {
+    let stream_shutdown = shutdown.clone();
     let service = hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
-        let scrape = scrape.clone();
-        async move { Ok::<_, std::convert::Infallible>(route(&request, &scrape)) }
+        let site = site.clone();
+        let shutdown = stream_shutdown.clone();
+        async move { Ok::<_, std::convert::Infallible>(route(&request, &site, &shutdown).await) }
     });
     let connection = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
@@ -147,17 +153,12 @@ async fn connection(
     }
 }
 
-fn route(request: &Request<hyper::body::Incoming>, scrape: &Scrape) -> Response<Full<Bytes>> {
-    let reply = |status: StatusCode, content_type: &'static str, body: String| {
-        let mut response = Response::new(Full::new(Bytes::from(body)));
-        *response.status_mut() = status;
-        if let Ok(value) = content_type.parse() {
-            response
-                .headers_mut()
-                .insert(hyper::header::CONTENT_TYPE, value);
-        }
-        response
-    };
+async fn route(
+    request: &Request<hyper::body::Incoming>,
+    site: &Site,
+    shutdown: &CancellationToken,
+) -> Response<Body> {
+    let scrape = &site.scrape;
     if request.method() != hyper::Method::GET {
         return reply(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -183,11 +184,19 @@ fn route(request: &Request<hyper::body::Incoming>, scrape: &Scrape) -> Response<
                 )
             }
         }
-        _ => reply(
-            StatusCode::NOT_FOUND,
-            "text/plain",
-            "not found\n".to_owned(),
-        ),
+        path => {
+            if let Some(dashboard) = &site.dashboard {
+                let query = request.uri().query().unwrap_or_default();
+                if let Some(response) = dashboard.route(path, query, shutdown).await {
+                    return response;
+                }
+            }
+            reply(
+                StatusCode::NOT_FOUND,
+                "text/plain",
+                "not found\n".to_owned(),
+            )
+        }
     }
 }
 

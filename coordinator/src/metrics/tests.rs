@@ -196,7 +196,10 @@ async fn listen(rig: &Rig, limits: Limits) -> (std::net::SocketAddr, Cancellatio
     let shutdown = CancellationToken::new();
     tokio::spawn(serve_with(
         listener,
-        rig.scrape.clone(),
+        Site {
+            scrape: rig.scrape.clone(),
+            dashboard: None,
+        },
         TaskTracker::new(),
         shutdown.clone(),
         limits,

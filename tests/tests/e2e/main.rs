@@ -2,6 +2,7 @@
 
 mod bad_input;
 mod clock;
+mod dashboard;
 mod faults;
 mod fleet;
 mod journal;
