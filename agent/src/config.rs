@@ -246,12 +246,13 @@ impl Config {
         let probe = self.app.as_ref().and_then(|a| a.probe.as_ref());
         let actions: Vec<&str> = self.actions.keys().map(String::as_str).collect();
         format!(
-            "host {} in {} ({}) every {:?}, coordinator {}; actions: {}; scrape: {}; probe: {}; tripwire: {}",
+            "host {} in {} ({}) every {:?}, coordinator {}; host figures: {}; actions: {}; scrape: {}; probe: {}; tripwire: {}",
             self.host_id,
             self.deployment,
             cohort_name(self.cohort),
             self.interval,
             self.coordinator,
+            self.collect.backend.name(),
             if actions.is_empty() {
                 "none (a rollback will be rejected)".to_owned()
             } else {

@@ -4,6 +4,7 @@ mod bad_input;
 mod clock;
 mod faults;
 mod fleet;
+mod host_figures;
 mod journal;
 mod limits;
 mod metrics;
