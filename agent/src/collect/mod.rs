@@ -149,10 +149,13 @@ pub(crate) struct CollectConfig {
     /// If non-empty, only these exact names count (overrides exclude). Default: empty.
     pub(crate) include_interfaces: Vec<String>,
     /// Root of procfs, "/proc" in production; tests may point at a temp dir
-    /// of fixture files. Read by the procfs backend, and for pressure on Linux.
+    /// of fixture files. Read by the procfs backend, and for pressure on
+    /// Linux; unread elsewhere.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     pub(crate) proc_root: PathBuf,
     /// Root of sysfs, "/sys" in production; only `<sys_root>/block/<name>` is looked at,
     /// to decide whether a block device is a whole disk (procfs backend).
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     pub(crate) sys_root: PathBuf,
 }
 

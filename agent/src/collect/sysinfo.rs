@@ -49,6 +49,9 @@ use super::definitions::{
 };
 use super::{per_sec, CollectConfig, CollectError};
 
+#[cfg(test)]
+mod tests;
+
 /// Every figure of a sample, read through sysinfo.
 #[derive(Debug)]
 pub(super) struct SysinfoSource {

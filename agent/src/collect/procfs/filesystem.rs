@@ -2,9 +2,10 @@
 //! /proc/self/mounts and statvfs.
 //!
 //! A filesystem is real when its device starts with '/' and its type is not
-//! in `definitions::SKIPPED_FS_TYPES` (nor `fuse.*`). Network filesystems are skipped too:
-//! statvfs on a hung server would block the agent. Mounts are deduplicated by
-//! device, the first mount point wins (bind mounts, btrfs subvolumes).
+//! in `definitions::SKIPPED_FS_TYPES` (nor `fuse.*`). Network filesystems
+//! are skipped too: statvfs on a hung server would block the agent. Mounts
+//! are deduplicated by device, the first mount point wins (bind mounts,
+//! btrfs subvolumes).
 //! Known gap: ZFS datasets (device "pool/dataset") are skipped by the device rule.
 //! Does not report inodes.
 
