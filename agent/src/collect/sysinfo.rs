@@ -124,6 +124,11 @@ impl SysinfoSource {
                     sample,
                 );
                 self.disk_prev.finish();
+                // Forget the devices of unmounted filesystems, so that
+                // mounts coming and going (containers) do not grow the map;
+                // a few names against a few dozen mounts.
+                self.device_names
+                    .retain(|name, _| disks.iter().any(|disk| disk.name() == name));
             }
             Err(reason) => errors.push(unsupported("disks", reason)),
         }
