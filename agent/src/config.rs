@@ -444,11 +444,10 @@ impl RawConfig {
     }
 }
 
-/// Checks `collect.backend` against this OS and build, and the interval
-/// against what the backend can measure.
+/// Checks `collect.backend` against this OS, and the interval against what
+/// the backend can measure.
 fn collect_backend(value: &str, interval: Duration) -> Result<Backend, ConfigError> {
     let backend = Backend::parse(value).map_err(|m| ConfigError::invalid("collect.backend", m))?;
-    #[cfg(feature = "sysinfo")]
     if backend == Backend::Sysinfo && interval < sysinfo::MINIMUM_CPU_UPDATE_INTERVAL {
         return Err(ConfigError::invalid(
             "interval",
@@ -458,8 +457,6 @@ fn collect_backend(value: &str, interval: Duration) -> Result<Backend, ConfigErr
             ),
         ));
     }
-    #[cfg(not(feature = "sysinfo"))]
-    let _ = interval;
     Ok(backend)
 }
 

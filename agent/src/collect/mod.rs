@@ -7,8 +7,8 @@
 //! backend, so a reader sees where each figure comes from:
 //! - `procfs` (Linux only, the default there): reads /proc and `/sys/block`
 //!   directly, one file per collector under `procfs/`.
-//! - `sysinfo` (cargo feature `sysinfo`, on by default; the only backend
-//!   elsewhere): the `sysinfo` crate, refreshing only what a sample holds.
+//! - `sysinfo` (everywhere; the only backend off Linux): the `sysinfo`
+//!   crate, refreshing only what a sample holds.
 //!
 //! `definitions` holds what both share (which interfaces and filesystems
 //! count, statvfs, interface rates), so that a figure means the same
@@ -27,9 +27,11 @@
 //! - Pressure stall figures are read from /proc/pressure, by either backend,
 //!   and only on Linux; elsewhere they are absent (`None`), never zero.
 //!
-//! The Linux-only code is behind `cfg(target_os = "linux")` in three places
-//! only: the `procfs` module and [`Backend::Procfs`] here, and the pressure
-//! files in `sysinfo.rs`.
+//! The Linux-only code is behind `cfg(target_os = "linux")` in two files
+//! only: here (the `procfs` module, the `Procfs` variants of [`Backend`]
+//! and `Source` and their match arms, the procfs error variants) and in
+//! `sysinfo.rs` (the pressure files). Nothing else in the agent is
+//! Linux-only.
 //!
 //! Deliberately NOT done here: no per-process scan (neither backend lists
 //! processes), no scheduling (the caller decides when to call
@@ -38,13 +40,9 @@
 
 // Called on every tick of the agent loop in `link` (`Link::on_tick`).
 
-#[cfg(not(any(target_os = "linux", feature = "sysinfo")))]
-compile_error!("off Linux the agent needs the `sysinfo` feature: it has no other host collector");
-
 mod definitions;
 #[cfg(target_os = "linux")]
 mod procfs;
-#[cfg(feature = "sysinfo")]
 mod sysinfo;
 
 #[cfg(test)]
@@ -95,7 +93,6 @@ pub(crate) enum Backend {
     #[cfg(target_os = "linux")]
     Procfs,
     /// The `sysinfo` crate: `"sysinfo"`.
-    #[cfg(feature = "sysinfo")]
     Sysinfo,
 }
 
@@ -112,13 +109,12 @@ impl Backend {
         match self {
             #[cfg(target_os = "linux")]
             Backend::Procfs => "procfs",
-            #[cfg(feature = "sysinfo")]
             Backend::Sysinfo => "sysinfo",
         }
     }
 
     /// Parses a config value; errs, with the reason, for a name that is
-    /// unknown or that this build cannot run here.
+    /// unknown or that this OS cannot run.
     pub(crate) fn parse(value: &str) -> Result<Backend, String> {
         match value {
             #[cfg(target_os = "linux")]
@@ -128,12 +124,7 @@ impl Backend {
                 "`procfs` reads /proc, which only Linux has (this is {}); use `sysinfo`",
                 std::env::consts::OS
             )),
-            #[cfg(feature = "sysinfo")]
             "sysinfo" => Ok(Backend::Sysinfo),
-            #[cfg(not(feature = "sysinfo"))]
-            "sysinfo" => Err(
-                "this agent was built without the `sysinfo` cargo feature; use `procfs`".to_owned(),
-            ),
             other => Err(format!("expected `procfs` or `sysinfo`, got `{other}`")),
         }
     }
@@ -197,7 +188,6 @@ pub(crate) enum CollectError {
         message: String,
     },
     /// The sysinfo backend could not read a part of the sample on this OS.
-    #[cfg(feature = "sysinfo")]
     #[error("sysinfo cannot read {what}: {reason}")]
     Sysinfo {
         /// The part that failed ("the load average").
@@ -243,7 +233,6 @@ pub(crate) struct Collector {
 enum Source {
     #[cfg(target_os = "linux")]
     Procfs(procfs::ProcfsSource),
-    #[cfg(feature = "sysinfo")]
     Sysinfo(sysinfo::SysinfoSource),
 }
 
@@ -261,7 +250,6 @@ impl Collector {
         let source = match config.backend {
             #[cfg(target_os = "linux")]
             Backend::Procfs => Source::Procfs(procfs::ProcfsSource::new(config)),
-            #[cfg(feature = "sysinfo")]
             Backend::Sysinfo => Source::Sysinfo(sysinfo::SysinfoSource::new(config)),
         };
         let mut collector = Self {
@@ -306,7 +294,6 @@ impl Collector {
         match &mut self.source {
             #[cfg(target_os = "linux")]
             Source::Procfs(source) => source.read_counters(secs, sample, errors),
-            #[cfg(feature = "sysinfo")]
             Source::Sysinfo(source) => source.read_counters(secs, sample, errors),
         }
     }
@@ -316,7 +303,6 @@ impl Collector {
         match &mut self.source {
             #[cfg(target_os = "linux")]
             Source::Procfs(source) => source.read_gauges(sample, errors),
-            #[cfg(feature = "sysinfo")]
             Source::Sysinfo(source) => source.read_gauges(sample, errors),
         }
     }

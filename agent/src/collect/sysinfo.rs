@@ -1,5 +1,5 @@
-//! The `sysinfo` backend (cargo feature `sysinfo`): the same sample from
-//! the `sysinfo` crate, on every OS it supports; the only backend off Linux.
+//! The `sysinfo` backend: the same sample from the `sysinfo` crate, on
+//! every OS it supports; the only backend off Linux.
 //!
 //! Main type: [`SysinfoSource`], which keeps one `System`, one `Disks` and
 //! one `Networks` for its whole life (CPU usage is computed from the previous

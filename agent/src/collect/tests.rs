@@ -1,6 +1,5 @@
 //! What holds for every backend: the config, the shared definitions, and
-//! (on Linux with the `sysinfo` feature) the two backends agreeing over one
-//! real interval. The procfs backend's own tests are in `procfs/tests.rs`.
+//! (on Linux) the two backends agreeing over one real interval. The procfs backend's own tests are in `procfs/tests.rs`.
 
 use std::path::Path;
 
@@ -47,11 +46,7 @@ fn backend_names() {
         check_backend("procfs", Err("only Linux has"));
         assert_eq!(Backend::DEFAULT.name(), "sysinfo");
     }
-    if cfg!(feature = "sysinfo") {
-        check_backend("sysinfo", Ok("sysinfo"));
-    } else {
-        check_backend("sysinfo", Err("without the `sysinfo` cargo feature"));
-    }
+    check_backend("sysinfo", Ok("sysinfo"));
 }
 
 #[test]
@@ -81,7 +76,6 @@ fn prev_counters_start_afresh_for_a_device_that_came_back() {
 }
 
 /// Plausibility only: the figures depend on this machine.
-#[cfg(feature = "sysinfo")]
 #[test]
 fn real_sysinfo_is_plausible() {
     let config = CollectConfig {
@@ -110,5 +104,5 @@ fn real_sysinfo_is_plausible() {
     assert_eq!(sample.validate(), Ok(()));
 }
 
-#[cfg(all(target_os = "linux", feature = "sysinfo"))]
+#[cfg(target_os = "linux")]
 mod agree;

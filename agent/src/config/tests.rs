@@ -487,15 +487,13 @@ fn collect_backend_defaults_to_the_os_and_env_overrides_the_file() {
     if cfg!(target_os = "linux") {
         assert_eq!(cfg.collect.backend.name(), "procfs");
     }
-    if cfg!(feature = "sysinfo") {
-        let env = [
-            REQUIRED,
-            &[("ROLLGUARD_AGENT__COLLECT__BACKEND", "sysinfo")],
-        ]
-        .concat();
-        let cfg = load(Some("[collect]\nbackend = \"procfs\"\n"), &env).expect("valid");
-        assert_eq!(cfg.collect.backend.name(), "sysinfo");
-    }
+    let env = [
+        REQUIRED,
+        &[("ROLLGUARD_AGENT__COLLECT__BACKEND", "sysinfo")],
+    ]
+    .concat();
+    let cfg = load(Some("[collect]\nbackend = \"procfs\"\n"), &env).expect("valid");
+    assert_eq!(cfg.collect.backend.name(), "sysinfo");
 }
 
 #[test]
@@ -512,25 +510,17 @@ fn collect_backend_errors_name_the_key() {
             "`collect.backend`: `procfs` reads /proc, which only Linux has",
         );
     }
-    if cfg!(feature = "sysinfo") {
-        // sysinfo refreshes CPU usage at most every 200 ms.
-        check_error(
-            Some("interval = \"100ms\"\n[collect]\nbackend = \"sysinfo\"\n"),
-            REQUIRED,
-            "invalid value for `interval`: must be at least 200ms",
-        );
-        let env = [
-            REQUIRED,
-            &[("ROLLGUARD_AGENT__COLLECT__BACKEND", "sysinfo")],
-        ]
-        .concat();
-        let cfg = load(Some("interval = \"200ms\"\n"), &env).expect("valid");
-        assert_eq!(cfg.interval, Duration::from_millis(200));
-    } else {
-        check_error(
-            Some("[collect]\nbackend = \"sysinfo\"\n"),
-            REQUIRED,
-            "`collect.backend`: this agent was built without the `sysinfo` cargo feature",
-        );
-    }
+    // sysinfo refreshes CPU usage at most every 200 ms.
+    check_error(
+        Some("interval = \"100ms\"\n[collect]\nbackend = \"sysinfo\"\n"),
+        REQUIRED,
+        "invalid value for `interval`: must be at least 200ms",
+    );
+    let env = [
+        REQUIRED,
+        &[("ROLLGUARD_AGENT__COLLECT__BACKEND", "sysinfo")],
+    ]
+    .concat();
+    let cfg = load(Some("interval = \"200ms\"\n"), &env).expect("valid");
+    assert_eq!(cfg.interval, Duration::from_millis(200));
 }
