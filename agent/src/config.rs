@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use tonic::transport::ClientTlsConfig;
 
 use crate::app::config::AppConfig;
-use crate::collect::{CollectConfig, DEFAULT_EXCLUDED_INTERFACES};
+use crate::collect::{Backend, CollectConfig, DEFAULT_EXCLUDED_INTERFACES};
 use crate::tripwire::TripwireConfig;
 
 // The `[app]` table is parsed next to the code that reads it; its raw form
@@ -113,6 +113,9 @@ fn default_action_timeout() -> String {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawCollect {
+    /// Where host figures come from: `procfs` (Linux only; the default
+    /// there) or `sysinfo` (the default elsewhere).
+    pub backend: String,
     /// Interface name prefixes left out of network figures.
     pub exclude_interfaces: Vec<String>,
     /// When non-empty, only these interfaces count.
@@ -122,6 +125,7 @@ pub struct RawCollect {
 impl Default for RawCollect {
     fn default() -> Self {
         RawCollect {
+            backend: Backend::DEFAULT.name().to_owned(),
             exclude_interfaces: DEFAULT_EXCLUDED_INTERFACES
                 .iter()
                 .map(|s| (*s).to_owned())
@@ -242,12 +246,13 @@ impl Config {
         let probe = self.app.as_ref().and_then(|a| a.probe.as_ref());
         let actions: Vec<&str> = self.actions.keys().map(String::as_str).collect();
         format!(
-            "host {} in {} ({}) every {:?}, coordinator {}; actions: {}; scrape: {}; probe: {}; tripwire: {}",
+            "host {} in {} ({}) every {:?}, coordinator {}; host figures: {}; actions: {}; scrape: {}; probe: {}; tripwire: {}",
             self.host_id,
             self.deployment,
             cohort_name(self.cohort),
             self.interval,
             self.coordinator,
+            self.collect.backend.name(),
             if actions.is_empty() {
                 "none (a rollback will be rejected)".to_owned()
             } else {
@@ -381,6 +386,7 @@ impl RawConfig {
         if interval < Duration::from_millis(100) {
             return Err(ConfigError::invalid("interval", "must be at least 100ms"));
         }
+        let backend = collect_backend(&self.collect.backend, interval)?;
         if self.state_dir.as_os_str().is_empty() {
             return Err(ConfigError::invalid("state_dir", "must not be empty"));
         }
@@ -426,6 +432,7 @@ impl RawConfig {
             labels: self.labels,
             actions,
             collect: CollectConfig {
+                backend,
                 exclude_interfaces: self.collect.exclude_interfaces,
                 include_interfaces: self.collect.include_interfaces,
                 ..CollectConfig::default()
@@ -435,6 +442,22 @@ impl RawConfig {
             tripwire,
         })
     }
+}
+
+/// Checks `collect.backend` against this OS, and the interval against what
+/// the backend can measure.
+fn collect_backend(value: &str, interval: Duration) -> Result<Backend, ConfigError> {
+    let backend = Backend::parse(value).map_err(|m| ConfigError::invalid("collect.backend", m))?;
+    if backend == Backend::Sysinfo && interval < sysinfo::MINIMUM_CPU_UPDATE_INTERVAL {
+        return Err(ConfigError::invalid(
+            "interval",
+            format!(
+                "must be at least {:?} with `collect.backend = \"sysinfo\"` (sysinfo refreshes CPU usage no more often)",
+                sysinfo::MINIMUM_CPU_UPDATE_INTERVAL
+            ),
+        ));
+    }
+    Ok(backend)
 }
 
 /// Checks `resend_buffer`: a size of at least [`MIN_RESEND_BUFFER_BYTES`].

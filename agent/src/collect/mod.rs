@@ -1,12 +1,18 @@
-//! Host collectors: read procfs (and `/sys/block`) directly and turn two
-//! successive readings into one [`HostSample`].
+//! Host collectors: turn two successive readings of the host's counters
+//! into one [`HostSample`], from one of two backends.
 //!
-//! Main types: [`Collector`] (long-lived; owns the previous counters, one
-//! reusable read buffer and the resolved file paths), [`CollectConfig`],
-//! [`Collected`] and [`CollectError`]. One file per collector: `cpu`, `load`,
-//! `memory`, `disk`, `filesystem`, `network`, `pressure`. Each file holds a
-//! pure parser over the file's text plus the small state it keeps between
-//! calls, so tests feed it fixture text.
+//! Main types: [`Collector`] (long-lived; owns its backend's previous
+//! counters and the time of the previous reading), [`Backend`],
+//! [`CollectConfig`], [`Collected`] and [`CollectError`]. One file per
+//! backend, so a reader sees where each figure comes from:
+//! - `procfs` (Linux only, the default there): reads /proc and `/sys/block`
+//!   directly, one file per collector under `procfs/`.
+//! - `sysinfo` (everywhere; the only backend off Linux): the `sysinfo`
+//!   crate, refreshing only what a sample holds.
+//!
+//! `definitions` holds what both share (which interfaces and filesystems
+//! count, statvfs, interface rates), so that a figure means the same
+//! whichever backend read it.
 //!
 //! Invariants:
 //! - A failing collector is never fatal: it adds a [`CollectError`] to
@@ -14,31 +20,36 @@
 //!   `HostSample::empty` value; the other collectors still run.
 //! - Rates cover exactly the monotonic interval between two calls. A counter
 //!   that goes backwards (device replaced, 32-bit wrap) gives 0 for that
-//!   interval, never a huge number.
+//!   interval, never a huge number; so does a device seen for the first time.
 //! - No figure is NaN, infinite or negative: the coordinator would end the
 //!   stream on such a sample. Any that slips through is sent as 0, counted
 //!   and logged at most once a minute (`crate::figures`).
+//! - Pressure stall figures are read from /proc/pressure, by either backend,
+//!   and only on Linux; elsewhere they are absent (`None`), never zero.
 //!
-//! Deliberately NOT done here: no per-process scan, no sysinfo crate, no
-//! scheduling (the caller decides when to call [`Collector::collect`]), no
-//! async (every read is a small procfs file and takes microseconds).
+//! The Linux-only code is behind `cfg(target_os = "linux")` in two files
+//! only: here (the `procfs` module, the `Procfs` variants of [`Backend`]
+//! and `Source` and their match arms, the procfs error variants) and in
+//! `sysinfo.rs` (the pressure files). Nothing else in the agent is
+//! Linux-only.
+//!
+//! Deliberately NOT done here: no per-process scan (neither backend lists
+//! processes), no scheduling (the caller decides when to call
+//! [`Collector::collect`]), no async (a reading takes well under a
+//! millisecond).
 
 // Called on every tick of the agent loop in `link` (`Link::on_tick`).
 
-mod cpu;
-mod disk;
-mod filesystem;
-mod load;
-mod memory;
-mod network;
-mod pressure;
+mod definitions;
+#[cfg(target_os = "linux")]
+mod procfs;
+mod sysinfo;
 
 #[cfg(test)]
 mod tests;
 
-use std::fs::File;
-use std::io::{self, Read};
-use std::path::{Path, PathBuf};
+use std::io;
+use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
 use rollguard_common::HostSample;
@@ -73,23 +84,76 @@ pub(crate) const DEFAULT_EXCLUDED_INTERFACES: &[&str] = &[
     "ifb",
 ];
 
-/// Which sources the collectors read and which interfaces count.
+/// Where the host figures come from (`[collect] backend`). A variant exists
+/// only where it can be built and run, so a config naming another is
+/// refused with the key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Backend {
+    /// procfs and sysfs, read directly: `"procfs"`.
+    #[cfg(target_os = "linux")]
+    Procfs,
+    /// The `sysinfo` crate: `"sysinfo"`.
+    Sysinfo,
+}
+
+impl Backend {
+    /// The default: procfs on Linux (exact, and the lightest), sysinfo elsewhere.
+    #[cfg(target_os = "linux")]
+    pub(crate) const DEFAULT: Backend = Backend::Procfs;
+    /// The default: procfs on Linux (exact, and the lightest), sysinfo elsewhere.
+    #[cfg(not(target_os = "linux"))]
+    pub(crate) const DEFAULT: Backend = Backend::Sysinfo;
+
+    /// Returns the name the config uses.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            #[cfg(target_os = "linux")]
+            Backend::Procfs => "procfs",
+            Backend::Sysinfo => "sysinfo",
+        }
+    }
+
+    /// Parses a config value; errs, with the reason, for a name that is
+    /// unknown or that this OS cannot run.
+    pub(crate) fn parse(value: &str) -> Result<Backend, String> {
+        match value {
+            #[cfg(target_os = "linux")]
+            "procfs" => Ok(Backend::Procfs),
+            #[cfg(not(target_os = "linux"))]
+            "procfs" => Err(format!(
+                "`procfs` reads /proc, which only Linux has (this is {}); use `sysinfo`",
+                std::env::consts::OS
+            )),
+            "sysinfo" => Ok(Backend::Sysinfo),
+            other => Err(format!("expected `procfs` or `sysinfo`, got `{other}`")),
+        }
+    }
+}
+
+/// Which backend reads the host, and which interfaces count.
 #[derive(Debug, Clone)]
 pub(crate) struct CollectConfig {
+    /// Where the figures come from (default: [`Backend::DEFAULT`]).
+    pub(crate) backend: Backend,
     /// Interface name prefixes excluded (default: [`DEFAULT_EXCLUDED_INTERFACES`]).
     pub(crate) exclude_interfaces: Vec<String>,
     /// If non-empty, only these exact names count (overrides exclude). Default: empty.
     pub(crate) include_interfaces: Vec<String>,
-    /// Root of procfs, "/proc" in production; tests may point at a temp dir of fixture files.
+    /// Root of procfs, "/proc" in production; tests may point at a temp dir
+    /// of fixture files. Read by the procfs backend, and for pressure on
+    /// Linux; unread elsewhere.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     pub(crate) proc_root: PathBuf,
     /// Root of sysfs, "/sys" in production; only `<sys_root>/block/<name>` is looked at,
-    /// to decide whether a block device is a whole disk.
+    /// to decide whether a block device is a whole disk (procfs backend).
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     pub(crate) sys_root: PathBuf,
 }
 
 impl Default for CollectConfig {
     fn default() -> Self {
         Self {
+            backend: Backend::DEFAULT,
             exclude_interfaces: DEFAULT_EXCLUDED_INTERFACES
                 .iter()
                 .map(|prefix| (*prefix).to_owned())
@@ -106,6 +170,7 @@ impl Default for CollectConfig {
 pub(crate) enum CollectError {
     /// A procfs file could not be read (missing, permission denied, IO error).
     #[error("failed to read {path}")]
+    #[cfg(target_os = "linux")]
     Read {
         /// The file that failed.
         path: String,
@@ -115,11 +180,20 @@ pub(crate) enum CollectError {
     },
     /// A procfs file did not have the expected format.
     #[error("failed to parse {path}: {message}")]
+    #[cfg(target_os = "linux")]
     Parse {
         /// The file that failed.
         path: String,
         /// What was wrong, naming the offending line or field.
         message: String,
+    },
+    /// The sysinfo backend could not read a part of the sample on this OS.
+    #[error("sysinfo cannot read {what}: {reason}")]
+    Sysinfo {
+        /// The part that failed ("the load average").
+        what: &'static str,
+        /// sysinfo's reason.
+        reason: String,
     },
     /// statvfs failed for one mount point; the other mounts are still reported.
     #[error("failed to stat filesystem mounted at {mount_point}")]
@@ -141,22 +215,25 @@ pub(crate) struct Collected {
     pub(crate) errors: Vec<CollectError>,
 }
 
-/// Long-lived collector: keeps previous counters so rates cover exactly the
-/// interval between two calls.
+/// Long-lived collector: keeps its backend's previous counters so rates
+/// cover exactly the interval between two calls.
 #[derive(Debug)]
 pub(crate) struct Collector {
-    config: CollectConfig,
-    paths: Paths,
-    /// Read buffer reused by every file read, so steady state allocates only
-    /// what the sample itself owns.
-    buf: Vec<u8>,
+    source: Source,
     /// Monotonic time of the previous reading (the baseline before the first call).
     prev_now: Instant,
-    cpu: cpu::CpuState,
-    disk: disk::DiskState,
-    network: network::NetState,
     /// Figures sent as 0 because they were not finite or negative.
     dropped: Dropped,
+}
+
+/// The backend behind a [`Collector`], one variant per [`Backend`].
+// One per agent, made once: the bytes a Box would save do not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+enum Source {
+    #[cfg(target_os = "linux")]
+    Procfs(procfs::ProcfsSource),
+    Sysinfo(sysinfo::SysinfoSource),
 }
 
 // === impl Collector ===
@@ -170,19 +247,18 @@ impl Collector {
     /// Creates a collector whose baseline reading is stamped `now`; tests use
     /// it to advance a fake clock by an exact interval.
     pub(crate) fn new_at(config: CollectConfig, now: Instant) -> Self {
-        let paths = Paths::new(&config);
+        let source = match config.backend {
+            #[cfg(target_os = "linux")]
+            Backend::Procfs => Source::Procfs(procfs::ProcfsSource::new(config)),
+            Backend::Sysinfo => Source::Sysinfo(sysinfo::SysinfoSource::new(config)),
+        };
         let mut collector = Self {
-            config,
-            paths,
-            buf: Vec::with_capacity(16 * 1024),
+            source,
             prev_now: now,
-            cpu: cpu::CpuState::default(),
-            disk: disk::DiskState::default(),
-            network: network::NetState::default(),
             dropped: Dropped::default(),
         };
         // Errors of the baseline are dropped: the first collect() reads the
-        // same files again and reports whatever still fails.
+        // same sources again and reports whatever still fails.
         let mut scratch = HostSample::empty(SystemTime::UNIX_EPOCH, Duration::ZERO);
         let mut errors = Vec::new();
         collector.read_counters(0.0, &mut scratch, &mut errors);
@@ -215,103 +291,20 @@ impl Collector {
         sample: &mut HostSample,
         errors: &mut Vec<CollectError>,
     ) {
-        let paths = &self.paths;
-        let buf = &mut self.buf;
-        if let Err(err) = self.cpu.collect(&paths.stat, buf, sample) {
-            errors.push(err);
-        }
-        let sys_block = &paths.sys_block;
-        let in_sys_block = |name: &str| sys_block.join(name.replace('/', "!")).exists();
-        if let Err(err) = self
-            .disk
-            .collect(&paths.diskstats, buf, secs, in_sys_block, sample)
-        {
-            errors.push(err);
-        }
-        if let Err(err) = self
-            .network
-            .collect(&paths.net_dev, buf, secs, &self.config, sample)
-        {
-            errors.push(err);
+        match &mut self.source {
+            #[cfg(target_os = "linux")]
+            Source::Procfs(source) => source.read_counters(secs, sample, errors),
+            Source::Sysinfo(source) => source.read_counters(secs, sample, errors),
         }
     }
 
     /// Reads the instantaneous values (load, memory, filesystems, pressure).
     fn read_gauges(&mut self, sample: &mut HostSample, errors: &mut Vec<CollectError>) {
-        let paths = &self.paths;
-        let buf = &mut self.buf;
-        if let Err(err) = load::collect(&paths.loadavg, buf, sample) {
-            errors.push(err);
+        match &mut self.source {
+            #[cfg(target_os = "linux")]
+            Source::Procfs(source) => source.read_gauges(sample, errors),
+            Source::Sysinfo(source) => source.read_gauges(sample, errors),
         }
-        if let Err(err) = memory::collect(&paths.meminfo, buf, sample) {
-            errors.push(err);
-        }
-        filesystem::collect(&paths.mounts, buf, sample, errors);
-        sample.pressure = pressure::collect(&paths.pressure_dir, &paths.pressure, buf, errors);
-    }
-}
-
-/// Every file the collectors read, resolved once against the configured roots.
-#[derive(Debug)]
-struct Paths {
-    stat: PathBuf,
-    loadavg: PathBuf,
-    meminfo: PathBuf,
-    diskstats: PathBuf,
-    net_dev: PathBuf,
-    mounts: PathBuf,
-    pressure_dir: PathBuf,
-    /// cpu, memory, io, in that order.
-    pressure: [PathBuf; 3],
-    sys_block: PathBuf,
-}
-
-impl Paths {
-    fn new(config: &CollectConfig) -> Self {
-        let proc_root = &config.proc_root;
-        let pressure_dir = proc_root.join("pressure");
-        Self {
-            stat: proc_root.join("stat"),
-            loadavg: proc_root.join("loadavg"),
-            meminfo: proc_root.join("meminfo"),
-            diskstats: proc_root.join("diskstats"),
-            net_dev: proc_root.join("net/dev"),
-            mounts: proc_root.join("self/mounts"),
-            pressure: [
-                pressure_dir.join("cpu"),
-                pressure_dir.join("memory"),
-                pressure_dir.join("io"),
-            ],
-            pressure_dir,
-            sys_block: config.sys_root.join("block"),
-        }
-    }
-}
-
-/// Reads the whole file at `path` into `buf` (cleared first) and returns its bytes.
-fn read_file<'b>(path: &Path, buf: &'b mut Vec<u8>) -> Result<&'b [u8], CollectError> {
-    buf.clear();
-    // procfs files report size 0 and are generated on read, so read to EOF
-    // rather than trusting metadata.
-    File::open(path)
-        .and_then(|mut file| file.read_to_end(buf))
-        .map_err(|source| CollectError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
-    Ok(buf)
-}
-
-/// Reads a file the kernel writes in ASCII; anything else is a parse error.
-fn read_text<'b>(path: &Path, buf: &'b mut Vec<u8>) -> Result<&'b str, CollectError> {
-    let bytes = read_file(path, buf)?;
-    std::str::from_utf8(bytes).map_err(|err| parse_error(path, err.to_string()))
-}
-
-fn parse_error(path: &Path, message: String) -> CollectError {
-    CollectError::Parse {
-        path: path.display().to_string(),
-        message,
     }
 }
 

@@ -479,3 +479,48 @@ fn the_cohort_is_auto_unless_fixed() {
         "expected `beta`, `baseline` or `auto`",
     );
 }
+
+#[test]
+fn collect_backend_defaults_to_the_os_and_env_overrides_the_file() {
+    let cfg = load(None, REQUIRED).expect("valid");
+    assert_eq!(cfg.collect.backend, Backend::DEFAULT);
+    if cfg!(target_os = "linux") {
+        assert_eq!(cfg.collect.backend.name(), "procfs");
+    }
+    let env = [
+        REQUIRED,
+        &[("ROLLGUARD_AGENT__COLLECT__BACKEND", "sysinfo")],
+    ]
+    .concat();
+    let cfg = load(Some("[collect]\nbackend = \"procfs\"\n"), &env).expect("valid");
+    assert_eq!(cfg.collect.backend.name(), "sysinfo");
+}
+
+#[test]
+fn collect_backend_errors_name_the_key() {
+    check_error(
+        Some("[collect]\nbackend = \"wmi\"\n"),
+        REQUIRED,
+        "invalid value for `collect.backend`: expected `procfs` or `sysinfo`, got `wmi`",
+    );
+    if !cfg!(target_os = "linux") {
+        check_error(
+            Some("[collect]\nbackend = \"procfs\"\n"),
+            REQUIRED,
+            "`collect.backend`: `procfs` reads /proc, which only Linux has",
+        );
+    }
+    // sysinfo refreshes CPU usage at most every 200 ms.
+    check_error(
+        Some("interval = \"100ms\"\n[collect]\nbackend = \"sysinfo\"\n"),
+        REQUIRED,
+        "invalid value for `interval`: must be at least 200ms",
+    );
+    let env = [
+        REQUIRED,
+        &[("ROLLGUARD_AGENT__COLLECT__BACKEND", "sysinfo")],
+    ]
+    .concat();
+    let cfg = load(Some("interval = \"200ms\"\n"), &env).expect("valid");
+    assert_eq!(cfg.interval, Duration::from_millis(200));
+}

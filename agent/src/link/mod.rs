@@ -118,6 +118,10 @@ impl Link {
 
     /// Runs the loop over sessions from `connector` until `shutdown` is cancelled.
     pub(crate) async fn run(mut self, mut connector: impl Connector, shutdown: CancellationToken) {
+        tracing::info!(
+            backend = self.config.collect.backend.name(),
+            "collecting host figures"
+        );
         let mut collector = Collector::new(self.config.collect.clone());
         // Scrapes and probes run on their own intervals; every sample takes
         // what they counted since the previous one.

@@ -5,6 +5,7 @@ mod clock;
 mod dashboard;
 mod faults;
 mod fleet;
+mod host_figures;
 mod journal;
 mod limits;
 mod metrics;

@@ -13,6 +13,34 @@ use super::{parse_error, read_text, CollectError};
 #[cfg(test)]
 mod tests;
 
+/// The three pressure files (cpu, memory, io) under `<proc root>/pressure`,
+/// with a read buffer of their own. Both backends read pressure through
+/// this on Linux: no other OS has it.
+#[derive(Debug)]
+pub(in crate::collect) struct PressureFiles {
+    dir: PathBuf,
+    files: [PathBuf; 3],
+    buf: Vec<u8>,
+}
+
+impl PressureFiles {
+    /// Resolves the files under `proc_root` ("/proc" in production).
+    pub(in crate::collect) fn new(proc_root: &Path) -> Self {
+        let dir = proc_root.join("pressure");
+        Self {
+            files: [dir.join("cpu"), dir.join("memory"), dir.join("io")],
+            dir,
+            // Each file is two lines of about 70 bytes.
+            buf: Vec::with_capacity(256),
+        }
+    }
+
+    /// Reads the three files; see [`collect`] for when it returns `None`.
+    pub(in crate::collect) fn read(&mut self, errors: &mut Vec<CollectError>) -> Option<Pressure> {
+        collect(&self.dir, &self.files, &mut self.buf, errors)
+    }
+}
+
 /// Parses the `avg10=` value of the `some` line of one /proc/pressure file.
 pub(super) fn parse_some_avg10(text: &str) -> Result<f64, String> {
     let line = text

@@ -2,9 +2,10 @@
 //! /proc/self/mounts and statvfs.
 //!
 //! A filesystem is real when its device starts with '/' and its type is not
-//! in [`SKIPPED_FS_TYPES`] (nor `fuse.*`). Network filesystems are skipped too:
-//! statvfs on a hung server would block the agent. Mounts are deduplicated by
-//! device, the first mount point wins (bind mounts, btrfs subvolumes).
+//! in `definitions::SKIPPED_FS_TYPES` (nor `fuse.*`). Network filesystems
+//! are skipped too: statvfs on a hung server would block the agent. Mounts
+//! are deduplicated by device, the first mount point wins (bind mounts,
+//! btrfs subvolumes).
 //! Known gap: ZFS datasets (device "pool/dataset") are skipped by the device rule.
 //! Does not report inodes.
 
@@ -18,65 +19,10 @@ use rollguard_common::sample::FilesystemUsage;
 use rollguard_common::HostSample;
 
 use super::{read_file, CollectError};
+use crate::collect::definitions::{is_real_filesystem, statvfs_usage};
 
 #[cfg(test)]
 mod tests;
-
-/// Filesystem types that are never reported: pseudo and in-memory
-/// filesystems, read-only images that are always full, and network
-/// filesystems.
-pub(super) const SKIPPED_FS_TYPES: &[&str] = &[
-    // Pseudo and in-memory.
-    "autofs",
-    "binfmt_misc",
-    "bpf",
-    "cgroup",
-    "cgroup2",
-    "configfs",
-    "debugfs",
-    "devpts",
-    "devtmpfs",
-    "efivarfs",
-    "fuse",
-    "fusectl",
-    "hugetlbfs",
-    "mqueue",
-    "nsfs",
-    "overlay",
-    "proc",
-    "pstore",
-    "ramfs",
-    "rpc_pipefs",
-    "securityfs",
-    "selinuxfs",
-    "sysfs",
-    "tmpfs",
-    "tracefs",
-    // Read-only images, always 100% used.
-    "erofs",
-    "iso9660",
-    "squashfs",
-    "udf",
-    // Network.
-    "9p",
-    "afs",
-    "ceph",
-    "cifs",
-    "glusterfs",
-    "nfs",
-    "nfs4",
-    "smb3",
-    "smbfs",
-];
-
-/// Returns whether a mount entry is a real filesystem worth reporting.
-pub(super) fn is_real_filesystem(device: &[u8], fs_type: &[u8]) -> bool {
-    device.first() == Some(&b'/')
-        && !fs_type.starts_with(b"fuse.")
-        && !SKIPPED_FS_TYPES
-            .iter()
-            .any(|skipped| skipped.as_bytes() == fs_type)
-}
 
 /// One line of /proc/self/mounts, with octal escapes decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -138,16 +84,6 @@ fn octal_byte(a: u8, b: u8, c: u8) -> Option<u8> {
     let digit = |d: u8| (b'0'..=b'7').contains(&d).then(|| u32::from(d - b'0'));
     let value = digit(a)? * 64 + digit(b)? * 8 + digit(c)?;
     u8::try_from(value).ok()
-}
-
-/// Returns `(used, total)` bytes of the filesystem mounted at `mount_point`.
-pub(super) fn statvfs_usage(mount_point: &Path) -> io::Result<(u64, u64)> {
-    let stat = rustix::fs::statvfs(mount_point)?;
-    let used_blocks = stat.f_blocks.saturating_sub(stat.f_bfree);
-    Ok((
-        used_blocks.saturating_mul(stat.f_frsize),
-        stat.f_blocks.saturating_mul(stat.f_frsize),
-    ))
 }
 
 /// Reads /proc/self/mounts at `path` and fills `filesystems`; a failure for

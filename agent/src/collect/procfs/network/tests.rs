@@ -1,6 +1,7 @@
 use std::time::{Duration, SystemTime};
 
 use super::*;
+use crate::collect::definitions::interface_counts;
 
 /// Real /proc/net/dev.
 const BEFORE: &str = "\
