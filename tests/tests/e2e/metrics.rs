@@ -1,6 +1,11 @@
 //! The coordinator's /metrics: parsed with a real exposition parser, it
 //! carries the series the fleet state holds; /healthz and /readyz answer.
+//! The Grafana dashboard and the alert rules in `deploy/` name only families
+//! it declares, so renaming a family fails here rather than in someone's
+//! Grafana.
 
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rollguard_common::exposition::{self, Selector};
@@ -45,6 +50,167 @@ fn disagreement(text: &str, status: &serde_json::Value) -> Option<String> {
         }
     }
     None
+}
+
+/// The files in `deploy/` that query the coordinator's families.
+const METRIC_USERS: [&str; 2] = [
+    "deploy/grafana/rollguard.json",
+    "deploy/prometheus/rollguard-rules.yml",
+];
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Every `rollguard_[a-z0-9_]+` name in `text` (a query, a legend or prose).
+fn metric_names(text: &str) -> BTreeSet<&str> {
+    let is_name_byte = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_';
+    let bytes = text.as_bytes();
+    let mut names = BTreeSet::new();
+    for (start, _) in text.match_indices("rollguard_") {
+        // `xrollguard_y` is not a name of ours.
+        if start > 0 && is_name_byte(bytes[start - 1]) {
+            continue;
+        }
+        let len = bytes[start..]
+            .iter()
+            .take_while(|b| is_name_byte(**b))
+            .count();
+        names.insert(&text[start..start + len]);
+    }
+    names
+}
+
+/// The names in `names` that `exposition` declares no family for. A
+/// histogram's `_bucket`, `_sum` and `_count` series belong to its family.
+fn undeclared<'a>(names: &BTreeSet<&'a str>, exposition: &str) -> Vec<&'a str> {
+    let declared: HashMap<&str, &str> = exposition
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .filter_map(|rest| rest.split_once(' '))
+        .collect();
+    let is_declared = |name: &str| {
+        declared.contains_key(name)
+            || ["_bucket", "_sum", "_count"].iter().any(|suffix| {
+                name.strip_suffix(suffix)
+                    .is_some_and(|family| declared.get(family) == Some(&"histogram"))
+            })
+    };
+    names
+        .iter()
+        .copied()
+        .filter(|name| !is_declared(name))
+        .collect()
+}
+
+/// Fails naming each file of [`METRIC_USERS`] and the families it uses that
+/// the coordinator's `exposition` does not declare.
+#[track_caller]
+fn assert_deploy_uses_declared_families(exposition: &str) {
+    let mut missing = Vec::new();
+    for file in METRIC_USERS {
+        let text = std::fs::read_to_string(repo_root().join(file))
+            .unwrap_or_else(|err| panic!("reading {file}: {err}"));
+        let names = metric_names(&text);
+        assert!(!names.is_empty(), "{file} names no rollguard_ metric");
+        for name in undeclared(&names, exposition) {
+            missing.push(format!("{file}: {name}"));
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "families used in deploy/ that the coordinator's /metrics does not declare \
+         (renamed or removed?):\n  {}",
+        missing.join("\n  ")
+    );
+}
+
+#[track_caller]
+fn check_undeclared(used: &str, exposition: &str, expected: &[&str]) {
+    assert_eq!(undeclared(&metric_names(used), exposition), expected);
+}
+
+#[test]
+fn the_family_check_knows_histograms_and_names_the_missing() {
+    let exposition = "# HELP rollguard_a_total A.\n# TYPE rollguard_a_total counter\n\
+                      rollguard_a_total 1\n# TYPE rollguard_d_seconds histogram\n\
+                      # TYPE rollguard_g gauge\n";
+    check_undeclared("rate(rollguard_a_total[5m])", exposition, &[]);
+    check_undeclared(
+        "rollguard_d_seconds_bucket rollguard_d_seconds_sum rollguard_d_seconds_count",
+        exposition,
+        &[],
+    );
+    // A suffix of a histogram's series on a gauge is a different name.
+    check_undeclared("rollguard_g_bucket", exposition, &["rollguard_g_bucket"]);
+    // Renamed families, each named once; a longer word is not ours.
+    check_undeclared(
+        "rollguard_a{x=\"1\"} / rollguard_b_total + rollguard_b_total xrollguard_c",
+        exposition,
+        &["rollguard_a", "rollguard_b_total"],
+    );
+    // A sample line alone does not declare a family.
+    check_undeclared(
+        "rollguard_a_total rollguard_z",
+        "rollguard_z 1\n",
+        &["rollguard_a_total", "rollguard_z"],
+    );
+}
+
+#[test]
+fn grafana_dashboard_imports_with_a_datasource_variable() {
+    let path = repo_root().join("deploy/grafana/rollguard.json");
+    let text = std::fs::read_to_string(&path).expect("read the dashboard");
+    let dashboard: serde_json::Value = serde_json::from_str(&text).expect("the dashboard parses");
+    // Grafana 10 writes 38 and up; an import migrates older ones, not newer.
+    let schema = dashboard["schemaVersion"].as_u64().expect("schemaVersion");
+    assert!((36..=39).contains(&schema), "schemaVersion {schema}");
+    // An exported dashboard has no numeric id (Grafana gives one on import).
+    assert!(dashboard["id"].is_null(), "{}", dashboard["id"]);
+    let variables = dashboard["templating"]["list"]
+        .as_array()
+        .expect("templating.list");
+    let variable = |name: &str| {
+        variables
+            .iter()
+            .find(|v| v["name"] == name)
+            .unwrap_or_else(|| panic!("no ${name} variable"))
+    };
+    let datasource = variable("datasource");
+    assert_eq!(datasource["type"], "datasource", "{datasource}");
+    assert_eq!(datasource["query"], "prometheus", "{datasource}");
+    let deployment = variable("deployment");
+    assert_eq!(deployment["type"], "query", "{deployment}");
+    assert_eq!(
+        deployment["definition"], "label_values(rollguard_deployment_armed, deployment)",
+        "{deployment}"
+    );
+    assert_eq!(deployment["multi"], true, "{deployment}");
+    assert_eq!(deployment["includeAll"], true, "{deployment}");
+    let panels = dashboard["panels"].as_array().expect("panels");
+    assert!(
+        panels
+            .iter()
+            .any(|p| p["type"] == "row" && p["repeat"] == "deployment"),
+        "no row repeated per deployment"
+    );
+    // Every query goes to the chosen datasource: a uid from someone's
+    // Grafana would not exist in the importer's.
+    let mut ids = BTreeSet::new();
+    for panel in panels.iter().filter(|p| p["type"] != "row") {
+        let title = &panel["title"];
+        assert!(ids.insert(panel["id"].as_u64()), "duplicate id: {title}");
+        assert_eq!(panel["datasource"]["uid"], "${datasource}", "{title}");
+        let targets = panel["targets"].as_array().expect("targets");
+        assert!(!targets.is_empty(), "{title} has no query");
+        for target in targets {
+            assert_eq!(target["datasource"]["uid"], "${datasource}", "{title}");
+            assert!(
+                target["expr"].as_str().is_some_and(|e| !e.is_empty()),
+                "{title}"
+            );
+        }
+    }
 }
 
 #[test]
@@ -198,6 +364,10 @@ fn metrics_carry_the_fleet_state_and_pass_the_linter() {
     for family in &parsed.families {
         assert!(family.help.is_some(), "{} has no HELP", family.name);
     }
+    // The dashboard and the alert rules query only families declared here
+    // (with a deployment, hosts, a judged round and a command, so labelled
+    // families have samples too).
+    assert_deploy_uses_declared_families(&text);
 
     // .ci/run lints this file with `promtool check metrics`.
     let path = target_dir().join("rollguard-metrics.prom");
