@@ -240,6 +240,28 @@ impl Authority {
         ended
     }
 
+    /// The role of operator `name`, or why it has none (no binding, or
+    /// revoked). With authentication off, every operator reads.
+    pub(crate) fn role_of(&self, name: &str) -> Result<Role, String> {
+        if !self.enabled {
+            return Ok(Role::Viewer);
+        }
+        let state = self.state.read().unwrap_or_else(|e| e.into_inner());
+        if state
+            .policy
+            .revoked
+            .contains(&Identity::Operator(name.to_owned()))
+        {
+            return Err(format!("operator {name} is revoked"));
+        }
+        state
+            .policy
+            .roles
+            .get(name)
+            .copied()
+            .ok_or_else(|| format!("operator {name} has no role binding in [auth.roles]"))
+    }
+
     /// Admits a request to `path` from the peer with `certificates`, or
     /// says why not.
     pub(crate) fn admit(&self, path: &str, certificate: Option<&[u8]>) -> Result<Caller, Status> {

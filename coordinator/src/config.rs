@@ -31,8 +31,11 @@ pub struct RawConfig {
     pub listen: String,
     /// Allows a non-loopback `listen` while there is no TLS or authentication.
     pub insecure_listen: bool,
-    /// Address of the HTTP listener for `/metrics`, `/healthz` and `/readyz`.
+    /// Address of the HTTP listener for `/metrics`, `/healthz`, `/readyz`
+    /// and the dashboard.
     pub http_listen: String,
+    /// Allows a non-loopback `http_listen` without `[tls]` (plain HTTP).
+    pub insecure_http: bool,
     /// Directory of the embedded store.
     pub data_dir: PathBuf,
     /// How long a command stays deliverable after its decision (`not_after`).
@@ -162,6 +165,7 @@ impl Default for RawConfig {
             listen: "127.0.0.1:7600".to_owned(),
             insecure_listen: false,
             http_listen: "127.0.0.1:7601".to_owned(),
+            insecure_http: false,
             data_dir: PathBuf::from("./rollguard-data"),
             command_ttl: "1h".to_owned(),
             shutdown_grace: "5s".to_owned(),
@@ -472,11 +476,12 @@ impl RawConfig {
                 format!("`{}` is not an address ({err})", self.http_listen),
             )
         })?;
-        if !http_listen.ip().is_loopback() && !self.insecure_listen {
+        if !http_listen.ip().is_loopback() && tls.is_none() && !self.insecure_http {
             return Err(ConfigError::invalid(
                 "http_listen",
                 format!(
-                    "{http_listen} is not a loopback address; use --insecure-listen to allow it"
+                    "{http_listen} is not a loopback address; without [tls] the HTTP listener \
+                     (metrics, dashboard) listens off loopback only with --insecure-http"
                 ),
             ));
         }

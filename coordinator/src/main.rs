@@ -33,9 +33,13 @@ struct Cli {
     /// CA that signs every caller's certificate (config `[tls] client_ca`).
     #[arg(long, value_name = "FILE")]
     tls_client_ca: Option<PathBuf>,
-    /// HTTP address for /metrics, /healthz and /readyz [default: 127.0.0.1:7601].
+    /// HTTP address for /metrics, /healthz, /readyz and the dashboard
+    /// [default: 127.0.0.1:7601]. Off loopback it serves HTTPS with [tls].
     #[arg(long, value_name = "ADDR")]
     http_listen: Option<String>,
+    /// Allow a non-loopback --http-listen without [tls] (plain HTTP).
+    #[arg(long)]
+    insecure_http: bool,
     /// Directory of the embedded store [default: ./rollguard-data].
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
@@ -56,6 +60,9 @@ fn main() -> ExitCode {
     }
     if cli.insecure_listen {
         overrides.push(("insecure_listen", "true".to_owned()));
+    }
+    if cli.insecure_http {
+        overrides.push(("insecure_http", "true".to_owned()));
     }
     if let Some(dir) = cli.data_dir {
         overrides.push(("data_dir", dir.display().to_string()));

@@ -23,7 +23,7 @@ use crate::error::{chain, Error, Result};
 use crate::fleet::Fleet;
 use crate::judge::Judge;
 use crate::listener::{limited_incoming, server_tls};
-use crate::metrics::{Scrape, Site};
+use crate::metrics::{Https, Scrape, Site};
 use crate::notify::Notifier;
 use crate::outbound::AgentTx;
 use crate::rollout::Rollouts;
@@ -134,8 +134,9 @@ impl Parts {
         }
     }
 
-    fn site(&self) -> Site {
+    fn site(&self, tls: Option<Https>) -> Site {
         Site {
+            tls,
             scrape: self.scrape(),
             dashboard: Some(Dashboard {
                 config: Arc::clone(&self.config),
@@ -233,9 +234,10 @@ pub async fn run(
     tracker.spawn(parts.judge().run(parts.streams_shutdown.clone()));
     tracker.spawn(Arc::clone(&parts.rollouts).run(parts.streams_shutdown.clone()));
     tracker.spawn(parts.sweep().run(parts.streams_shutdown.clone()));
+    let site = parts.site(http_tls(&parts.config, http_addr, &authority)?);
     tracker.spawn(crate::metrics::serve(
         http_listener,
-        parts.site(),
+        site,
         tracker.clone(),
         server_shutdown.clone(),
     ));
@@ -285,6 +287,29 @@ pub async fn run(
     }
     stop(parts, writer, deadline).await;
     Ok(())
+}
+
+/// The HTTP listener's TLS: off loopback with `[tls]`, HTTPS whose
+/// clients need a viewer binding (`metrics::https`); off loopback without
+/// it (`--insecure-http`), a warning at every start; on loopback, plain.
+fn http_tls(
+    config: &Config,
+    http_addr: std::net::SocketAddr,
+    authority: &Arc<Authority>,
+) -> Result<Option<Https>> {
+    if http_addr.ip().is_loopback() {
+        return Ok(None);
+    }
+    match &config.tls {
+        Some(files) => Ok(Some(Https {
+            acceptor: crate::metrics::tls_acceptor(files)?,
+            authority: Arc::clone(authority),
+        })),
+        None => {
+            tracing::warn!(%http_addr, "HTTP listener off loopback WITHOUT TLS (--insecure-http): anyone who can reach this port reads the fleet's metrics and dashboard");
+            Ok(None)
+        }
+    }
 }
 
 /// The gRPC server with `[tls]` if configured; without it off loopback

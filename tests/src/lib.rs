@@ -258,11 +258,37 @@ impl Coordinator {
         Coordinator::launch(data_dir, Some(config_toml), "https", "127.0.0.1:0")
     }
 
+    /// Starts a TLS coordinator (like [`Coordinator::start_tls`]) whose HTTP
+    /// listener is on `http_listen` (off loopback it serves HTTPS).
+    pub fn start_tls_http_on(
+        data_dir: &Path,
+        config_toml: &str,
+        http_listen: &str,
+    ) -> anyhow::Result<Coordinator> {
+        Coordinator::launch_with(
+            data_dir,
+            Some(config_toml),
+            "https",
+            "127.0.0.1:0",
+            http_listen,
+        )
+    }
+
     fn launch(
         data_dir: &Path,
         config_toml: Option<&str>,
         scheme: &str,
         listen: &str,
+    ) -> anyhow::Result<Coordinator> {
+        Coordinator::launch_with(data_dir, config_toml, scheme, listen, "127.0.0.1:0")
+    }
+
+    fn launch_with(
+        data_dir: &Path,
+        config_toml: Option<&str>,
+        scheme: &str,
+        listen: &str,
+        http_listen: &str,
     ) -> anyhow::Result<Coordinator> {
         std::fs::create_dir_all(data_dir)?;
         let addr_file = data_dir.join("coordinator.addr");
@@ -271,7 +297,7 @@ impl Coordinator {
         let _ = std::fs::remove_file(data_dir.join("http.addr"));
         let mut command = Command::new(&binaries().coordinator);
         command
-            .args(["--listen", listen, "--http-listen", "127.0.0.1:0"])
+            .args(["--listen", listen, "--http-listen", http_listen])
             .arg("--data-dir")
             .arg(data_dir);
         let loopback = listen

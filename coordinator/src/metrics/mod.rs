@@ -16,6 +16,7 @@
 //! the file descriptors agents need (issue 10): see [`Limits`].
 
 mod families;
+mod https;
 mod text;
 
 use std::sync::Arc;
@@ -23,7 +24,7 @@ use std::time::Duration;
 
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -79,7 +80,12 @@ pub(crate) struct Site {
     pub(crate) scrape: Scrape,
     /// `None`: metrics and health only (unit tests).
     pub(crate) dashboard: Option<Dashboard>,
+    /// Off loopback with `[tls]`: HTTPS, and who may read (see `https`).
+    pub(crate) tls: Option<Https>,
 }
+
+use https::Access;
+pub(crate) use https::{acceptor as tls_acceptor, Https};
 
 /// Serves `/metrics`, `/healthz`, `/readyz` and the dashboard on
 /// `listener` until `shutdown`.
@@ -120,22 +126,53 @@ async fn serve_with(
                 }
             },
         };
-        let scrape = scrape.clone();
+        let site = scrape.clone();
         let shutdown = shutdown.clone();
         tracker.spawn(async move {
-            connection(stream, scrape, limits, shutdown).await;
+            match site.tls.clone() {
+                None => connection(stream, site, Access::Open, limits, shutdown).await,
+                Some(Https {
+                    acceptor,
+                    authority,
+                }) => {
+                    // The handshake gets the header-read time, no more.
+                    let handshake =
+                        tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream));
+                    if let Ok(Ok(tls)) = handshake.await {
+                        let peer = tls
+                            .get_ref()
+                            .1
+                            .peer_certificates()
+                            .and_then(|certs| certs.first())
+                            .map(|der| der.as_ref().to_vec());
+                        let access = https::access(&authority, peer.as_deref());
+                        connection(tls, site, access, limits, shutdown).await;
+                    }
+                }
+            }
             drop(permit);
         });
     }
 }
 
 /// Serves one connection until it ends, it is past its age, or `shutdown`.
-async fn connection(stream: TcpStream, site: Site, limits: Limits, shutdown: CancellationToken) {
+async fn connection<S>(
+    stream: S,
+    site: Site,
+    access: Access,
+    limits: Limits,
+    shutdown: CancellationToken,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let stream_shutdown = shutdown.clone();
     let service = hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
         let site = site.clone();
+        let access = access.clone();
         let shutdown = stream_shutdown.clone();
-        async move { Ok::<_, std::convert::Infallible>(route(&request, &site, &shutdown).await) }
+        async move {
+            Ok::<_, std::convert::Infallible>(route(&request, &site, &access, &shutdown).await)
+        }
     });
     let connection = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
@@ -156,6 +193,7 @@ async fn connection(stream: TcpStream, site: Site, limits: Limits, shutdown: Can
 async fn route(
     request: &Request<hyper::body::Incoming>,
     site: &Site,
+    access: &Access,
     shutdown: &CancellationToken,
 ) -> Response<Body> {
     let scrape = &site.scrape;
@@ -166,7 +204,13 @@ async fn route(
             "GET only\n".to_owned(),
         );
     }
-    match request.uri().path() {
+    let path = request.uri().path();
+    if let Access::Denied(why) = access {
+        if path != "/healthz" && path != "/readyz" {
+            return reply(StatusCode::FORBIDDEN, "text/plain", format!("{why}\n"));
+        }
+    }
+    match path {
         "/metrics" => reply(
             StatusCode::OK,
             "text/plain; version=0.0.4; charset=utf-8",

@@ -11,6 +11,7 @@ use rollguard_common::{Cohort, DeploymentName, HostId};
 use tokio_util::task::TaskTracker;
 
 use super::*;
+use tokio::net::TcpStream;
 use crate::broadcast::Issuer;
 use crate::fleet::HostIdentity;
 use crate::notify::Notifier;
@@ -199,6 +200,7 @@ async fn listen(rig: &Rig, limits: Limits) -> (std::net::SocketAddr, Cancellatio
         Site {
             scrape: rig.scrape.clone(),
             dashboard: None,
+            tls: None,
         },
         TaskTracker::new(),
         shutdown.clone(),

@@ -65,6 +65,12 @@ fn bad_config_exits_64_naming_the_key() {
             .arg(dir.join("data")),
         "--insecure-listen",
     );
+    check_config_error(
+        Command::new(&binaries().coordinator)
+            .args(["--http-listen", "0.0.0.0:0", "--data-dir"])
+            .arg(dir.join("data")),
+        "--insecure-http",
+    );
     // --check-config reports the same errors, and on a good config says
     // what it would do and exits 0 without binding or opening anything.
     check_config_error(

@@ -373,3 +373,112 @@ fn an_agent_host_id_that_differs_from_its_certificate_is_a_config_error() {
     assert_eq!(out.status.code(), Some(64), "{stderr}");
     assert!(stderr.contains("tls.ca"), "{stderr}");
 }
+
+/// `curl` over HTTPS as `operator` (none: no client certificate); returns
+/// (status code, body), or `None` when the handshake failed.
+fn https_get(pki: &Pki, url: &str, operator: Option<&str>) -> Option<(u16, String)> {
+    let mut command = Command::new("curl");
+    command
+        .args([
+            "-sS",
+            "--max-time",
+            "10",
+            "-w",
+            "\n%{http_code}",
+            "--cacert",
+        ])
+        .arg(pki.ca());
+    if let Some(name) = operator {
+        command
+            .arg("--cert")
+            .arg(pki.cert(name))
+            .arg("--key")
+            .arg(pki.key(name));
+    }
+    let out = command.arg(url).output().expect("curl runs");
+    if !out.status.success() {
+        return None;
+    }
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n')?;
+    Some((code.trim().parse().ok()?, body.to_owned()))
+}
+
+#[test]
+fn the_http_listener_off_loopback_serves_https_health_to_anyone_and_the_rest_to_viewers() {
+    let test =
+        "tls::the_http_listener_off_loopback_serves_https_health_to_anyone_and_the_rest_to_viewers";
+    if Command::new("curl").arg("--version").output().is_err() {
+        rollguard_tests::skip(
+            test,
+            "no curl on PATH to speak HTTPS with client certificates",
+        );
+        return;
+    }
+    let root = test_dir("https-dashboard");
+    let pki = pki(&root, &["web-1"], &["vera", "nobody", "old"]);
+    let config = format!(
+        "[auth]\nrevoked = [\"operator/old\"]\n{ROLES}{}",
+        pki.coordinator_toml("coordinator")
+    );
+    // 0.0.0.0 is off loopback: HTTPS with the [tls] certificate (SAN 127.0.0.1).
+    let coordinator = Coordinator::start_tls_http_on(&root.join("data"), &config, "0.0.0.0:0")
+        .expect("coordinator");
+    let addr = coordinator.http_url().expect("http address");
+    let port = addr.rsplit(':').next().expect("port");
+    let base = format!("https://127.0.0.1:{port}");
+    let get = |path: &str, operator: Option<&str>| {
+        https_get(&pki, &format!("{base}{path}"), operator)
+            .unwrap_or_else(|| panic!("the TLS handshake for {path} as {operator:?} failed"))
+    };
+    // Health is open: a load balancer has no certificate.
+    assert_eq!(get("/healthz", None).0, 200);
+    assert_eq!(get("/readyz", None).0, 200);
+    // Everything else needs an operator with a binding.
+    for path in ["/metrics", "/", "/api/fleet", "/api/events"] {
+        let (code, body) = get(path, None);
+        assert_eq!(code, 403, "{path}: {body}");
+        assert!(body.contains("client certificate"), "{path}: {body}");
+    }
+    let (code, body) = get("/metrics", Some("vera"));
+    assert_eq!(code, 200, "{body}");
+    assert!(
+        body.contains("# TYPE rollguard_agents_connected gauge"),
+        "{body}"
+    );
+    let (code, body) = get("/", Some("vera"));
+    assert_eq!(code, 200);
+    assert!(body.contains("<title>rollguard</title>"), "{body}");
+    assert_eq!(get("/api/fleet", Some("vera")).0, 200);
+    let (code, body) = get("/", Some("nobody"));
+    assert_eq!(
+        (code, body.contains("no role binding")),
+        (403, true),
+        "{body}"
+    );
+    let (code, body) = get("/", Some("old"));
+    assert_eq!((code, body.contains("revoked")), (403, true), "{body}");
+    let (code, body) = get("/metrics", Some("web-1"));
+    assert_eq!(
+        (code, body.contains("not an operator")),
+        (403, true),
+        "{body}"
+    );
+    // A certificate from another CA fails the handshake itself.
+    let other = Pki::init(&root.join("other-pki")).expect("other CA");
+    other.issue("operator", "vera", &[]).expect("other vera");
+    let mut command = Command::new("curl");
+    command
+        .args(["-sS", "--max-time", "10", "--cacert"])
+        .arg(pki.ca())
+        .arg("--cert")
+        .arg(other.cert("vera"))
+        .arg("--key")
+        .arg(other.key("vera"))
+        .arg(format!("{base}/metrics"));
+    let out = command.output().expect("curl runs");
+    assert!(
+        !out.status.success(),
+        "a foreign certificate got in: {out:?}"
+    );
+}
