@@ -237,8 +237,16 @@ async function start() {
   events.addEventListener("round", (e) => onRound(JSON.parse(e.data)));
   events.addEventListener("fleet", (e) => onFleet(JSON.parse(e.data)));
   events.addEventListener("resync", () => deployment && loadDeployment());
-  events.addEventListener("open", () => { live.textContent = "live"; });
-  events.addEventListener("error", () => { live.textContent = "reconnecting…"; });
+  // The server ends a stream after two minutes (every HTTP connection is
+  // aged out); the browser reconnects within a second and the data it
+  // missed meanwhile is read again.
+  let dropped = false;
+  events.addEventListener("open", () => {
+    live.textContent = "live";
+    if (dropped && deployment) loadDeployment();
+    dropped = false;
+  });
+  events.addEventListener("error", () => { live.textContent = "reconnecting…"; dropped = true; });
 }
 
 start().catch((err) => {
