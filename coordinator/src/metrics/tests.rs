@@ -11,11 +11,11 @@ use rollguard_common::{Cohort, DeploymentName, HostId};
 use tokio_util::task::TaskTracker;
 
 use super::*;
-use tokio::net::TcpStream;
 use crate::broadcast::Issuer;
 use crate::fleet::HostIdentity;
 use crate::notify::Notifier;
 use crate::store::Store;
+use tokio::net::TcpStream;
 
 /// Every family, in the order the page has them.
 const FAMILIES: [&str; 28] = [

@@ -85,6 +85,32 @@ retrospective_after = "1s"
     )
 }
 
+/// A coordinator configured with `rollout`, its webhook receiver, and `n`
+/// hosts (the first `without_promote` without a promote action).
+struct Rig {
+    root: std::path::PathBuf,
+    receiver: WebhookReceiver,
+    coordinator: Coordinator,
+    url: String,
+    hosts: Vec<Host>,
+}
+
+fn rig(name: &str, rollout: &str, n: usize, without_promote: usize) -> Rig {
+    let root = test_dir(name);
+    let receiver = WebhookReceiver::start().expect("receiver");
+    let toml = config(&receiver, rollout);
+    let coordinator = Coordinator::start(&root.join("data"), Some(&toml)).expect("coordinator");
+    let url = coordinator.url.clone();
+    let hosts = start_hosts(&root, &url, n, without_promote);
+    Rig {
+        root,
+        receiver,
+        coordinator,
+        url,
+        hosts,
+    }
+}
+
 /// Starts `n` hosts `r-00`.. with their apps on the stable version; the
 /// first `without_promote` hosts define no promote action.
 fn start_hosts(root: &Path, url: &str, n: usize, without_promote: usize) -> Vec<Host> {
@@ -137,8 +163,8 @@ fn wait_status(url: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
 }
 
 /// Waits until the preflight passes (every host connected and reporting
-/// its app's health), then starts the rollout.
-fn start_rollout(url: &str) -> Value {
+/// its app's health).
+fn wait_preflight(url: &str) {
     wait_until(
         "a passing preflight",
         Duration::from_secs(60),
@@ -160,6 +186,11 @@ fn start_rollout(url: &str) -> Value {
         },
     )
     .expect("the preflight passes");
+}
+
+/// Starts the rollout once the preflight passes.
+fn start_rollout(url: &str) -> Value {
+    wait_preflight(url);
     let out = rollguard_tests::ctl(
         url,
         &[
@@ -187,6 +218,22 @@ fn hosts_promoted(status: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Waits until `event` was posted to the JSON webhook.
+fn wait_event(receiver: &WebhookReceiver, event: &str) {
+    wait_until(
+        event,
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || {
+            steps(receiver, "/json")
+                .iter()
+                .any(|e| e == event)
+                .then_some(())
+        },
+    )
+    .unwrap_or_else(|err| panic!("{err}"));
+}
+
 /// The events posted to `path`, status updates left out (their number
 /// depends on timing).
 fn steps(receiver: &WebhookReceiver, path: &str) -> Vec<String> {
@@ -200,15 +247,13 @@ fn steps(receiver: &WebhookReceiver, path: &str) -> Vec<String> {
 #[test]
 fn phases_promote_nested_sets_wait_for_approval_and_a_failure_rolls_back_exactly_the_promoted_hosts(
 ) {
-    let root = test_dir("rollout-phases");
-    let receiver = WebhookReceiver::start().expect("receiver");
-    let toml = config(
-        &receiver,
-        "phases = [25, 50, 75, 100]\nmin_phase_duration = \"2s\"\nmin_passing_rounds = 2\napproval = \"manual\"",
-    );
-    let coordinator = Coordinator::start(&root.join("data"), Some(&toml)).expect("coordinator");
-    let url = coordinator.url.clone();
-    let hosts = start_hosts(&root, &url, 8, 0);
+    let Rig {
+        root: _root,
+        receiver,
+        coordinator: _coordinator,
+        url,
+        hosts,
+    } = rig("rollout-phases", "phases = [25, 50, 75, 100]\nmin_phase_duration = \"2s\"\nmin_passing_rounds = 2\napproval = \"manual\"", 8, 0);
     let started = start_rollout(&url);
     assert_eq!(started["state"], "running", "{started}");
     assert_eq!(started["phase"], 1);
@@ -352,15 +397,18 @@ fn phases_promote_nested_sets_wait_for_approval_and_a_failure_rolls_back_exactly
 
 #[test]
 fn a_rollout_resumes_after_a_coordinator_restart_and_completes_with_every_promote_run_once() {
-    let root = test_dir("rollout-restart");
-    let receiver = WebhookReceiver::start().expect("receiver");
-    let toml = config(
-        &receiver,
+    let Rig {
+        root: _root,
+        receiver,
+        coordinator,
+        url,
+        hosts,
+    } = rig(
+        "rollout-restart",
         "phases = [50, 100]\nmin_phase_duration = \"4s\"\nmin_passing_rounds = 2",
+        4,
+        0,
     );
-    let coordinator = Coordinator::start(&root.join("data"), Some(&toml)).expect("coordinator");
-    let url = coordinator.url.clone();
-    let hosts = start_hosts(&root, &url, 4, 0);
     start_rollout(&url);
     let status = wait_status(&url, "phase 1's promotes", |s| {
         s["phase"] == 1 && s["gate"]["promotes_succeeded"] == 2
@@ -389,17 +437,7 @@ fn a_rollout_resumes_after_a_coordinator_restart_and_completes_with_every_promot
         })
         .expect("baseline");
     assert_eq!(agents.len(), 4);
-    wait_until(
-        "rollout.completed",
-        Duration::from_secs(30),
-        Duration::from_millis(100),
-        || {
-            steps(&receiver, "/json")
-                .contains(&"rollout.completed".to_owned())
-                .then_some(())
-        },
-    )
-    .expect("completed event");
+    wait_event(&receiver, "rollout.completed");
     let steps = steps(&receiver, "/json");
     let phase_started = steps
         .iter()
@@ -410,12 +448,18 @@ fn a_rollout_resumes_after_a_coordinator_restart_and_completes_with_every_promot
 
 #[test]
 fn the_preflight_names_a_host_without_the_promote_action_and_abort_rolls_back_the_promoted() {
-    let root = test_dir("rollout-preflight");
-    let receiver = WebhookReceiver::start().expect("receiver");
-    let toml = config(&receiver, "phases = [50, 100]\nmin_phase_duration = \"1h\"");
-    let coordinator = Coordinator::start(&root.join("data"), Some(&toml)).expect("coordinator");
-    let url = coordinator.url.clone();
-    let mut hosts = start_hosts(&root, &url, 3, 1);
+    let Rig {
+        root: _root,
+        receiver,
+        coordinator: _coordinator,
+        url,
+        mut hosts,
+    } = rig(
+        "rollout-preflight",
+        "phases = [50, 100]\nmin_phase_duration = \"1h\"",
+        3,
+        1,
+    );
     let lacking = hosts[0].id().to_owned();
     let refused = wait_until(
         "a refusal naming the host",
@@ -548,34 +592,19 @@ fn the_rollout_demo_is_caught_at_ninety_percent_and_rolls_every_promoted_host_ba
 
 #[test]
 fn a_scheduled_rollout_is_announced_starts_at_its_time_and_holds_its_gate_while_paused() {
-    let root = test_dir("rollout-scheduled");
-    let receiver = WebhookReceiver::start().expect("receiver");
-    let toml = config(
-        &receiver,
+    let Rig {
+        root: _root,
+        receiver,
+        coordinator: _coordinator,
+        url,
+        hosts,
+    } = rig(
+        "rollout-scheduled",
         "phases = [50, 100]\nmin_phase_duration = \"2s\"\nmin_passing_rounds = 2",
+        2,
+        0,
     );
-    let coordinator = Coordinator::start(&root.join("data"), Some(&toml)).expect("coordinator");
-    let url = coordinator.url.clone();
-    let hosts = start_hosts(&root, &url, 2, 0);
-    wait_until(
-        "a passing preflight",
-        Duration::from_secs(60),
-        Duration::from_millis(200),
-        || {
-            let out = rollguard_tests::ctl(
-                &url,
-                &[
-                    "rollout",
-                    "preflight",
-                    DEPLOYMENT,
-                    "--version",
-                    BETA_VERSION,
-                ],
-            );
-            out.status.success().then_some(())
-        },
-    )
-    .expect("preflight");
+    wait_preflight(&url);
     let at =
         humantime::format_rfc3339_seconds(std::time::SystemTime::now() + Duration::from_secs(4))
             .to_string();
@@ -638,17 +667,7 @@ fn a_scheduled_rollout_is_announced_starts_at_its_time_and_holds_its_gate_while_
     for host in &hosts {
         assert_eq!(host.lines("promotions"), 1, "{}", host.id());
     }
-    wait_until(
-        "rollout.completed",
-        Duration::from_secs(30),
-        Duration::from_millis(100),
-        || {
-            steps(&receiver, "/json")
-                .contains(&"rollout.completed".to_owned())
-                .then_some(())
-        },
-    )
-    .expect("completed");
+    wait_event(&receiver, "rollout.completed");
     assert_eq!(
         steps(&receiver, "/json")[..5],
         [
