@@ -330,12 +330,15 @@ pub(crate) enum IssueKind {
         flags: IssueFlags,
     },
     /// A client certificate for an operator or tool: DIR/NAME.pem and
-    /// DIR/NAME-key.pem (clientAuth; default 90 days).
+    /// DIR/NAME-key.pem (clientAuth; default 90 days); with --p12 also
+    /// DIR/NAME.p12 for a browser.
     Operator {
         /// Who calls the control API.
         name: String,
         #[command(flatten)]
         flags: IssueFlags,
+        #[command(flatten)]
+        bundle: BundleFlags,
     },
 }
 
@@ -354,6 +357,20 @@ pub(crate) struct IssueFlags {
     /// Issue one that expired yesterday (for tests of refusal).
     #[arg(long, hide = true, conflicts_with = "valid_for")]
     pub(super) expired: bool,
+}
+
+/// The PKCS#12 bundle only `pki issue operator` writes: a browser presents
+/// an operator's certificate to the dashboard; agents and the coordinator
+/// read PEM files.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct BundleFlags {
+    /// Also write DIR/NAME.p12 (certificate, key and CA; AES-256-CBC with
+    /// PBKDF2) to import into a browser.
+    #[arg(long, requires = "p12_password_file")]
+    pub(super) p12: bool,
+    /// The .p12's password: the first line of FILE (keep it chmod 600).
+    #[arg(long, value_name = "FILE", requires = "p12")]
+    pub(super) p12_password_file: Option<PathBuf>,
 }
 
 #[cfg(test)]

@@ -3,7 +3,9 @@
 //!
 //! `init` makes a self-signed CA (DIR/ca.pem, DIR/ca-key.pem); `issue` signs
 //! a leaf with the CA read back from those files; `show` describes any
-//! certificate. Every key is ECDSA P-256. A client certificate names its
+//! certificate. `issue operator --p12` also bundles the operator's
+//! certificate, key and the CA into a PKCS#12 file for a browser (`p12`).
+//! Every key is ECDSA P-256. A client certificate names its
 //! holder with one SPIFFE URI SAN built by [`Identity::uri`], which is what
 //! the coordinator reads back; a coordinator certificate carries the DNS
 //! names and IPs its clients dial.
@@ -32,8 +34,11 @@ use x509_parser::certificate::X509Certificate;
 use x509_parser::extensions::GeneralName;
 use x509_parser::time::ASN1Time;
 
-use super::args::{Format, IssueFlags, IssueKind, PkiArgs, PkiCommand};
+use self::p12::Password;
+use super::args::{BundleFlags, Format, IssueFlags, IssueKind, PkiArgs, PkiCommand};
 use super::output::table;
+
+mod p12;
 
 /// The CA's certificate, in the PKI directory.
 pub(crate) const CA_FILE: &str = "ca.pem";
@@ -76,13 +81,15 @@ pub(crate) fn run(args: PkiArgs, format: Format) -> anyhow::Result<u8> {
             written.print(format);
         }
         PkiCommand::Issue(kind) => {
-            let (leaf, flags) = Leaf::from_args(kind);
+            let (leaf, flags, password_file) = Leaf::from_args(kind);
+            // Before any key is made: a bad password file writes nothing.
+            let password = password_file.as_deref().map(Password::read).transpose()?;
             let validity = if flags.expired {
                 Validity::expired(now)
             } else {
                 Validity::starting(now, flags.valid_for.unwrap_or(leaf.default_valid_for()))?
             };
-            let written = issue(&flags.dir, &leaf, validity, flags.force)?;
+            let written = issue_leaf(&flags.dir, &leaf, validity, flags.force, password.as_ref())?;
             written.print(format);
         }
         PkiCommand::Show { file } => {
@@ -150,13 +157,28 @@ pub(crate) enum Leaf {
 }
 
 impl Leaf {
-    fn from_args(kind: IssueKind) -> (Leaf, IssueFlags) {
+    /// The leaf, its flags, and the password file of its PKCS#12 bundle
+    /// if one was asked for (operators only: clap refuses `--p12` elsewhere).
+    fn from_args(kind: IssueKind) -> (Leaf, IssueFlags, Option<PathBuf>) {
         match kind {
             IssueKind::Coordinator { name, sans, flags } => {
-                (Leaf::Coordinator { name, sans }, flags)
+                (Leaf::Coordinator { name, sans }, flags, None)
             }
-            IssueKind::Agent { host_id, flags } => (Leaf::Client(Identity::Agent(host_id)), flags),
-            IssueKind::Operator { name, flags } => (Leaf::Client(Identity::Operator(name)), flags),
+            IssueKind::Agent { host_id, flags } => {
+                (Leaf::Client(Identity::Agent(host_id)), flags, None)
+            }
+            IssueKind::Operator {
+                name,
+                flags,
+                bundle:
+                    BundleFlags {
+                        p12,
+                        p12_password_file,
+                    },
+            } => {
+                let password_file = p12_password_file.filter(|_| p12);
+                (Leaf::Client(Identity::Operator(name)), flags, password_file)
+            }
         }
     }
 
@@ -276,6 +298,8 @@ pub(crate) struct Written {
     pub(crate) identity: String,
     pub(crate) certificate: PathBuf,
     pub(crate) key: PathBuf,
+    /// The PKCS#12 bundle, if `--p12` asked for one.
+    pub(crate) bundle: Option<PathBuf>,
     pub(crate) not_after: SystemTime,
 }
 
@@ -289,15 +313,22 @@ impl Written {
                     "identity": self.identity,
                     "certificate": self.certificate,
                     "key": self.key,
+                    "bundle": self.bundle,
                     "not_after": not_after,
                 })
             ),
-            Format::Table => println!(
-                "wrote {} and {} ({}, valid until {not_after})",
-                self.certificate.display(),
-                self.key.display(),
-                self.identity,
-            ),
+            Format::Table => {
+                let files = match &self.bundle {
+                    Some(bundle) => format!(
+                        "{}, {} and {}",
+                        self.certificate.display(),
+                        self.key.display(),
+                        bundle.display()
+                    ),
+                    None => format!("{} and {}", self.certificate.display(), self.key.display()),
+                };
+                println!("wrote {files} ({}, valid until {not_after})", self.identity);
+            }
         }
     }
 }
@@ -329,17 +360,18 @@ pub(crate) fn init(dir: &Path, validity: Validity) -> anyhow::Result<Written> {
         .self_signed(&key)
         .context("signing the CA certificate")?;
 
-    write_pair(
-        &certificate,
-        &cert.pem(),
-        &key_path,
-        &key.serialize_pem(),
+    write_files(
+        &[
+            (&key_path, key.serialize_pem().as_bytes(), KEY_MODE),
+            (&certificate, cert.pem().as_bytes(), CERT_MODE),
+        ],
         false,
     )?;
     Ok(Written {
         identity: "CA".to_owned(),
         certificate,
         key: key_path,
+        bundle: None,
         not_after: validity.not_after,
     })
 }
@@ -352,13 +384,31 @@ pub(crate) fn issue(
     validity: Validity,
     replace: bool,
 ) -> anyhow::Result<Written> {
+    issue_leaf(dir, leaf, validity, replace, None)
+}
+
+/// [`issue`], and with a `password` also DIR/NAME.p12: the certificate, its
+/// key and the CA certificate for a browser (operators only).
+fn issue_leaf(
+    dir: &Path,
+    leaf: &Leaf,
+    validity: Validity,
+    replace: bool,
+    password: Option<&Password>,
+) -> anyhow::Result<Written> {
     let name = leaf.name();
     check_name(leaf.what(), name)?;
+    if password.is_some() && !matches!(leaf, Leaf::Client(Identity::Operator(_))) {
+        bail!("only an operator certificate goes into a .p12 (--p12)");
+    }
     let ca = Ca::load(dir)?;
     let certificate = dir.join(format!("{name}.pem"));
     let key_path = dir.join(format!("{name}-key.pem"));
+    let bundle_path = password.map(|_| dir.join(format!("{name}.p12")));
     if !replace {
-        refuse_existing(&[&certificate, &key_path], "pass --force to replace it")?;
+        let mut paths = vec![certificate.as_path(), key_path.as_path()];
+        paths.extend(bundle_path.as_deref());
+        refuse_existing(&paths, "pass --force to replace it")?;
     }
 
     let params = leaf.params(validity)?;
@@ -374,17 +424,33 @@ pub(crate) fn issue(
         );
     }
 
-    write_pair(
-        &certificate,
-        &cert.pem(),
-        &key_path,
-        &key.serialize_pem(),
-        replace,
-    )?;
+    let key_pem = key.serialize_pem();
+    let cert_pem = cert.pem();
+    let mut files = vec![
+        (key_path.as_path(), key_pem.as_bytes(), KEY_MODE),
+        (certificate.as_path(), cert_pem.as_bytes(), CERT_MODE),
+    ];
+    let bundle = password
+        .map(|password| {
+            let contents = p12::Contents {
+                friendly_name: &format!("rollguard {}", leaf.label()),
+                certificate: cert.der(),
+                key: &key.serialize_der(),
+                ca_certificate: &ca.certificate_der,
+            };
+            p12::encode(&contents, password).context("encoding the .p12")
+        })
+        .transpose()?;
+    if let (Some(bundle_path), Some(bundle)) = (&bundle_path, &bundle) {
+        // It holds the key, so it gets the key's mode.
+        files.push((bundle_path.as_path(), bundle, KEY_MODE));
+    }
+    write_files(&files, replace)?;
     Ok(Written {
         identity: leaf.label(),
         certificate,
         key: key_path,
+        bundle: bundle_path,
         not_after: validity.not_after,
     })
 }
@@ -392,6 +458,8 @@ pub(crate) fn issue(
 /// The CA of a PKI directory, read back from its two files.
 struct Ca {
     issuer: Issuer<'static, KeyPair>,
+    /// ca.pem's certificate, for a bundle.
+    certificate_der: Vec<u8>,
     not_after: SystemTime,
 }
 
@@ -428,7 +496,11 @@ impl Ca {
         let not_after = system_time(cert.validity().not_after);
         let issuer = Issuer::from_ca_cert_pem(&cert_pem, key)
             .with_context(|| format!("reading {}", cert_path.display()))?;
-        Ok(Ca { issuer, not_after })
+        Ok(Ca {
+            issuer,
+            certificate_der: der.to_vec(),
+            not_after,
+        })
     }
 }
 
@@ -458,19 +530,17 @@ fn refuse_existing(paths: &[&Path], hint: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Writes a certificate and its key; if either fails, removes what this
-/// call wrote so no half pair is left behind.
-fn write_pair(
-    cert_path: &Path,
-    cert_pem: &str,
-    key_path: &Path,
-    key_pem: &str,
-    replace: bool,
-) -> anyhow::Result<()> {
-    write_new(key_path, key_pem, KEY_MODE, replace)?;
-    if let Err(err) = write_new(cert_path, cert_pem, CERT_MODE, replace) {
-        let _ = fs::remove_file(key_path);
-        return Err(err);
+/// Writes each (path, contents, mode) in order; if one fails, removes what
+/// this call wrote so no half set (a key without its certificate, or a
+/// pair without the bundle asked for) is left behind.
+fn write_files(files: &[(&Path, &[u8], u32)], replace: bool) -> anyhow::Result<()> {
+    for (written, (path, contents, mode)) in files.iter().enumerate() {
+        if let Err(err) = write_new(path, contents, *mode, replace) {
+            for (path, _, _) in &files[..written] {
+                let _ = fs::remove_file(path);
+            }
+            return Err(err);
+        }
     }
     Ok(())
 }
@@ -478,7 +548,7 @@ fn write_pair(
 /// Creates `path` with `mode` and writes `contents`. It never opens an
 /// existing file: with `replace` the old one is removed first, so the new
 /// file gets `mode` even if the old one was readable by others.
-fn write_new(path: &Path, contents: &str, mode: u32, replace: bool) -> anyhow::Result<()> {
+fn write_new(path: &Path, contents: &[u8], mode: u32, replace: bool) -> anyhow::Result<()> {
     if replace {
         match fs::remove_file(path) {
             Ok(()) => {}
@@ -492,7 +562,7 @@ fn write_new(path: &Path, contents: &str, mode: u32, replace: bool) -> anyhow::R
         .mode(mode)
         .open(path)
         .and_then(|mut file| {
-            file.write_all(contents.as_bytes())?;
+            file.write_all(contents)?;
             file.sync_all()
         });
     result.with_context(|| format!("writing {}", path.display()))

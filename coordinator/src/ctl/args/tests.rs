@@ -98,6 +98,37 @@ fn commands_parse_with_their_defaults() {
 }
 
 #[test]
+fn only_an_operator_takes_p12_and_only_with_its_password_file() {
+    check_parse(
+        "rollguardctl pki issue operator alice --dir pki",
+        r#"Table Pki(PkiArgs { command: Issue(Operator { name: "alice", flags: IssueFlags { dir: "pki", valid_for: None, force: false, expired: false }, bundle: BundleFlags { p12: false, p12_password_file: None } }) })"#,
+    );
+    check_parse(
+        "rollguardctl pki issue operator alice --dir pki --p12 --p12-password-file pw --force",
+        r#"Table Pki(PkiArgs { command: Issue(Operator { name: "alice", flags: IssueFlags { dir: "pki", valid_for: None, force: true, expired: false }, bundle: BundleFlags { p12: true, p12_password_file: Some("pw") } }) })"#,
+    );
+    // Each flag needs the other.
+    check_rejected(
+        "rollguardctl pki issue operator alice --dir pki --p12",
+        ErrorKind::MissingRequiredArgument,
+    );
+    check_rejected(
+        "rollguardctl pki issue operator alice --dir pki --p12-password-file pw",
+        ErrorKind::MissingRequiredArgument,
+    );
+    // A browser presents an operator's certificate; agents and the
+    // coordinator read PEM.
+    check_rejected(
+        "rollguardctl pki issue agent web-1 --dir pki --p12 --p12-password-file pw",
+        ErrorKind::UnknownArgument,
+    );
+    check_rejected(
+        "rollguardctl pki issue coordinator c --dir pki --san 127.0.0.1 --p12 --p12-password-file pw",
+        ErrorKind::UnknownArgument,
+    );
+}
+
+#[test]
 fn bad_arguments_are_rejected_before_any_call() {
     check_rejected(
         "rollguardctl",

@@ -571,3 +571,162 @@ async fn certificates_of_the_wrong_kind_or_ca_fail_the_handshake() {
     fs::remove_dir_all(&dir).unwrap();
     fs::remove_dir_all(&other).unwrap();
 }
+
+// === the operator's PKCS#12 bundle (issue 13) ===
+
+/// A password file NAME beside the PKI directory, mode 0600.
+fn password_file(dir: &Path, name: &str, password: &str) -> PathBuf {
+    let path = PathBuf::from(format!("{}-{name}.password", path_str(dir)));
+    fs::write(&path, format!("{password}\n")).unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+    path
+}
+
+/// `openssl pkcs12 -in BUNDLE -passin file:PASSWORD -nodes -info`, or None
+/// (after saying so) where openssl cannot run.
+fn openssl_pkcs12(bundle: &Path, password: &Path) -> Option<std::process::Output> {
+    let passin = format!("file:{}", path_str(password));
+    let output = std::process::Command::new("openssl")
+        .args(["pkcs12", "-in", path_str(bundle), "-passin", &passin])
+        .args(["-nodes", "-info"])
+        .output();
+    match output {
+        Ok(output) => Some(output),
+        Err(err) => {
+            eprintln!("SKIPPED: openssl cannot run ({err}); the .p12 was not read back");
+            None
+        }
+    }
+}
+
+/// The PEM blocks of `text` with `label`, as DER.
+fn pem_blocks(text: &[u8], label: &str) -> Vec<Vec<u8>> {
+    x509_parser::pem::Pem::iter_from_buffer(text)
+        .map(|pem| pem.expect("openssl writes well-formed PEM"))
+        .filter(|pem| pem.label == label)
+        .map(|pem| pem.contents)
+        .collect()
+}
+
+#[test]
+fn an_operator_p12_is_read_back_by_openssl_with_the_modern_profile() {
+    let dir = ca_dir("p12");
+    let password = password_file(&dir, "p12", "correct horse battery staple");
+    let args = ["--p12", "--p12-password-file", path_str(&password)];
+    assert_eq!(issue_in(&dir, "operator", "alice", &args).unwrap(), 0);
+    let bundle = dir.join("alice.p12");
+    assert_eq!(mode_of(&bundle), 0o600);
+    assert!(dir.join("alice.pem").exists() && dir.join("alice-key.pem").exists());
+
+    let Some(output) = openssl_pkcs12(&bundle, &password) else {
+        return;
+    };
+    let info = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "openssl pkcs12 failed: {info}");
+    // The lines that name the algorithms, for whoever reads the test log.
+    for line in info.lines() {
+        eprintln!("openssl: {line}");
+    }
+    assert!(info.contains("MAC: sha256, Iteration 100000"), "{info}");
+    let pbes2 = "PBES2, PBKDF2, AES-256-CBC, Iteration 100000, PRF hmacWithSHA256";
+    assert!(
+        info.contains(&format!("PKCS7 Encrypted data: {pbes2}")),
+        "{info}"
+    );
+    assert!(
+        info.contains(&format!("Shrouded Keybag: {pbes2}")),
+        "{info}"
+    );
+
+    // The operator's certificate first, then the CA's, byte for byte.
+    let certificates = pem_blocks(&output.stdout, "CERTIFICATE");
+    assert_eq!(
+        certificates,
+        [der_of(&dir.join("alice.pem")), der_of(&dir.join(CA_FILE))]
+    );
+    // The key is alice's: the same public key as in alice-key.pem.
+    let keys = pem_blocks(&output.stdout, "PRIVATE KEY");
+    assert_eq!(keys.len(), 1);
+    let key = KeyPair::try_from(keys[0].as_slice()).unwrap();
+    let key_file = fs::read_to_string(dir.join("alice-key.pem")).unwrap();
+    let expected = KeyPair::from_pem(&key_file).unwrap();
+    assert_eq!(key.public_key_raw(), expected.public_key_raw());
+    // openssl shows the name a browser will show.
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("friendlyName: rollguard operator/alice"),
+        "{stdout}"
+    );
+
+    fs::remove_dir_all(&dir).unwrap();
+    fs::remove_file(&password).unwrap();
+}
+
+#[test]
+fn a_wrong_password_fails_the_p12_mac_check() {
+    let dir = ca_dir("p12-wrong");
+    let password = password_file(&dir, "right", "right");
+    let args = ["--p12", "--p12-password-file", path_str(&password)];
+    issue_in(&dir, "operator", "alice", &args).unwrap();
+    let wrong = password_file(&dir, "wrong", "wrong");
+
+    let Some(output) = openssl_pkcs12(&dir.join("alice.p12"), &wrong) else {
+        return;
+    };
+    let info = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{info}");
+    assert!(info.contains("Mac verify error"), "{info}");
+    fs::remove_dir_all(&dir).unwrap();
+    fs::remove_file(&password).unwrap();
+    fs::remove_file(&wrong).unwrap();
+}
+
+#[test]
+fn a_p12_is_not_replaced_without_force() {
+    let dir = ca_dir("p12-force");
+    let password = password_file(&dir, "pw", "pw");
+    let args = ["--p12", "--p12-password-file", path_str(&password)];
+    issue_in(&dir, "operator", "alice", &args).unwrap();
+    let bundle = dir.join("alice.p12");
+    let before = fs::read(&bundle).unwrap();
+
+    // The .p12 alone is enough to refuse, and nothing else is written.
+    fs::remove_file(dir.join("alice.pem")).unwrap();
+    fs::remove_file(dir.join("alice-key.pem")).unwrap();
+    let err = issue_in(&dir, "operator", "alice", &args).unwrap_err();
+    assert!(format!("{err:#}").contains("alice.p12 exists"), "{err:#}");
+    assert!(!dir.join("alice.pem").exists() && !dir.join("alice-key.pem").exists());
+    assert_eq!(fs::read(&bundle).unwrap(), before);
+
+    // --force replaces it, mode 0600 again.
+    fs::set_permissions(&bundle, fs::Permissions::from_mode(0o644)).unwrap();
+    let forced = [&args[..], &["--force"]].concat();
+    issue_in(&dir, "operator", "alice", &forced).unwrap();
+    assert_ne!(fs::read(&bundle).unwrap(), before);
+    assert_eq!(mode_of(&bundle), 0o600);
+    fs::remove_dir_all(&dir).unwrap();
+    fs::remove_file(&password).unwrap();
+}
+
+#[test]
+fn a_bad_p12_password_file_writes_nothing() {
+    let dir = ca_dir("p12-bad-password");
+    let missing = dir.join("no-such-password");
+    let empty = password_file(&dir, "empty", "");
+    for password in [&missing, &empty] {
+        let args = ["--p12", "--p12-password-file", path_str(password)];
+        let err = issue_in(&dir, "operator", "alice", &args).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("--p12-password-file"),
+            "{err:#}"
+        );
+        assert!(!dir.join("alice.pem").exists());
+        assert!(!dir.join("alice-key.pem").exists());
+        assert!(!dir.join("alice.p12").exists());
+    }
+    // Without --p12, no .p12.
+    issue_in(&dir, "operator", "bob", &[]).unwrap();
+    assert!(!dir.join("bob.p12").exists());
+    fs::remove_dir_all(&dir).unwrap();
+    fs::remove_file(&empty).unwrap();
+}
