@@ -44,6 +44,11 @@ pub(crate) enum Origin<'a> {
         request_id: &'a str,
     },
     Policy,
+    /// A rollout's own rollback (a failed promote, an abort): closed to
+    /// the hosts it promoted.
+    Rollout {
+        targets: &'a [String],
+    },
 }
 
 impl<'a> Origin<'a> {
@@ -51,13 +56,14 @@ impl<'a> Origin<'a> {
         match self {
             Origin::Manual { .. } => "manual",
             Origin::Policy => "policy",
+            Origin::Rollout { .. } => "rollout",
         }
     }
 
     fn request_id(self) -> &'a str {
         match self {
             Origin::Manual { request_id } => request_id,
-            Origin::Policy => "",
+            Origin::Policy | Origin::Rollout { .. } => "",
         }
     }
 }
@@ -104,7 +110,14 @@ impl Issuer {
     ) -> Result<CommandRecord> {
         let reason = &bounded_reason(reason.to_owned());
         let now = SystemTime::now();
-        let (targets, known) = self.fleet.beta_targets(deployment, now);
+        let (mut targets, known) = self.fleet.beta_targets(deployment, now);
+        let closed = if let Origin::Rollout { targets: promoted } = origin {
+            targets = promoted.to_vec();
+            targets.sort();
+            true
+        } else {
+            false
+        };
         if !known && !self.config.deployments.contains_key(deployment) {
             return Err(Error::NotFound(format!(
                 "deployment `{deployment}` is not configured and no host of it was ever seen"
@@ -122,7 +135,7 @@ impl Issuer {
             not_after_unix_ms: unix_ms(not_after),
             targets: targets.clone(),
             trace_context: rollguard_proto::otel::inject(span).into_iter().collect(),
-            closed: false,
+            closed,
             request_id: origin.request_id().to_owned(),
             retry_of: String::new(),
             attempt: 0,

@@ -343,8 +343,9 @@ impl Decisions {
         self.issuer.promote(promote, with).await
     }
 
-    /// A rollout's rollback (a failed promote, or an abort): one decision,
-    /// like an operator's, committed with `with` (the rollout's record).
+    /// A rollout's rollback (a failed promote, or an abort): one command
+    /// closed to the `promoted` hosts, committed with `with` (the
+    /// rollout's ended record).
     /// If a rollback of the deployment was decided at or after
     /// `since_unix_ms` already (the policy's, say), that one is returned
     /// and nothing new is decided: a rollout is rolled back once.
@@ -354,13 +355,14 @@ impl Decisions {
         reason: &str,
         actor: &str,
         since_unix_ms: u64,
+        promoted: &[String],
         with: impl FnOnce(&CommandRecord) -> Vec<Write>,
     ) -> Result<(CommandRecord, bool)> {
         let _judged = self.judged.lock().await;
         if let Some(rollback) = self.issuer.fleet.rollback_since(deployment, since_unix_ms) {
             return Ok((rollback, false));
         }
-        let origin = Origin::Manual { request_id: "" };
+        let origin = Origin::Rollout { targets: promoted };
         let record = self
             .issuer
             .decide(deployment, reason, actor, origin, with)

@@ -12,7 +12,8 @@ use super::{after, audit, preflight, view, Rollouts};
 use crate::broadcast::Promote;
 use crate::error::{chain, Result};
 use crate::store::{
-    from_unix_ms, unix_ms, PhaseRecord, RolloutRecord, RolloutState, RoundRecord, Write,
+    from_unix_ms, unix_ms, AuditRecord, PhaseRecord, RolloutRecord, RolloutState, RoundRecord,
+    Write,
 };
 
 /// A promote with no final result this long after its deadline has timed
@@ -463,8 +464,13 @@ impl Rollouts {
         .await
     }
 
-    /// Rolls back every host the rollout promoted (one decision; or the
-    /// one made since its start) and ends it as `state`.
+    /// Rolls back every host the rollout promoted and ends it as `state`.
+    /// The rollback is one command closed to the promoted hosts (not the
+    /// deployment's other beta hosts), committed with the ended record, so
+    /// a crash cannot leave a rollout active that was rolled back. If a
+    /// rollback was decided since the start (the policy's), that one is
+    /// the rollout's and nothing more is sent. With nothing promoted,
+    /// nothing is rolled back.
     pub(super) async fn roll_back(
         &self,
         record: &mut RolloutRecord,
@@ -473,20 +479,38 @@ impl Rollouts {
         actor: &str,
         now: SystemTime,
     ) -> Result<()> {
+        if record.promoted.is_empty() {
+            return self.end(record, state, reason, actor, now).await;
+        }
         let deployment = record.deployment_name();
+        let template = record.clone();
         let (command, decided) = self
             .decisions
-            .rollout_rollback(&deployment, reason, actor, record.start_at_unix_ms, |_| {
-                Vec::new()
-            })
+            .rollout_rollback(
+                &deployment,
+                reason,
+                actor,
+                record.start_at_unix_ms,
+                &record.promoted,
+                |command| {
+                    let mut rolled_back = template;
+                    rolled_back.rollback_command = command.command_id.clone();
+                    let (ended, audit) = ended(&rolled_back, state, reason, actor, now);
+                    vec![Write::Rollout(Box::new(ended)), Write::Audit(audit)]
+                },
+            )
             .await?;
         tracing::warn!(%deployment, command_id = %command.command_id, decided, reason, "rolling the rollout back");
         record.rollback_command = command.command_id;
+        if decided {
+            let (done, _) = ended(record, state, reason, actor, now);
+            self.finish(record, done, now);
+            return Ok(());
+        }
         self.end(record, state, reason, actor, now).await
     }
 
-    /// Ends the rollout as `state`: stored and audited, its promoted
-    /// hosts out of the beta, the team told.
+    /// Ends the rollout as `state`: stored and audited, then `finish`.
     pub(super) async fn end(
         &self,
         record: &mut RolloutRecord,
@@ -495,42 +519,25 @@ impl Rollouts {
         actor: &str,
         now: SystemTime,
     ) -> Result<()> {
-        let mut ended = record.clone();
-        ended.state = state;
-        ended.ended_at_unix_ms = Some(unix_ms(now));
-        ended.end_reason = reason.to_owned();
-        ended.ended_by = actor.to_owned();
-        if let Some(phase) = ended.current_mut() {
-            phase.ended_at_unix_ms.get_or_insert(unix_ms(now));
-        }
-        let audit = audit(
-            &ended,
-            &format!("rollout_{}", state.as_str()),
-            reason,
-            actor,
-            format!(
-                "rollout #{} of {} at phase {}, {} host(s) promoted{}",
-                ended.number,
-                ended.version,
-                ended.phase_number(),
-                ended.promoted.len(),
-                if ended.rollback_command.is_empty() {
-                    String::new()
-                } else {
-                    format!("; rollback {}", ended.rollback_command)
-                }
-            ),
-            now,
-        );
+        let (done, audit) = ended(record, state, reason, actor, now);
         self.store
             .commit(vec![
-                Write::Rollout(Box::new(ended.clone())),
+                Write::Rollout(Box::new(done.clone())),
                 Write::Audit(audit),
             ])
             .await?;
-        *record = ended;
+        self.finish(record, done, now);
+        Ok(())
+    }
+
+    /// An ended rollout, stored: its promoted hosts out of the beta, the
+    /// team told.
+    fn finish(&self, record: &mut RolloutRecord, done: RolloutRecord, now: SystemTime) {
+        *record = done;
         let deployment = record.deployment_name();
         self.fleet.set_promoted(&deployment, &[]);
+        let state = record.state;
+        let reason = record.end_reason.clone();
         tracing::info!(%deployment, state = state.as_str(), reason, "rollout ended");
         let view = self.view_of(record, now, None);
         let name = match state {
@@ -547,7 +554,6 @@ impl Rollouts {
             record.phases.len()
         );
         self.notifier.send(view::event(name, &view, text));
-        Ok(())
     }
 
     /// Status updates during the first `status_for` of the rollout and of
@@ -622,4 +628,42 @@ impl Rollouts {
         event["retrospective"] = retro;
         self.notifier.send(event);
     }
+}
+
+/// `record` ended as `state` at `now`, and its audit entry.
+fn ended(
+    record: &RolloutRecord,
+    state: RolloutState,
+    reason: &str,
+    actor: &str,
+    now: SystemTime,
+) -> (RolloutRecord, AuditRecord) {
+    let mut done = record.clone();
+    done.state = state;
+    done.ended_at_unix_ms = Some(unix_ms(now));
+    done.end_reason = reason.to_owned();
+    done.ended_by = actor.to_owned();
+    if let Some(phase) = done.current_mut() {
+        phase.ended_at_unix_ms.get_or_insert(unix_ms(now));
+    }
+    let audit = audit(
+        &done,
+        &format!("rollout_{}", state.as_str()),
+        reason,
+        actor,
+        format!(
+            "rollout #{} of {} at phase {}, {} host(s) promoted{}",
+            done.number,
+            done.version,
+            done.phase_number(),
+            done.promoted.len(),
+            if done.rollback_command.is_empty() {
+                String::new()
+            } else {
+                format!("; rollback {}", done.rollback_command)
+            }
+        ),
+        now,
+    );
+    (done, audit)
 }

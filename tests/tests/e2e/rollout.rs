@@ -528,6 +528,21 @@ fn the_preflight_names_a_host_without_the_promote_action_and_abort_rolls_back_th
     assert!(out.status.success(), "{out:?}");
     let aborted = out.json().expect("json");
     assert_eq!(aborted["state"], "aborted", "{aborted}");
+    let command = aborted["rollback_command"]
+        .as_str()
+        .expect("a rollback")
+        .to_owned();
+    let results = rollguard_tests::ctl(&url, &["-o", "json", "results", &command]);
+    let targets: Vec<String> = results.json().expect("json")["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .map(|r| r["host_id"].as_str().expect("host").to_owned())
+        .collect();
+    assert_eq!(
+        targets, promoted,
+        "the abort's rollback is closed to the promoted hosts"
+    );
     let host = hosts
         .iter()
         .find(|h| h.id() == promoted[0])
