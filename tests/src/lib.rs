@@ -137,7 +137,9 @@ fn launched(launcher: &[&str], program: &Path) -> Command {
     }
 }
 
-/// A child process that is stopped (SIGKILL) when dropped.
+/// A child process that is stopped (SIGKILL) when dropped, with every
+/// process it started: each runs in a process group of its own, so a
+/// wrapper that forks (`faketime`) or a browser's helpers go with it.
 #[derive(Debug)]
 pub struct Proc {
     child: Option<Child>,
@@ -147,8 +149,10 @@ pub struct Proc {
 
 impl Proc {
     fn spawn(name: &str, command: &mut Command, log: PathBuf) -> anyhow::Result<Proc> {
+        use std::os::unix::process::CommandExt as _;
         let log_file = std::fs::File::create(&log)?;
         let child = command
+            .process_group(0)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log_file)
@@ -206,6 +210,10 @@ impl Proc {
 impl Drop for Proc {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
+            // The group first (its leader's id names it), then the leader.
+            if let Some(group) = rustix::process::Pid::from_raw(child.id() as i32) {
+                let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+            }
             let _ = child.kill();
             let _ = child.wait();
         }
