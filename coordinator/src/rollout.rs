@@ -159,7 +159,7 @@ impl Rollouts {
     ) -> Result<Vec<Check>> {
         let current = self.current.lock().await;
         let phases = self.phases(deployment, phases)?;
-        Ok(self.checks(&current, deployment, version, &phases, accept_risk, None))
+        Ok(self.checks(&current, deployment, version, &phases, accept_risk))
     }
 
     /// Runs the preflight and, if every check passes, stores the rollout
@@ -175,7 +175,6 @@ impl Rollouts {
             &request.version,
             &phases,
             &request.accept_risk,
-            None,
         );
         if checks.iter().any(|c| !c.ok) {
             return Ok(Started {
@@ -394,8 +393,7 @@ impl Rollouts {
         }
     }
 
-    /// The preflight of `deployment` (ignoring rollout `itself`, when a
-    /// scheduled one checks again at its start).
+    /// The preflight of `deployment`, against the rollouts in `current`.
     fn checks(
         &self,
         current: &BTreeMap<DeploymentName, RolloutRecord>,
@@ -403,13 +401,12 @@ impl Rollouts {
         version: &str,
         phases: &[u32],
         accept_risk: &str,
-        itself: Option<u64>,
     ) -> Vec<Check> {
         let policy = self.config.deployment(deployment);
         let hosts = self.fleet.agents(Some(deployment));
         let active = current
             .get(deployment)
-            .filter(|r| !r.state.is_ended() && Some(r.number) != itself)
+            .filter(|r| !r.state.is_ended())
             .map(|r| (r.number, r.state.as_str()));
         preflight::run(&preflight::Input {
             version,

@@ -134,18 +134,15 @@ impl Rollouts {
         if unix_ms(now) < record.start_at_unix_ms {
             return Ok(());
         }
-        // Checked again: a day may have changed the fleet.
-        let checks = {
-            let current = std::collections::BTreeMap::new();
-            self.checks(
-                &current,
-                &record.deployment_name(),
-                &record.version,
-                &record.phases,
-                &record.accept_risk,
-                Some(record.number),
-            )
-        };
+        // Checked again: a day may have changed the fleet. Against no other
+        // rollout: this one is the deployment's only record.
+        let checks = self.checks(
+            &std::collections::BTreeMap::new(),
+            &record.deployment_name(),
+            &record.version,
+            &record.phases,
+            &record.accept_risk,
+        );
         let failing: Vec<String> = checks
             .iter()
             .filter(|c| !c.ok)
