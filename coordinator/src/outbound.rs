@@ -1,12 +1,22 @@
 //! The downstream half of an agent stream: the handle the fleet keeps for a
-//! connected host, and the wire messages sent on it.
+//! connected host, what is queued on it, and how that is encoded.
 //!
 //! Commands go straight onto the wire (no hop through the stream task: a
 //! broadcast to 10,000 hosts is 10,000 channel sends, not 20,000 task
 //! wake-ups); control messages go to the stream's task.
+//!
+//! A command is the same bytes for every target: a broadcast encodes it once
+//! ([`command_message`]) and each stream's queue gets the shared buffer (a
+//! reference count, not a copy of the message), which the stream's encoder
+//! copies into its HTTP/2 frame (issue 15). A sample ack, the commonest
+//! message, is queued as its sequence number and encoded as it is written.
+//! The queue's items are small ([`Outbound`] is 40 bytes), so an idle
+//! stream's queue costs about a kilobyte.
 
 use std::time::SystemTime;
 
+use bytes::{BufMut, Bytes};
+use prost::Message;
 use rollguard_proto::v1 as pb;
 use tokio::sync::mpsc;
 use tokio_util::task::TaskTracker;
@@ -20,8 +30,51 @@ pub(crate) enum Control {
     Goodbye(String),
 }
 
+/// One downstream item of an agent stream.
+#[derive(Debug, Clone)]
+pub(crate) enum Outbound {
+    /// A whole `CoordinatorMessage`, encoded once and shared by every
+    /// stream it goes to (a command).
+    Encoded(Bytes),
+    /// `SampleAck { seq }`.
+    SampleAck(u64),
+    /// Any other message (Welcome, Goodbye, a local rollback's ack).
+    Message(Box<pb::CoordinatorMessage>),
+    /// Ends the stream with this status (a protocol error).
+    End(Box<tonic::Status>),
+}
+
+impl Outbound {
+    pub(crate) fn message(message: pb::CoordinatorMessage) -> Self {
+        Outbound::Message(Box::new(message))
+    }
+
+    /// Writes the item's `CoordinatorMessage` into `dst`; `Err` is the status
+    /// that ends the stream.
+    pub(crate) fn encode(self, dst: &mut impl BufMut) -> Result<(), tonic::Status> {
+        let encoded = match self {
+            Outbound::Encoded(bytes) => {
+                dst.put_slice(&bytes);
+                return Ok(());
+            }
+            Outbound::SampleAck(seq) => sample_ack(seq).encode(dst),
+            Outbound::Message(message) => message.encode(dst),
+            Outbound::End(status) => return Err(*status),
+        };
+        encoded.map_err(|err| tonic::Status::internal(format!("encoding a message: {err}")))
+    }
+
+    /// The message this item puts on the wire, as the agent decodes it.
+    #[cfg(test)]
+    pub(crate) fn decoded(self) -> Result<pb::CoordinatorMessage, tonic::Status> {
+        let mut buf = Vec::new();
+        self.encode(&mut buf)?;
+        Ok(pb::CoordinatorMessage::decode(buf.as_slice()).expect("a valid message"))
+    }
+}
+
 /// The wire half of an agent stream: what tonic sends to the agent.
-pub(crate) type WireTx = mpsc::Sender<Result<pb::CoordinatorMessage, tonic::Status>>;
+pub(crate) type WireTx = mpsc::Sender<Outbound>;
 
 /// Both ways into one agent stream.
 #[derive(Debug, Clone)]
@@ -41,8 +94,8 @@ impl AgentTx {
     /// stream's queue is full, a task on `tracker` waits for room; should the
     /// stream end first, the host gets the command again from the fleet when
     /// it reconnects.
-    pub(crate) fn send_command(&self, message: &pb::CoordinatorMessage, tracker: &TaskTracker) {
-        match self.wire.try_send(Ok(message.clone())) {
+    pub(crate) fn send_command(&self, message: &Bytes, tracker: &TaskTracker) {
+        match self.wire.try_send(Outbound::Encoded(message.clone())) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(message)) => {
                 let wire = self.wire.clone();
@@ -55,7 +108,7 @@ impl AgentTx {
     }
 }
 
-/// The wire form of a command (built once per broadcast), stamped with
+/// The wire form of a command, encoded once per broadcast, stamped with
 /// `sent_at`, the coordinator's clock as it goes out: the agent judges
 /// expiry by `sent_at > not_after`, two times from this one clock, and
 /// never against its own, which may be hours off (issue 11). Every copy is
@@ -65,11 +118,8 @@ impl AgentTx {
 /// A copy that waits in a full stream queue keeps its stamp: it was valid
 /// when it was sent, and a host cut off for longer gets the command again,
 /// freshly stamped, when it reconnects.
-pub(crate) fn command_message(
-    record: &CommandRecord,
-    sent_at: SystemTime,
-) -> pb::CoordinatorMessage {
-    pb::CoordinatorMessage {
+pub(crate) fn command_message(record: &CommandRecord, sent_at: SystemTime) -> Bytes {
+    let message = pb::CoordinatorMessage {
         kind: Some(pb::coordinator_message::Kind::Command(pb::Command {
             command_id: record.command_id.clone(),
             deployment: record.deployment.clone(),
@@ -87,16 +137,25 @@ pub(crate) fn command_message(
             // with `ids::validate_version` before it was stored (issue 12).
             version: record.version.clone(),
         })),
+    };
+    message.encode_to_vec().into()
+}
+
+fn sample_ack(seq: u64) -> pb::CoordinatorMessage {
+    pb::CoordinatorMessage {
+        kind: Some(pb::coordinator_message::Kind::SampleAck(pb::SampleAck {
+            seq,
+        })),
     }
 }
 
 /// The wire form of a Goodbye.
-pub(crate) fn goodbye_message(reason: &str) -> pb::CoordinatorMessage {
-    pb::CoordinatorMessage {
+pub(crate) fn goodbye_message(reason: &str) -> Outbound {
+    Outbound::message(pb::CoordinatorMessage {
         kind: Some(pb::coordinator_message::Kind::Goodbye(pb::Goodbye {
             reason: reason.to_owned(),
         })),
-    }
+    })
 }
 
 #[cfg(test)]
@@ -137,8 +196,8 @@ mod tests {
         tx.send_command(&message, &tracker);
         assert_eq!(tracker.len(), 1);
         for _ in 0..2 {
-            let got = wire_rx.recv().await.expect("sent").expect("not a status");
-            assert_eq!(got, message);
+            let got = wire_rx.recv().await.expect("sent");
+            assert!(matches!(got, Outbound::Encoded(bytes) if bytes == message));
         }
         tracker.close();
         tracker.wait().await;
@@ -147,8 +206,9 @@ mod tests {
     #[test]
     fn the_command_message_carries_the_record_and_when_it_was_sent() {
         let message = command_message(&record(), from_unix_ms(2_500));
-        let Some(pb::coordinator_message::Kind::Command(command)) = message.kind else {
-            panic!("not a command: {message:?}");
+        let decoded = Outbound::Encoded(message).decoded().expect("a message");
+        let Some(pb::coordinator_message::Kind::Command(command)) = decoded.kind else {
+            panic!("not a command: {decoded:?}");
         };
         assert_eq!(command.command_id, "cmd-1");
         assert_eq!(command.action, "rollback");
@@ -167,5 +227,79 @@ mod tests {
             command.trace_context.get("traceparent").map(String::as_str),
             Some("00-x")
         );
+    }
+
+    /// Issue 15: one buffer goes to every target. Each stream's queue holds
+    /// the same allocation (no copy per target), and what each stream
+    /// writes decodes to the message the record describes, byte for byte
+    /// the encoding of that message.
+    #[tokio::test]
+    async fn a_shared_command_buffer_decodes_to_the_same_message_on_every_stream() {
+        let tracker = TaskTracker::new();
+        let sent_at = from_unix_ms(3_000);
+        let shared = command_message(&record(), sent_at);
+        let mut streams = Vec::new();
+        for _ in 0..50 {
+            let (wire, wire_rx) = mpsc::channel(4);
+            let (control, _control_rx) = mpsc::channel(1);
+            AgentTx { control, wire }.send_command(&shared, &tracker);
+            streams.push(wire_rx);
+        }
+        let expected = pb::CoordinatorMessage {
+            kind: Some(pb::coordinator_message::Kind::Command(pb::Command {
+                command_id: "cmd-1".to_owned(),
+                deployment: "shop".to_owned(),
+                action: "rollback".to_owned(),
+                reason: "errors".to_owned(),
+                not_after: Some(rollguard_proto::time_to_pb(from_unix_ms(61_000))),
+                trace_context: [("traceparent".to_owned(), "00-x".to_owned())].into(),
+                issued_at: Some(rollguard_proto::time_to_pb(from_unix_ms(1_000))),
+                sent_at: Some(rollguard_proto::time_to_pb(sent_at)),
+                version: String::new(),
+            })),
+        };
+        for mut wire_rx in streams {
+            let item = wire_rx.try_recv().expect("queued without waiting");
+            let Outbound::Encoded(bytes) = &item else {
+                panic!("not the shared buffer: {item:?}");
+            };
+            assert_eq!(
+                bytes.as_ptr(),
+                shared.as_ptr(),
+                "a copy, not the shared buffer"
+            );
+            let mut written = Vec::new();
+            item.clone().encode(&mut written).expect("encodes");
+            assert_eq!(written, expected.encode_to_vec());
+            assert_eq!(item.decoded().expect("a message"), expected);
+        }
+        assert_eq!(tracker.len(), 0, "nothing waited for room");
+    }
+
+    #[test]
+    fn every_kind_of_item_writes_the_message_it_stands_for() {
+        let ack = Outbound::SampleAck(41).decoded().expect("a message");
+        assert_eq!(
+            ack.kind,
+            Some(pb::coordinator_message::Kind::SampleAck(pb::SampleAck {
+                seq: 41
+            }))
+        );
+        let goodbye = goodbye_message("replaced").decoded().expect("a message");
+        assert_eq!(
+            goodbye.kind,
+            Some(pb::coordinator_message::Kind::Goodbye(pb::Goodbye {
+                reason: "replaced".to_owned()
+            }))
+        );
+        let end = Outbound::End(Box::new(tonic::Status::invalid_argument("bad")));
+        assert_eq!(
+            end.encode(&mut Vec::new())
+                .expect_err("ends the stream")
+                .code(),
+            tonic::Code::InvalidArgument
+        );
+        // What a stream queues stays small: a queue block is 32 of them.
+        assert!(std::mem::size_of::<Outbound>() <= 40);
     }
 }

@@ -27,7 +27,8 @@ use crate::metrics::{Https, Scrape, Site};
 use crate::notify::Notifier;
 use crate::outbound::AgentTx;
 use crate::rollout::Rollouts;
-use crate::service::{agent::AgentLink, control::Control};
+use crate::service::agent::{AgentLink, AgentServer};
+use crate::service::control::Control;
 use crate::store::{Snapshot, Store, Write};
 
 /// An HTTP/2 ping goes out on a connection after this long without a frame
@@ -219,11 +220,7 @@ pub async fn run(
         })
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(
-            pb::agent_service_server::AgentServiceServer::new(parts.agent_link())
-                // Agents send gzip-compressed samples; uncompressed peers work too.
-                .accept_compressed(tonic::codec::CompressionEncoding::Gzip),
-        )
+        .add_service(AgentServer::new(parts.agent_link()))
         .add_service(pb::control_service_server::ControlServiceServer::new(
             parts.control(),
         ))
@@ -388,7 +385,7 @@ async fn open_store(
 }
 
 async fn set_health(reporter: &tonic_health::server::HealthReporter, serving: bool) {
-    type Agents = pb::agent_service_server::AgentServiceServer<AgentLink>;
+    type Agents = AgentServer;
     type Controls = pb::control_service_server::ControlServiceServer<Control>;
     if serving {
         reporter.set_serving::<Agents>().await;

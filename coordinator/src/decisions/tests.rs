@@ -36,7 +36,7 @@ struct Rig {
 /// One connected host: what its stream would carry to the agent.
 struct Host {
     identity: HostIdentity,
-    wire_rx: mpsc::Receiver<Result<pb::CoordinatorMessage, tonic::Status>>,
+    wire_rx: mpsc::Receiver<crate::outbound::Outbound>,
     _control_rx: mpsc::Receiver<crate::outbound::Control>,
 }
 
@@ -48,7 +48,7 @@ impl Host {
         let mut ids = Vec::new();
         while let Ok(message) = self.wire_rx.try_recv() {
             if let Some(pb::coordinator_message::Kind::Command(command)) =
-                message.expect("no status").kind
+                message.decoded().expect("no status").kind
             {
                 assert!(command.sent_at.is_some(), "no sent_at: {command:?}");
                 ids.push(command.command_id);

@@ -28,7 +28,7 @@ use crate::decisions::Decisions;
 use crate::error::chain;
 use crate::fleet::{Fleet, HostIdentity};
 use crate::notify::Notifier;
-use crate::outbound::{command_message, goodbye_message, AgentTx, Control, WireTx};
+use crate::outbound::{command_message, goodbye_message, AgentTx, Control, Outbound, WireTx};
 use crate::store::{unix_ms, ResultRecord, Store, Write};
 
 /// Time an agent has to send its Hello.
@@ -60,16 +60,14 @@ pub(crate) struct AgentLink {
     pub(crate) tracker: TaskTracker,
 }
 
-type ConnectStream = Pin<Box<dyn Stream<Item = Result<pb::CoordinatorMessage, Status>> + Send>>;
+type ConnectStream = Pin<Box<dyn Stream<Item = Result<Outbound, Status>> + Send>>;
 
-#[tonic::async_trait]
-impl pb::agent_service_server::AgentService for AgentLink {
-    type ConnectStream = ConnectStream;
-
+impl AgentLink {
+    /// `AgentService.Connect` (served by [`server::AgentServer`]).
     async fn connect(
         &self,
         request: Request<Streaming<pb::AgentMessage>>,
-    ) -> Result<Response<Self::ConnectStream>, Status> {
+    ) -> Result<Response<ConnectStream>, Status> {
         if self.streams_shutdown.is_cancelled() {
             return Err(Status::unavailable("the coordinator is shutting down"));
         }
@@ -83,7 +81,7 @@ impl pb::agent_service_server::AgentService for AgentLink {
         })?;
         let (control_tx, control_rx) = mpsc::channel(OUTBOUND_CAPACITY);
         let (wire_tx, wire_rx) = mpsc::channel(OUTBOUND_CAPACITY);
-        let welcome = pb::CoordinatorMessage {
+        let welcome = Outbound::message(pb::CoordinatorMessage {
             kind: Some(pb::coordinator_message::Kind::Welcome(pb::Welcome {
                 host_id: identity.host_id.to_string(),
                 max_batch_samples: MAX_BATCH_SAMPLES,
@@ -91,10 +89,10 @@ impl pb::agent_service_server::AgentService for AgentLink {
                 compact_samples: true,
                 local_rollbacks: true,
             })),
-        };
+        });
         // The channel is new and empty: the Welcome always fits, and it goes
         // first, before the fleet can send a command on this stream.
-        let _ = wire_tx.try_send(Ok(welcome));
+        let _ = wire_tx.try_send(welcome);
         let tx = AgentTx {
             control: control_tx,
             wire: wire_tx.clone(),
@@ -110,9 +108,12 @@ impl pb::agent_service_server::AgentService for AgentLink {
             caller,
         };
         self.tracker.spawn(session.run(inbound, control_rx));
-        Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(wire_rx),
-        )))
+        // `End` is the stream's last item: the status it ends with.
+        let stream = tokio_stream::wrappers::ReceiverStream::new(wire_rx).map(|item| match item {
+            Outbound::End(status) => Err(*status),
+            item => Ok(item),
+        });
+        Ok(Response::new(Box::pin(stream)))
     }
 }
 
@@ -213,13 +214,13 @@ impl Session {
                 () = shutdown.cancelled() => {
                     // Never wait on an agent that stopped reading: the end of the
                     // stream tells it as much as the Goodbye would.
-                    let _ = self.wire_tx.try_send(Ok(goodbye_message("the coordinator is stopping")));
+                    let _ = self.wire_tx.try_send(goodbye_message("the coordinator is stopping"));
                     break None;
                 }
                 control = control_rx.recv() => {
                     let Some(Control::Goodbye(reason)) = control else { break None };
                     tokio::select! {
-                        _ = self.wire_tx.send(Ok(goodbye_message(&reason))) => {}
+                        _ = self.wire_tx.send(goodbye_message(&reason)) => {}
                         () = shutdown.cancelled() => {}
                     };
                     break None;
@@ -245,8 +246,8 @@ impl Session {
     async fn end(self, end: Option<Status>) {
         if let Some(status) = end {
             // The agent learns why; bounded so a stalled peer cannot hold the task.
-            let _ =
-                tokio::time::timeout(Duration::from_secs(1), self.wire_tx.send(Err(status))).await;
+            let end = Outbound::End(Box::new(status));
+            let _ = tokio::time::timeout(Duration::from_secs(1), self.wire_tx.send(end)).await;
         }
         let host_id = &self.identity.host_id;
         if let Some(record) = self
@@ -267,11 +268,14 @@ impl Session {
             }
             Some(pb::agent_message::Kind::Samples(batch)) => self.on_samples(batch),
             Some(pb::agent_message::Kind::Labels(labels)) => self.on_labels(labels),
+            // Boxed: their futures (a store commit, a catch-up's whole
+            // decision) would otherwise size every stream's task for its
+            // life, for a message a host sends a few times a year (issue 15).
             Some(pb::agent_message::Kind::CommandUpdate(update)) => {
-                self.on_command_update(&update).await
+                Box::pin(self.on_command_update(&update)).await
             }
             Some(pb::agent_message::Kind::LocalRollback(report)) => {
-                self.on_local_rollback(&report).await
+                Box::pin(self.on_local_rollback(&report)).await
             }
         }
     }
@@ -309,16 +313,16 @@ impl Session {
         } else {
             tracing::debug!(command_id = %run.command_id, "local rollback reported again");
         }
-        let ack = pb::CoordinatorMessage {
+        let ack = Outbound::message(pb::CoordinatorMessage {
             kind: Some(pb::coordinator_message::Kind::LocalRollbackAck(
                 pb::LocalRollbackAck {
                     command_id: run.command_id,
                 },
             )),
-        };
+        });
         // Dropped when the queue is full: the agent reports it again on its
         // next stream, and a repeat is acknowledged then.
-        let _ = self.wire_tx.try_send(Ok(ack));
+        let _ = self.wire_tx.try_send(ack);
         Ok(())
     }
 
@@ -366,13 +370,8 @@ impl Session {
         if applied.duplicates > 0 || applied.late > 0 {
             tracing::debug!(%host_id, duplicates = applied.duplicates, late = applied.late, "resent samples");
         }
-        let ack = pb::CoordinatorMessage {
-            kind: Some(pb::coordinator_message::Kind::SampleAck(pb::SampleAck {
-                seq: last_seq,
-            })),
-        };
         // Acks are cumulative: dropping one when the queue is full is safe.
-        let _ = self.wire_tx.try_send(Ok(ack));
+        let _ = self.wire_tx.try_send(Outbound::SampleAck(last_seq));
         Ok(())
     }
 
@@ -396,8 +395,8 @@ impl Session {
     async fn on_command_update(&self, update: &pb::CommandUpdate) -> Result<(), Status> {
         let result = check_update(update).map_err(wire_status)?;
         let host_id = &self.identity.host_id;
-        if result.status.is_final() {
-            tracing::info!(
+        if result.status.is_final() && result.status != CommandStatus::Succeeded {
+            tracing::warn!(
                 %host_id,
                 command_id = %result.command_id,
                 status = %result.status,
@@ -405,6 +404,11 @@ impl Session {
                 reason = %result.reason,
                 "command result"
             );
+        } else if result.status.is_final() {
+            // One line per host of a fan-out to 100,000 is a log nobody
+            // reads, written under load (issue 15): successes are counted
+            // on /metrics and kept in the store (`rollguardctl results`).
+            tracing::debug!(%host_id, command_id = %result.command_id, "command succeeded");
         } else {
             tracing::debug!(%host_id, command_id = %result.command_id, status = %result.status, "command update");
         }
@@ -577,6 +581,9 @@ fn check_update(update: &pb::CommandUpdate) -> Result<ResultRecord, WireError> {
 }
 
 mod local;
+mod server;
+
+pub(crate) use server::AgentServer;
 
 #[cfg(test)]
 mod tests;

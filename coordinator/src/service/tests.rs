@@ -35,7 +35,7 @@ struct Rig {
 
 /// What a connected host's stream task would read.
 type HostStream = (
-    mpsc::Receiver<Result<pb::CoordinatorMessage, tonic::Status>>,
+    mpsc::Receiver<crate::outbound::Outbound>,
     mpsc::Receiver<Downstream>,
 );
 
