@@ -357,9 +357,7 @@ impl Store {
         }
         for entry in txn.open_table(RESULTS)?.iter()? {
             let (_, value) = entry?;
-            snapshot
-                .results
-                .push(serde_json::from_slice(value.value())?);
+            snapshot.results.extend(results_of(value.value())?);
         }
         let rounds = txn.open_table(ROUNDS)?;
         for entry in txn.open_table(JUDGE)?.iter()? {
@@ -655,6 +653,9 @@ fn apply_in(db: &Database, batches: &[Batch], audit_seq: &mut u64) -> Result<()>
         let mut rounds = txn.open_table(ROUNDS)?;
         let mut judge = txn.open_table(JUDGE)?;
         let mut rollouts = txn.open_table(ROLLOUTS)?;
+        // Results are written after the other writes, one row per command
+        // (see `put_results`).
+        let mut grouped: BTreeMap<&str, Vec<&ResultRecord>> = BTreeMap::new();
         for write in batches.iter().flat_map(|b| &b.writes) {
             match write {
                 Write::Agent(record) => {
@@ -679,13 +680,10 @@ fn apply_in(db: &Database, batches: &[Batch], audit_seq: &mut u64) -> Result<()>
                     )?;
                 }
                 Write::Result(record) => {
-                    // A result that arrives for a command already forgotten
-                    // would be a row nothing ever reads or deletes.
-                    if commands.get(record.command_id.as_str())?.is_none() {
-                        continue;
-                    }
-                    let key = format!("{}/{}", record.command_id, record.host_id);
-                    results.insert(key.as_str(), serde_json::to_vec(record)?.as_slice())?;
+                    grouped
+                        .entry(record.command_id.as_str())
+                        .or_default()
+                        .push(record);
                 }
                 Write::Audit(record) => {
                     audit.insert(*audit_seq, serde_json::to_vec(record)?.as_slice())?;
@@ -714,9 +712,53 @@ fn apply_in(db: &Database, batches: &[Batch], audit_seq: &mut u64) -> Result<()>
                 }
             }
         }
+        for (command_id, records) in grouped {
+            // A result that arrives for a command already forgotten (in
+            // this batch too) would be a row nothing ever reads or deletes.
+            if commands.get(command_id)?.is_none() {
+                continue;
+            }
+            put_results(&mut results, command_id, &records)?;
+        }
     }
     txn.commit()?;
     Ok(())
+}
+
+/// Stores the final results of one command from one batch. One result is a
+/// row `<command id>/<host id>` holding it; several are one row
+/// `<command id>/~<first host id>` holding them all as a JSON array. A
+/// fan-out's results come in host order the map gives, so a row per
+/// result would rewrite pages all over the table in every transaction
+/// (at 100,000 hosts the writer's CPU, issue 15); one row per batch is
+/// appended. Either key is unique: a host's final result for a command is
+/// stored once, and `ForgetCommand` deletes both forms by prefix.
+fn put_results(
+    table: &mut redb::Table<'_, &str, &[u8]>,
+    command_id: &str,
+    records: &[&ResultRecord],
+) -> Result<()> {
+    match records {
+        [] => {}
+        [record] => {
+            let key = format!("{command_id}/{}", record.host_id);
+            table.insert(key.as_str(), serde_json::to_vec(record)?.as_slice())?;
+        }
+        [first, ..] => {
+            let key = format!("{command_id}/~{}", first.host_id);
+            table.insert(key.as_str(), serde_json::to_vec(records)?.as_slice())?;
+        }
+    }
+    Ok(())
+}
+
+/// The results of one `RESULTS` row: one record, or a JSON array of them.
+fn results_of(value: &[u8]) -> Result<Vec<ResultRecord>> {
+    if value.trim_ascii_start().first() == Some(&b'[') {
+        Ok(serde_json::from_slice(value)?)
+    } else {
+        Ok(vec![serde_json::from_slice(value)?])
+    }
 }
 
 /// The newest rollout of each deployment (keys sort by deployment, then number).

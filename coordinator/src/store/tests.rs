@@ -163,3 +163,80 @@ async fn a_forgotten_command_takes_its_results_and_no_others() {
     assert_eq!((commands, results), (vec!["cmd-10"], vec!["cmd-10"]));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Issue 15: the results of one batch are one row per command. Each reads
+/// back as its own result, beside a single result stored as a row of its
+/// own, and forgetting the command deletes both forms.
+#[tokio::test]
+async fn a_batch_of_results_is_one_row_that_reads_back_as_every_result() {
+    let dir = temp_dir("grouped-results");
+    let result = |command_id: &str, host: &str, status| {
+        Write::Result(ResultRecord {
+            command_id: command_id.to_owned(),
+            host_id: host.to_owned(),
+            status,
+            exit_code: Some(0),
+            reason: format!("{host} done"),
+            output_tail: String::new(),
+            updated_at_unix_ms: 7,
+            started_at_unix_ms: Some(5),
+            duration_ms: Some(2),
+        })
+    };
+    use rollguard_common::CommandStatus::{Failed, Succeeded};
+    let (store, writer) = Store::open(&dir, Arc::default()).expect("open");
+    store
+        .commit(vec![command("cmd-1"), command("cmd-2")])
+        .await
+        .expect("commit");
+    let mut writes: Vec<Write> = (0..500)
+        .map(|n| result("cmd-1", &format!("h{n:03}"), Succeeded))
+        .collect();
+    writes.push(result("cmd-2", "h1", Failed));
+    store.commit(writes).await.expect("commit");
+    // A later batch of the same command is a row of its own.
+    store
+        .commit(vec![
+            result("cmd-1", "h500", Succeeded),
+            result("cmd-1", "h501", Failed),
+        ])
+        .await
+        .expect("commit");
+    {
+        let txn = store.db.get().expect("db").begin_read().expect("read");
+        let rows = txn.open_table(RESULTS).expect("table").len().expect("len");
+        assert_eq!(rows, 3, "one row per command and batch");
+    }
+    let mut results = store.load().expect("load").results;
+    results.sort_by(|a, b| (&a.command_id, &a.host_id).cmp(&(&b.command_id, &b.host_id)));
+    assert_eq!(results.len(), 503);
+    let expected_hosts: Vec<String> = (0..502).map(|n| format!("h{n:03}")).collect();
+    let cmd1: Vec<&ResultRecord> = results.iter().filter(|r| r.command_id == "cmd-1").collect();
+    let mut hosts: Vec<String> = cmd1.iter().map(|r| r.host_id.clone()).collect();
+    hosts.sort();
+    assert_eq!(hosts, expected_hosts);
+    let h501 = cmd1.iter().find(|r| r.host_id == "h501").expect("h501");
+    assert_eq!((h501.status, h501.reason.as_str()), (Failed, "h501 done"));
+    assert_eq!(
+        (h501.started_at_unix_ms, h501.duration_ms),
+        (Some(5), Some(2))
+    );
+    let cmd2: Vec<&ResultRecord> = results.iter().filter(|r| r.command_id == "cmd-2").collect();
+    assert_eq!(cmd2.len(), 1);
+    assert_eq!((cmd2[0].host_id.as_str(), cmd2[0].status), ("h1", Failed));
+
+    store
+        .commit(vec![Write::ForgetCommand("cmd-1".to_owned())])
+        .await
+        .expect("commit");
+    drop(store);
+    writer.join().expect("writer exits");
+    let (store, _writer) = Store::open(&dir, Arc::default()).expect("reopen");
+    let results = store.load().expect("load").results;
+    let left: Vec<(&str, &str)> = results
+        .iter()
+        .map(|r| (r.command_id.as_str(), r.host_id.as_str()))
+        .collect();
+    assert_eq!(left, [("cmd-2", "h1")]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
