@@ -128,12 +128,22 @@ fn load(
     })
 }
 
+/// How often (in task polls) a runtime worker takes a task from the
+/// global queue before its own; measured with `bench/run.sh` (issue 15).
+const GLOBAL_QUEUE_INTERVAL: u32 = 4;
+
 fn serve(
     config: rollguard_coordinator::config::Config,
     reload_auth: ReloadAuth,
 ) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        // A fan-out wakes one HTTP/2 stream task per target, most of them
+        // queued on the runtime's global queue, while the answers keep each
+        // worker's local queue busy. Left to tune itself, a worker looks at
+        // the global queue once in up to 127 polls, and the last targets
+        // wait behind the first ones' answers (issue 15).
+        .global_queue_interval(GLOBAL_QUEUE_INTERVAL)
         .build()
         .context("starting the runtime")?;
     runtime.block_on(async {
