@@ -26,7 +26,11 @@
 #        BENCH_PKI=DIR (the TLS run's CA, coordinator and client certificates;
 #          default: DIR/pki of the output; made when missing, reused when there,
 #          so that a kept DIR saves making 10,000 agent certificates again),
-#        BENCH_COORDINATOR_ONLY=1 (skip the agent footprint and the gzip wire run).
+#        BENCH_COORDINATOR_ONLY=1 (skip the agent footprint and the gzip wire run),
+#        BENCH_SCALE=1 (add 50,000 and 100,000 agents at 10 s over shared
+#          connections, BENCH_SCALE_PER_CONN=200 streams each; minutes;
+#          BENCH_SCALE_AGENTS="50000 100000", BENCH_SCALE_WINDOW=30s).
+# Issue 15's run, side by side: BENCH_COORDINATOR_ONLY=1 BENCH_AGENTS=10000 BENCH_TLS=both BENCH_SCALE=1 bench/run.sh
 # Installs prometheus-node-exporter, collectd and jq with apt-get when missing
 # (services are kept from starting; the script starts and stops its own).
 # Run it on a quiet machine: the loadgen reports the CPU other processes used
@@ -301,6 +305,35 @@ for n in $agent_counts; do
   done
 done
 
+# === 5. scale: 50,000 and 100,000 agents at 10 s over shared connections ==========
+# Behind BENCH_SCALE=1: it takes minutes. Each HTTP/2 connection carries
+# BENCH_SCALE_PER_CONN streams (200: 250 connections for 50,000, 500 for
+# 100,000), as agents behind a few relays or a load balancer would. No TLS: a
+# TLS connection presents one agent's certificate, and the coordinator takes
+# a Hello only from the host its certificate names.
+declare -a scale_json
+if [ "${BENCH_SCALE:-0}" = 1 ]; then
+  per_conn=${BENCH_SCALE_PER_CONN:-200}
+  for n in ${BENCH_SCALE_AGENTS:-50000 100000}; do
+    conns=$(( (n + per_conn - 1) / per_conn ))
+    log "scale: $n simulated agents at 10 s over $conns connections for ${BENCH_SCALE_WINDOW:-30s}, then a rollback to all of them"
+    dir=$out/coordinator-scale-$n
+    start_coordinator "$dir" plain
+    json=$out/loadgen-scale-$n.json
+    if "$bin/rollguard-loadgen" --coordinator "$coord_url" --coordinator-pid "$coord_pid" \
+      --agents "$n" --interval 10s --connections "$conns" --duration "${BENCH_SCALE_WINDOW:-30s}" \
+      --rollback --beta-share 1 --rollback-timeout 120s --json "$json" \
+      >"$out/loadgen-scale-$n.txt" 2>"$out/loadgen-scale-$n.log"; then
+      scale_json+=("$json")
+      cat "$out/loadgen-scale-$n.txt" >&2
+    else
+      log "scale: the loadgen failed at N=$n (see $out/loadgen-scale-$n.log)"
+    fi
+    stop "$coord_pid"
+    pids=()
+  done
+fi
+
 # The wire figure with gzip as the real agent sends (the runs above leave the
 # loadgen's compression off so that its CPU does not crowd the coordinator).
 gzip_json=$out/loadgen-gzip.json
@@ -319,7 +352,7 @@ num() { jq -r --arg k "$2" '.[$k] | if . == null then "-" elif type == "number" 
 # The knobs this run was started with, for the reproduce line.
 reproduce() {
   local v
-  for v in BENCH_QUICK BENCH_AGENTS BENCH_WINDOW BENCH_TLS BENCH_COORDINATOR_ONLY BENCH_FOOTPRINT_SECS; do
+  for v in BENCH_QUICK BENCH_AGENTS BENCH_WINDOW BENCH_TLS BENCH_COORDINATOR_ONLY BENCH_FOOTPRINT_SECS BENCH_SCALE BENCH_SCALE_AGENTS BENCH_SCALE_PER_CONN BENCH_SCALE_WINDOW; do
     [ -n "${!v:-}" ] && printf '%s=%q ' "$v" "${!v}"
   done
   printf 'bench/run.sh'
@@ -355,6 +388,18 @@ run_json() { local j=$out/loadgen-$1.json; [ -f "$j" ] && echo "$j"; }
     echo "| $(num "$j" agents) | $tls | $(num "$j" connected) | $(num "$j" connect_secs) | $(num "$j" samples_per_sec) | $(num "$j" ingest_lag_p99_ms) | $(num "$j" coordinator_cpu_percent) | $(num "$j" coordinator_rss_mib) ($(num "$j" coordinator_rss_max_mib)) | $per_agent | $(num "$j" wire_bytes_per_agent_per_sec) | $(num "$j" fanout_p50_ms) / $(num "$j" fanout_p99_ms) / $(num "$j" fanout_max_ms) | $(num "$j" all_acked_ms) | $(num "$j" acked_all) | $(num "$j" loadgen_cpu_percent) / $(num "$j" other_cpu_percent) |"
   done
   echo
+  if [ ${#scale_json[@]} -gt 0 ]; then
+    echo "### Scale (simulated agents at 10 s, ${BENCH_SCALE_PER_CONN:-200} streams per HTTP/2 connection, rollback to all of them)"
+    echo
+    echo "| agents | connections | connected | ingest lag p99 ms | coordinator CPU % | RSS MiB median (max) | RSS KiB per agent | fan-out p50 / p99 / max ms | all acked ms | loadgen / other CPU % |"
+    echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    for j in "${scale_json[@]}"; do
+      n=$(num "$j" agents)
+      per_agent=$(awk -v r="$(num "$j" coordinator_rss_mib)" -v n="$(num "$j" connected)" 'BEGIN { if (n > 0 && r != "-") printf "%.1f", r * 1024 / n; else print "-" }')
+      echo "| $n | $(( (n + ${BENCH_SCALE_PER_CONN:-200} - 1) / ${BENCH_SCALE_PER_CONN:-200} )) | $(num "$j" connected) | $(num "$j" ingest_lag_p99_ms) | $(num "$j" coordinator_cpu_percent) | $(num "$j" coordinator_rss_mib) ($(num "$j" coordinator_rss_max_mib)) | $per_agent | $(num "$j" fanout_p50_ms) / $(num "$j" fanout_p99_ms) / $(num "$j" fanout_max_ms) | $(num "$j" all_acked_ms) | $(num "$j" loadgen_cpu_percent) / $(num "$j" other_cpu_percent) |"
+    done
+    echo
+  fi
   if [ ${#tls_modes[@]} -eq 2 ]; then
     echo "### Mutual TLS vs none (same N, one after the other; each agent its own connection and certificate)"
     echo
