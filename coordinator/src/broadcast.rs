@@ -168,16 +168,19 @@ impl Issuer {
             n_targets = targets.len(),
             "rollback decided"
         );
-        self.notifier.send(json!({
-            "event": "rollback_decided",
-            "deployment": deployment.as_str(),
-            "command_id": record.command_id,
-            "origin": origin.as_str(),
-            "actor": actor,
-            "reason": reason,
-            "action": action,
-            "targets": targets,
-        }));
+        // Built only for a webhook that takes it: it names every target.
+        if self.notifier.wants("rollback_decided") {
+            self.notifier.send(json!({
+                "event": "rollback_decided",
+                "deployment": deployment.as_str(),
+                "command_id": record.command_id,
+                "origin": origin.as_str(),
+                "actor": actor,
+                "reason": reason,
+                "action": action,
+                "targets": targets,
+            }));
+        }
         Ok(record)
     }
 

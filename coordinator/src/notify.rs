@@ -72,6 +72,12 @@ impl Notifier {
         !self.targets.is_empty()
     }
 
+    /// Whether any webhook takes events named `event`: an event built for
+    /// every host of a fan-out is built only then.
+    pub(crate) fn wants(&self, event: &str) -> bool {
+        self.targets.iter().any(|t| t.webhook.wants(event))
+    }
+
     /// Queues an event for every webhook whose filter takes its `event`
     /// name, in that webhook's format; drops it for a webhook whose queue
     /// is full, with a warning.

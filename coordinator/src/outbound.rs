@@ -1,41 +1,40 @@
 //! The downstream half of an agent stream: the handle the fleet keeps for a
 //! connected host, what is queued on it, and how that is encoded.
 //!
-//! Commands go straight onto the wire (no hop through the stream task: a
-//! broadcast to 10,000 hosts is 10,000 channel sends, not 20,000 task
-//! wake-ups); control messages go to the stream's task.
+//! Everything goes straight onto the wire queue (no hop through the stream
+//! task: a broadcast to 10,000 hosts is 10,000 channel sends, not 20,000
+//! task wake-ups); the stream's task is only told when to end.
 //!
 //! A command is the same bytes for every target: a broadcast encodes it once
 //! ([`command_message`]) and each stream's queue gets the shared buffer (a
 //! reference count, not a copy of the message), which the stream's encoder
 //! copies into its HTTP/2 frame (issue 15). A sample ack, the commonest
 //! message, is queued as its sequence number and encoded as it is written.
-//! The queue's items are small ([`Outbound`] is 40 bytes), so an idle
-//! stream's queue costs about a kilobyte.
+//! The queue's items are small ([`Outbound`] is 16 bytes), so an idle
+//! stream's queue block is half a kilobyte.
 
+use std::sync::Arc;
 use std::time::SystemTime;
 
-use bytes::{BufMut, Bytes};
+use prost::bytes::BufMut;
 use prost::Message;
 use rollguard_proto::v1 as pb;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use tokio_util::task::TaskTracker;
 
 use crate::store::{from_unix_ms, CommandRecord};
 
-/// Control messages for one agent stream's task.
-#[derive(Debug, Clone)]
-pub(crate) enum Control {
-    /// The coordinator is stopping or a newer connection replaced this one.
-    Goodbye(String),
-}
+/// A command encoded once: the same bytes for every stream it goes to
+/// (an `Arc<Vec>`, not an `Arc<[u8]>`: a thin pointer keeps [`Outbound`]
+/// at 16 bytes).
+pub(crate) type EncodedCommand = Arc<Vec<u8>>;
 
 /// One downstream item of an agent stream.
 #[derive(Debug, Clone)]
 pub(crate) enum Outbound {
     /// A whole `CoordinatorMessage`, encoded once and shared by every
     /// stream it goes to (a command).
-    Encoded(Bytes),
+    Encoded(EncodedCommand),
     /// `SampleAck { seq }`.
     SampleAck(u64),
     /// Any other message (Welcome, Goodbye, a local rollback's ack).
@@ -76,25 +75,37 @@ impl Outbound {
 /// The wire half of an agent stream: what tonic sends to the agent.
 pub(crate) type WireTx = mpsc::Sender<Outbound>;
 
-/// Both ways into one agent stream.
+/// The fleet's way into one agent stream: its wire queue, and a signal
+/// that ends the stream's task.
 #[derive(Debug, Clone)]
 pub(crate) struct AgentTx {
-    pub(crate) control: mpsc::Sender<Control>,
     pub(crate) wire: WireTx,
+    /// Notified when the stream must end (a newer connection replaced it).
+    pub(crate) end: Arc<Notify>,
 }
 
 impl AgentTx {
-    /// Tells the stream's task to say Goodbye and end; dropped if its queue
-    /// is full (the task is then busy ending anyway).
+    pub(crate) fn new(wire: WireTx) -> Self {
+        AgentTx {
+            wire,
+            end: Arc::default(),
+        }
+    }
+
+    /// Queues a Goodbye and ends the stream. The Goodbye is dropped when the
+    /// queue is full: the agent then sees the stream end without it, and
+    /// reconnects as it would anyway.
     pub(crate) fn goodbye(&self, reason: &str) {
-        let _ = self.control.try_send(Control::Goodbye(reason.to_owned()));
+        let _ = self.wire.try_send(goodbye_message(reason));
+        // A permit is kept if the task is not waiting right now.
+        self.end.notify_one();
     }
 
     /// Queues a command on the stream. A command is never dropped: when the
     /// stream's queue is full, a task on `tracker` waits for room; should the
     /// stream end first, the host gets the command again from the fleet when
     /// it reconnects.
-    pub(crate) fn send_command(&self, message: &Bytes, tracker: &TaskTracker) {
+    pub(crate) fn send_command(&self, message: &EncodedCommand, tracker: &TaskTracker) {
         match self.wire.try_send(Outbound::Encoded(message.clone())) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(message)) => {
@@ -118,7 +129,7 @@ impl AgentTx {
 /// A copy that waits in a full stream queue keeps its stamp: it was valid
 /// when it was sent, and a host cut off for longer gets the command again,
 /// freshly stamped, when it reconnects.
-pub(crate) fn command_message(record: &CommandRecord, sent_at: SystemTime) -> Bytes {
+pub(crate) fn command_message(record: &CommandRecord, sent_at: SystemTime) -> EncodedCommand {
     let message = pb::CoordinatorMessage {
         kind: Some(pb::coordinator_message::Kind::Command(pb::Command {
             command_id: record.command_id.clone(),
@@ -138,7 +149,7 @@ pub(crate) fn command_message(record: &CommandRecord, sent_at: SystemTime) -> By
             version: record.version.clone(),
         })),
     };
-    message.encode_to_vec().into()
+    Arc::new(message.encode_to_vec())
 }
 
 fn sample_ack(seq: u64) -> pb::CoordinatorMessage {
@@ -187,8 +198,7 @@ mod tests {
     #[tokio::test]
     async fn a_command_waits_for_room_and_is_never_dropped() {
         let (wire, mut wire_rx) = mpsc::channel(1);
-        let (control, _control_rx) = mpsc::channel(1);
-        let tx = AgentTx { control, wire };
+        let tx = AgentTx::new(wire);
         let tracker = TaskTracker::new();
         let message = command_message(&record(), from_unix_ms(2_000));
         tx.send_command(&message, &tracker);
@@ -197,7 +207,7 @@ mod tests {
         assert_eq!(tracker.len(), 1);
         for _ in 0..2 {
             let got = wire_rx.recv().await.expect("sent");
-            assert!(matches!(got, Outbound::Encoded(bytes) if bytes == message));
+            assert!(matches!(got, Outbound::Encoded(bytes) if Arc::ptr_eq(&bytes, &message)));
         }
         tracker.close();
         tracker.wait().await;
@@ -241,8 +251,7 @@ mod tests {
         let mut streams = Vec::new();
         for _ in 0..50 {
             let (wire, wire_rx) = mpsc::channel(4);
-            let (control, _control_rx) = mpsc::channel(1);
-            AgentTx { control, wire }.send_command(&shared, &tracker);
+            AgentTx::new(wire).send_command(&shared, &tracker);
             streams.push(wire_rx);
         }
         let expected = pb::CoordinatorMessage {
@@ -300,6 +309,6 @@ mod tests {
             tonic::Code::InvalidArgument
         );
         // What a stream queues stays small: a queue block is 32 of them.
-        assert!(std::mem::size_of::<Outbound>() <= 40);
+        assert_eq!(std::mem::size_of::<Outbound>(), 16);
     }
 }

@@ -37,7 +37,6 @@ struct Rig {
 struct Host {
     identity: HostIdentity,
     wire_rx: mpsc::Receiver<crate::outbound::Outbound>,
-    _control_rx: mpsc::Receiver<crate::outbound::Control>,
 }
 
 impl Host {
@@ -114,14 +113,8 @@ impl Rig {
             labels: BTreeMap::new(),
         };
         let (wire, wire_rx) = mpsc::channel(16);
-        let (control, control_rx) = mpsc::channel(4);
-        self.fleet
-            .connect(identity.clone(), AgentTx { control, wire }, at);
-        Host {
-            identity,
-            wire_rx,
-            _control_rx: control_rx,
-        }
+        self.fleet.connect(identity.clone(), AgentTx::new(wire), at);
+        Host { identity, wire_rx }
     }
 
     async fn round(&self, verdict: Verdict, at: SystemTime) -> Recorded {

@@ -159,11 +159,10 @@ fn a_hostile_name_is_escaped_and_cannot_add_series() {
         session_id: 0,
         labels: BTreeMap::new(),
     };
-    let (control, _control_rx) = tokio::sync::mpsc::channel(1);
     let (wire, _wire_rx) = tokio::sync::mpsc::channel(1);
     rig.scrape
         .fleet
-        .connect(identity, AgentTx { control, wire }, SystemTime::now());
+        .connect(identity, AgentTx::new(wire), SystemTime::now());
     let text = text::render(&rig.scrape);
     let parsed = exposition::parse(&text).expect("still parses");
     assert!(parsed.families.iter().all(|f| f.name != "rollguard_fake"));

@@ -15,7 +15,7 @@ use rollguard_common::{Cohort, CommandStatus, DeploymentName, HostId};
 use rollguard_proto::compact::Expander;
 use rollguard_proto::v1 as pb;
 use rollguard_proto::{duration_from_pb, time_from_pb, WireError};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use tokio_stream::{Stream, StreamExt};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -28,7 +28,7 @@ use crate::decisions::Decisions;
 use crate::error::chain;
 use crate::fleet::{Fleet, HostIdentity};
 use crate::notify::Notifier;
-use crate::outbound::{command_message, goodbye_message, AgentTx, Control, Outbound, WireTx};
+use crate::outbound::{command_message, goodbye_message, AgentTx, Outbound, WireTx};
 use crate::store::{unix_ms, ResultRecord, Store, Write};
 
 /// Time an agent has to send its Hello.
@@ -79,7 +79,6 @@ impl AgentLink {
         caller.check_host(identity.host_id.as_str()).inspect_err(|status| {
             tracing::warn!(host_id = %identity.host_id, reason = status.message(), "agent stream refused");
         })?;
-        let (control_tx, control_rx) = mpsc::channel(OUTBOUND_CAPACITY);
         let (wire_tx, wire_rx) = mpsc::channel(OUTBOUND_CAPACITY);
         let welcome = Outbound::message(pb::CoordinatorMessage {
             kind: Some(pb::coordinator_message::Kind::Welcome(pb::Welcome {
@@ -93,10 +92,8 @@ impl AgentLink {
         // The channel is new and empty: the Welcome always fits, and it goes
         // first, before the fleet can send a command on this stream.
         let _ = wire_tx.try_send(welcome);
-        let tx = AgentTx {
-            control: control_tx,
-            wire: wire_tx.clone(),
-        };
+        let tx = AgentTx::new(wire_tx.clone());
+        let end = Arc::clone(&tx.end);
         let conn_id = self.join(&identity, tx).await;
         let session = Session {
             link: self.clone(),
@@ -107,7 +104,7 @@ impl AgentLink {
             wire_tx,
             caller,
         };
-        self.tracker.spawn(session.run(inbound, control_rx));
+        self.tracker.spawn(session.run(inbound, end));
         // `End` is the stream's last item: the status it ends with.
         let stream = tokio_stream::wrappers::ReceiverStream::new(wire_rx).map(|item| match item {
             Outbound::End(status) => Err(*status),
@@ -198,11 +195,7 @@ struct Session {
 
 impl Session {
     /// Reads the agent's messages and forwards the fleet's until either side ends.
-    async fn run(
-        mut self,
-        mut inbound: Streaming<pb::AgentMessage>,
-        mut control_rx: mpsc::Receiver<Control>,
-    ) {
+    async fn run(mut self, mut inbound: Streaming<pb::AgentMessage>, end: Arc<Notify>) {
         let shutdown = self.link.streams_shutdown.clone();
         let caller = self.caller.clone();
         let end: Option<Status> = loop {
@@ -217,14 +210,8 @@ impl Session {
                     let _ = self.wire_tx.try_send(goodbye_message("the coordinator is stopping"));
                     break None;
                 }
-                control = control_rx.recv() => {
-                    let Some(Control::Goodbye(reason)) = control else { break None };
-                    tokio::select! {
-                        _ = self.wire_tx.send(goodbye_message(&reason)) => {}
-                        () = shutdown.cancelled() => {}
-                    };
-                    break None;
-                }
+                // A newer connection replaced this one; its Goodbye is queued.
+                () = end.notified() => break None,
                 message = inbound.next() => match message {
                     None => break None,
                     Some(Err(status)) => {
@@ -424,15 +411,17 @@ impl Session {
                 return Ok(());
             }
         };
-        self.link.notifier.send(serde_json::json!({
-            "event": "command_result",
-            "deployment": self.identity.deployment.as_str(),
-            "command_id": stored.command_id,
-            "host_id": host_id.as_str(),
-            "status": stored.status.as_str(),
-            "exit_code": stored.exit_code,
-            "reason": stored.reason,
-        }));
+        if self.link.notifier.wants("command_result") {
+            self.link.notifier.send(serde_json::json!({
+                "event": "command_result",
+                "deployment": self.identity.deployment.as_str(),
+                "command_id": stored.command_id,
+                "host_id": host_id.as_str(),
+                "status": stored.status.as_str(),
+                "exit_code": stored.exit_code,
+                "reason": stored.reason,
+            }));
+        }
         let expired = stored.status == CommandStatus::Rejected && stored.reason == REASON_EXPIRED;
         let failed = stored.status == CommandStatus::Failed;
         let command_id = stored.command_id.clone();

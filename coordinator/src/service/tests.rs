@@ -22,7 +22,7 @@ use crate::counters::Counters;
 use crate::decisions::Decisions;
 use crate::fleet::{Fleet, HostIdentity};
 use crate::notify::Notifier;
-use crate::outbound::{AgentTx, Control as Downstream};
+use crate::outbound::AgentTx;
 use crate::store::Store;
 
 /// The control service over one data dir, as `server.rs` wires it.
@@ -33,11 +33,8 @@ struct Rig {
     _streams: Vec<HostStream>,
 }
 
-/// What a connected host's stream task would read.
-type HostStream = (
-    mpsc::Receiver<crate::outbound::Outbound>,
-    mpsc::Receiver<Downstream>,
-);
+/// What a connected host's stream would carry.
+type HostStream = mpsc::Receiver<crate::outbound::Outbound>;
 
 /// A data dir under the temp dir, removed on drop.
 struct DataDir(PathBuf);
@@ -119,11 +116,10 @@ impl Rig {
             labels: BTreeMap::new(),
         };
         let (wire, wire_rx) = mpsc::channel(16);
-        let (control, control_rx) = mpsc::channel(4);
         self.control
             .fleet
-            .connect(identity, AgentTx { control, wire }, SystemTime::now());
-        self._streams.push((wire_rx, control_rx));
+            .connect(identity, AgentTx::new(wire), SystemTime::now());
+        self._streams.push(wire_rx);
     }
 
     async fn rollback(
