@@ -408,3 +408,51 @@ fn a_local_run_is_recorded_once_counted_and_never_sent_retried_or_a_catch_up() {
     );
     assert!(fleet.record_local(local, failed));
 }
+
+/// The deployments the judge takes rounds of follow connects, replaced
+/// connections (to the same deployment or another) and disconnects, with no
+/// pass over the hosts (issue 15).
+#[test]
+fn connected_deployments_follow_streams_as_they_come_and_go() {
+    let fleet = Fleet::from_snapshot(Snapshot::default());
+    let identity = |host: &str, deployment: &str| HostIdentity {
+        host_id: HostId::new(host.to_owned()),
+        deployment: DeploymentName::new(deployment.to_owned()),
+        cohort: Cohort::Beta,
+        auto: false,
+        app_version: "2".to_owned(),
+        agent_version: "1".to_owned(),
+        action_names: Vec::new(),
+        interval: Duration::from_secs(1),
+        session_id: 1,
+        labels: BTreeMap::new(),
+    };
+    let names = |fleet: &Fleet| -> Vec<String> {
+        fleet
+            .connected_deployments()
+            .iter()
+            .map(|d| d.to_string())
+            .collect()
+    };
+    let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+    let a1 = fleet.connect(identity("a1", "shop"), "tx", now).conn_id;
+    let b1 = fleet.connect(identity("b1", "cart"), "tx", now).conn_id;
+    assert_eq!(names(&fleet), ["cart", "shop"]);
+    // b1 comes back as a host of shop: cart has no stream left.
+    let connected = fleet.connect(identity("b1", "shop"), "tx", now);
+    assert_eq!(connected.replaced, Some("tx"));
+    assert_eq!(names(&fleet), ["shop"]);
+    // The replaced stream's own end changes nothing.
+    assert!(fleet
+        .disconnect(&HostId::new("b1".to_owned()), b1, now)
+        .is_none());
+    assert_eq!(names(&fleet), ["shop"]);
+    fleet.disconnect(&HostId::new("a1".to_owned()), a1, now);
+    assert_eq!(names(&fleet), ["shop"], "b1 is still connected");
+    fleet.disconnect(&HostId::new("b1".to_owned()), connected.conn_id, now);
+    assert!(names(&fleet).is_empty());
+    // A second disconnect of the same stream counts nothing twice.
+    fleet.disconnect(&HostId::new("b1".to_owned()), connected.conn_id, now);
+    fleet.connect(identity("a1", "shop"), "tx", now);
+    assert_eq!(names(&fleet), ["shop"]);
+}
