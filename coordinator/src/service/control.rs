@@ -214,7 +214,12 @@ impl pb::control_service_server::ControlService for Control {
                 .results
                 .iter()
                 .map(|result| {
-                    let retried_by = self.fleet.retried_by(&record.command_id, &result.host_id);
+                    // Only a failed run is retried: the lookup (a lock and a
+                    // scan of the commands) is skipped for the others, which
+                    // at 100,000 targets is every poll's time (issue 15).
+                    let retried_by = (result.status == CommandStatus::Failed)
+                        .then(|| self.fleet.retried_by(&record.command_id, &result.host_id))
+                        .flatten();
                     // A promote is never retried: it has no attempts to run out of.
                     let last =
                         record.kind.is_rollback() && record.attempt >= self.config.action_retries;
