@@ -131,6 +131,9 @@ fn load(
 /// How often (in task polls) a runtime worker takes a task from the
 /// global queue before its own; measured with `bench/run.sh` (issue 15).
 const GLOBAL_QUEUE_INTERVAL: u32 = 4;
+/// How often (in task polls) a worker polls the sockets: the connections'
+/// reads and writes wait on it while stream tasks fill the queues.
+const EVENT_INTERVAL: u32 = 8;
 
 fn serve(
     config: rollguard_coordinator::config::Config,
@@ -144,6 +147,7 @@ fn serve(
         // the global queue once in up to 127 polls, and the last targets
         // wait behind the first ones' answers (issue 15).
         .global_queue_interval(GLOBAL_QUEUE_INTERVAL)
+        .event_interval(EVENT_INTERVAL)
         .build()
         .context("starting the runtime")?;
     runtime.block_on(async {
