@@ -93,7 +93,7 @@ impl AgentLink {
         // first, before the fleet can send a command on this stream.
         let _ = wire_tx.try_send(welcome);
         let tx = AgentTx::new(wire_tx.clone());
-        let end = Arc::clone(&tx.end);
+        let replaced = Arc::clone(&tx.end);
         let conn_id = self.join(&identity, tx).await;
         let session = Session {
             link: self.clone(),
@@ -104,7 +104,7 @@ impl AgentLink {
             wire_tx,
             caller,
         };
-        self.tracker.spawn(session.run(inbound, end));
+        self.tracker.spawn(session.run(inbound, replaced));
         // `End` is the stream's last item: the status it ends with.
         let stream = tokio_stream::wrappers::ReceiverStream::new(wire_rx).map(|item| match item {
             Outbound::End(status) => Err(*status),
@@ -195,7 +195,7 @@ struct Session {
 
 impl Session {
     /// Reads the agent's messages and forwards the fleet's until either side ends.
-    async fn run(mut self, mut inbound: Streaming<pb::AgentMessage>, end: Arc<Notify>) {
+    async fn run(mut self, mut inbound: Streaming<pb::AgentMessage>, replaced: Arc<Notify>) {
         let shutdown = self.link.streams_shutdown.clone();
         let caller = self.caller.clone();
         let end: Option<Status> = loop {
@@ -211,7 +211,7 @@ impl Session {
                     break None;
                 }
                 // A newer connection replaced this one; its Goodbye is queued.
-                () = end.notified() => break None,
+                () = replaced.notified() => break None,
                 message = inbound.next() => match message {
                     None => break None,
                     Some(Err(status)) => {
