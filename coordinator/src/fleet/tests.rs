@@ -18,6 +18,22 @@ fn result(command_id: &str, host: &str, status: CommandStatus) -> ResultRecord {
     }
 }
 
+/// A beta host of `deployment` as its Hello names it.
+fn beta_host(host: &str, deployment: &str) -> HostIdentity {
+    HostIdentity {
+        host_id: HostId::new(host.to_owned()),
+        deployment: DeploymentName::new(deployment.to_owned()),
+        cohort: Cohort::Beta,
+        auto: false,
+        app_version: "2".to_owned(),
+        agent_version: "1".to_owned(),
+        action_names: Vec::new(),
+        interval: Duration::from_secs(1),
+        session_id: 1,
+        labels: BTreeMap::new(),
+    }
+}
+
 fn counts(fleet: &Fleet) -> Vec<(&'static str, u64)> {
     fleet
         .command_results_by_status()
@@ -197,16 +213,8 @@ fn a_resent_backlog_is_applied_but_only_its_last_round_window_is_judged() {
     let fleet = Fleet::from_snapshot(Snapshot::default());
     let host = HostId::new("beta-1".to_owned());
     let identity = HostIdentity {
-        host_id: host.clone(),
-        deployment: DeploymentName::new("shop".to_owned()),
-        cohort: Cohort::Beta,
-        auto: false,
-        app_version: "2".to_owned(),
-        agent_version: "1".to_owned(),
-        action_names: Vec::new(),
-        interval: Duration::from_secs(1),
         session_id: 7,
-        labels: BTreeMap::new(),
+        ..beta_host(host.as_str(), "shop")
     };
     let now = SystemTime::now();
     let conn = fleet.connect(identity, "tx", now).conn_id;
@@ -261,16 +269,8 @@ fn hosts_gone_past_the_retention_are_forgotten_and_connected_ones_never() {
     });
     // "back" was away as long as "old", but is connected again.
     let identity = HostIdentity {
-        host_id: HostId::new("back".to_owned()),
-        deployment: DeploymentName::new(back.deployment),
-        cohort: Cohort::Beta,
-        auto: false,
         app_version: "1".to_owned(),
-        agent_version: "1".to_owned(),
-        action_names: Vec::new(),
-        interval: Duration::from_secs(1),
-        session_id: 1,
-        labels: BTreeMap::new(),
+        ..beta_host("back", &back.deployment)
     };
     fleet.connect(identity, "tx", at(1_000));
     // The store learns that connected hosts are still there.
@@ -376,22 +376,7 @@ fn a_local_run_is_recorded_once_counted_and_never_sent_retried_or_a_catch_up() {
     assert!(fleet.failed_unretried(5).is_empty());
     assert!(fleet.needs_attention("shop", 0).is_empty());
     // Never sent: a reconnect of its host gets only cmd-1.
-    let connected = fleet.connect(
-        HostIdentity {
-            host_id: host.clone(),
-            deployment: DeploymentName::new("shop".to_owned()),
-            cohort: Cohort::Beta,
-            auto: false,
-            app_version: "2".to_owned(),
-            agent_version: "1".to_owned(),
-            action_names: Vec::new(),
-            interval: Duration::from_secs(1),
-            session_id: 1,
-            labels: BTreeMap::new(),
-        },
-        "tx",
-        at,
-    );
+    let connected = fleet.connect(beta_host(host.as_str(), "shop"), "tx", at);
     let pending: Vec<String> = connected
         .pending
         .into_iter()
@@ -415,18 +400,6 @@ fn a_local_run_is_recorded_once_counted_and_never_sent_retried_or_a_catch_up() {
 #[test]
 fn connected_deployments_follow_streams_as_they_come_and_go() {
     let fleet = Fleet::from_snapshot(Snapshot::default());
-    let identity = |host: &str, deployment: &str| HostIdentity {
-        host_id: HostId::new(host.to_owned()),
-        deployment: DeploymentName::new(deployment.to_owned()),
-        cohort: Cohort::Beta,
-        auto: false,
-        app_version: "2".to_owned(),
-        agent_version: "1".to_owned(),
-        action_names: Vec::new(),
-        interval: Duration::from_secs(1),
-        session_id: 1,
-        labels: BTreeMap::new(),
-    };
     let names = |fleet: &Fleet| -> Vec<String> {
         fleet
             .connected_deployments()
@@ -435,11 +408,11 @@ fn connected_deployments_follow_streams_as_they_come_and_go() {
             .collect()
     };
     let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
-    let a1 = fleet.connect(identity("a1", "shop"), "tx", now).conn_id;
-    let b1 = fleet.connect(identity("b1", "cart"), "tx", now).conn_id;
+    let a1 = fleet.connect(beta_host("a1", "shop"), "tx", now).conn_id;
+    let b1 = fleet.connect(beta_host("b1", "cart"), "tx", now).conn_id;
     assert_eq!(names(&fleet), ["cart", "shop"]);
     // b1 comes back as a host of shop: cart has no stream left.
-    let connected = fleet.connect(identity("b1", "shop"), "tx", now);
+    let connected = fleet.connect(beta_host("b1", "shop"), "tx", now);
     assert_eq!(connected.replaced, Some("tx"));
     assert_eq!(names(&fleet), ["shop"]);
     // The replaced stream's own end changes nothing.
@@ -453,6 +426,6 @@ fn connected_deployments_follow_streams_as_they_come_and_go() {
     assert!(names(&fleet).is_empty());
     // A second disconnect of the same stream counts nothing twice.
     fleet.disconnect(&HostId::new("b1".to_owned()), connected.conn_id, now);
-    fleet.connect(identity("a1", "shop"), "tx", now);
+    fleet.connect(beta_host("a1", "shop"), "tx", now);
     assert_eq!(names(&fleet), ["shop"]);
 }
