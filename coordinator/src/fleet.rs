@@ -116,8 +116,11 @@ impl CommandState {
     fn new(record: CommandRecord) -> Self {
         CommandState {
             target_set: record.targets.iter().cloned().collect(),
+            // Sized for every target's answer: grown from empty, the map was
+            // rehashed 17 times under the fleet's lock during a 100,000-host
+            // fan-out (4 % of the coordinator's CPU, issue 15).
+            results: HashMap::with_capacity(record.targets.len()),
             record,
-            results: HashMap::new(),
         }
     }
 
