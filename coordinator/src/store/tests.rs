@@ -240,3 +240,41 @@ async fn a_batch_of_results_is_one_row_that_reads_back_as_every_result() {
     assert_eq!(left, [("cmd-2", "h1")]);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Writes nobody waits for share one paced commit, and a commit someone
+/// waits for is made at once: with a pace no run outlasts, only the waited
+/// commit can end the wait, and it carries every write queued before it.
+#[tokio::test]
+async fn queued_writes_share_a_paced_commit_that_a_waited_commit_does_not_wait_for() {
+    let dir = temp_dir("paced");
+    let counters = Arc::new(crate::counters::Counters::default());
+    let pace = Duration::from_secs(3600);
+    let (store, _writer) = Store::open_paced(&dir, Arc::clone(&counters), pace).expect("open");
+
+    // Nothing was committed before it: the first commit is not paced.
+    store.queue(audit(0, "a")).await.expect("queued");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while counters.commits().count < 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the first queued write was never committed"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for n in 1..=200 {
+        store.queue(audit(n, "a")).await.expect("queued");
+    }
+    tokio::time::timeout(Duration::from_secs(30), store.commit(vec![audit(201, "a")]))
+        .await
+        .expect("a waited commit is not held back by the pace")
+        .expect("committed");
+
+    assert_eq!(
+        counters.commits().count,
+        2,
+        "200 queued writes and the waited one: one commit"
+    );
+    let entries = store.audit(Some("a"), 1000).expect("audit reads");
+    assert_eq!(entries.len(), 202);
+    assert_eq!(entries.last().map(|e| e.time_unix_ms), Some(201));
+}
