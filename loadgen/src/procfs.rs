@@ -42,6 +42,11 @@ pub(crate) fn cpu_percent(before: ProcSample, after: ProcSample, elapsed: Durati
     secs / elapsed.as_secs_f64().max(1e-9) * 100.0
 }
 
+/// `ticks` of CPU time as a duration.
+pub(crate) fn ticks_to_duration(ticks: u64) -> Duration {
+    Duration::from_secs_f64(ticks as f64 / USER_HZ)
+}
+
 /// Busy CPU time of the whole machine (every core, USER_HZ ticks): all but
 /// idle and iowait, from the first line of `/proc/stat`.
 pub(crate) fn machine_busy_ticks() -> io::Result<u64> {

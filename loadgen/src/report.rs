@@ -81,6 +81,10 @@ pub(crate) struct StepReport {
     pub(crate) acked_all: bool,
     /// From the Rollback call until GetCommand showed every result succeeded.
     pub(crate) all_acked_ms: Option<f64>,
+    /// CPU time the coordinator spent from the call until every result was in.
+    pub(crate) fanout_coordinator_cpu_ms: Option<f64>,
+    /// CPU time this process spent over the same span.
+    pub(crate) fanout_loadgen_cpu_ms: Option<f64>,
     /// Status -> hosts from the last GetCommand, when not every one succeeded.
     pub(crate) rollback_statuses: Option<std::collections::BTreeMap<String, usize>>,
     pub(crate) rollback_error: Option<String>,

@@ -36,6 +36,11 @@ pub(crate) struct Figures {
     pub(crate) all_acked: Option<Duration>,
     /// Status name -> hosts, from the last `GetCommand`.
     pub(crate) statuses: BTreeMap<String, usize>,
+    /// CPU time the coordinator (when its pid is known) and this process
+    /// spent from the call until every result was in (or the timeout): the
+    /// fan-out's cost, steadier from run to run than its latency.
+    pub(crate) coordinator_cpu: Option<Duration>,
+    pub(crate) loadgen_cpu: Option<Duration>,
 }
 
 /// Rolls `deployment` back and waits (up to `timeout`) until every target acked success.
@@ -45,7 +50,9 @@ pub(crate) async fn run(
     n_beta: usize,
     progress: &Progress,
     timeout: Duration,
+    coordinator_pid: Option<u32>,
 ) -> anyhow::Result<Figures> {
+    let cpu_at_call = cpu_ticks(coordinator_pid);
     let called_at = Instant::now();
     let deadline = called_at + timeout;
     let response = control
@@ -67,6 +74,8 @@ pub(crate) async fn run(
         targets: response.target_host_ids.len(),
         all_acked: None,
         statuses: BTreeMap::new(),
+        coordinator_cpu: None,
+        loadgen_cpu: None,
     };
     tracing::info!(
         command_id = %figures.command_id,
@@ -112,5 +121,22 @@ pub(crate) async fn run(
         }
         tokio::time::sleep(POLL).await;
     }
+    let cpu_at_end = cpu_ticks(coordinator_pid);
+    let spent = |at_call: Option<u64>, at_end: Option<u64>| {
+        Some(crate::procfs::ticks_to_duration(
+            at_end?.checked_sub(at_call?)?,
+        ))
+    };
+    figures.coordinator_cpu = spent(cpu_at_call.0, cpu_at_end.0);
+    figures.loadgen_cpu = spent(cpu_at_call.1, cpu_at_end.1);
     Ok(figures)
+}
+
+/// CPU ticks of the coordinator (if its pid is known) and of this process.
+fn cpu_ticks(coordinator_pid: Option<u32>) -> (Option<u64>, Option<u64>) {
+    let ticks = |pid| crate::procfs::sample(pid).ok().map(|s| s.cpu_ticks);
+    (
+        coordinator_pid.and_then(|pid| ticks(Some(pid))),
+        ticks(None),
+    )
 }

@@ -295,6 +295,7 @@ async fn one_step(
             n_beta,
             &progress,
             config.rollback_timeout,
+            coordinator_pid,
         )
         .await;
         Some(result)
@@ -391,6 +392,14 @@ async fn one_step(
             step.rollback_targets = Some(figures.targets);
             step.rollback_call_ms = Some(ms(figures.call));
             step.all_acked_ms = figures.all_acked.map(ms);
+            step.fanout_coordinator_cpu_ms = figures.coordinator_cpu.map(ms);
+            step.fanout_loadgen_cpu_ms = figures.loadgen_cpu.map(ms);
+            tracing::info!(
+                coordinator_cpu_ms = step.fanout_coordinator_cpu_ms,
+                loadgen_cpu_ms = step.fanout_loadgen_cpu_ms,
+                all_acked_ms = step.all_acked_ms,
+                "step: CPU spent from the rollback call until every result was in"
+            );
             step.acked_all = figures.all_acked.is_some();
             if !step.acked_all {
                 step.rollback_statuses = Some(figures.statuses);
