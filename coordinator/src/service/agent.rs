@@ -198,26 +198,20 @@ impl Session {
     async fn run(mut self, mut inbound: Streaming<pb::AgentMessage>, replaced: Arc<Notify>) {
         let shutdown = self.link.streams_shutdown.clone();
         let caller = self.caller.clone();
-        // Made once, not per message: each of them registers with (and, when
-        // dropped, leaves) a waiter list that 100,000 streams share.
-        let revoked = caller.revoked();
-        let stopping = shutdown.cancelled();
-        let replaced = replaced.notified();
-        tokio::pin!(revoked, stopping, replaced);
         let end: Option<Status> = loop {
             tokio::select! {
-                () = &mut revoked => {
+                () = caller.revoked() => {
                     tracing::warn!(host_id = %self.identity.host_id, "agent stream ended: its certificate is revoked");
                     break Some(Status::permission_denied("this agent's identity is revoked"));
                 }
-                () = &mut stopping => {
+                () = shutdown.cancelled() => {
                     // Never wait on an agent that stopped reading: the end of the
                     // stream tells it as much as the Goodbye would.
                     let _ = self.wire_tx.try_send(goodbye_message("the coordinator is stopping"));
                     break None;
                 }
                 // A newer connection replaced this one; its Goodbye is queued.
-                () = &mut replaced => break None,
+                () = replaced.notified() => break None,
                 message = inbound.next() => match message {
                     None => break None,
                     Some(Err(status)) => {
