@@ -391,13 +391,15 @@ run_json() { local j=$out/loadgen-$1.json; [ -f "$j" ] && echo "$j"; }
   if [ ${#scale_json[@]} -gt 0 ]; then
     echo "### Scale (simulated agents at 10 s, ${BENCH_SCALE_PER_CONN:-200} streams per HTTP/2 connection, rollback to all of them)"
     echo
-    echo "| agents | connections | connected | ingest lag p99 ms | coordinator CPU % | RSS MiB median (max) | RSS KiB per agent | fan-out p50 / p99 / max ms | all acked ms | loadgen / other CPU % |"
-    echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    echo "| agents | connections | connected | ingest lag p99 ms | coordinator CPU % | RSS MiB median (max) | RSS KiB per agent | fan-out p50 / p99 / max ms | all acked ms | loadgen / other CPU % | fan-out CPU ms, coordinator / loadgen |"
+    echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     for j in "${scale_json[@]}"; do
       n=$(num "$j" agents)
       per_agent=$(awk -v r="$(num "$j" coordinator_rss_mib)" -v n="$(num "$j" connected)" 'BEGIN { if (n > 0 && r != "-") printf "%.1f", r * 1024 / n; else print "-" }')
-      echo "| $n | $(( (n + ${BENCH_SCALE_PER_CONN:-200} - 1) / ${BENCH_SCALE_PER_CONN:-200} )) | $(num "$j" connected) | $(num "$j" ingest_lag_p99_ms) | $(num "$j" coordinator_cpu_percent) | $(num "$j" coordinator_rss_mib) ($(num "$j" coordinator_rss_max_mib)) | $per_agent | $(num "$j" fanout_p50_ms) / $(num "$j" fanout_p99_ms) / $(num "$j" fanout_max_ms) | $(num "$j" all_acked_ms) | $(num "$j" loadgen_cpu_percent) / $(num "$j" other_cpu_percent) |"
+      echo "| $n | $(( (n + ${BENCH_SCALE_PER_CONN:-200} - 1) / ${BENCH_SCALE_PER_CONN:-200} )) | $(num "$j" connected) | $(num "$j" ingest_lag_p99_ms) | $(num "$j" coordinator_cpu_percent) | $(num "$j" coordinator_rss_mib) ($(num "$j" coordinator_rss_max_mib)) | $per_agent | $(num "$j" fanout_p50_ms) / $(num "$j" fanout_p99_ms) / $(num "$j" fanout_max_ms) | $(num "$j" all_acked_ms) | $(num "$j" loadgen_cpu_percent) / $(num "$j" other_cpu_percent) | $(num "$j" fanout_coordinator_cpu_ms) / $(num "$j" fanout_loadgen_cpu_ms) |"
     done
+    echo
+    echo "fan-out CPU: CPU time of each process from the Rollback call until every result was in (steadier than the latency from run to run)."
     echo
   fi
   if [ ${#tls_modes[@]} -eq 2 ]; then
