@@ -126,12 +126,14 @@ impl CommandState {
 
     /// Adds a target; returns true if it is new.
     fn add_target(&mut self, host: &str) -> bool {
-        if self.target_set.insert(host.to_owned()) {
-            self.record.targets.push(host.to_owned());
-            true
-        } else {
-            false
+        // Looked up first: a dispatch calls this for every connected beta
+        // host, nearly all of them targets already, under the fleet's lock.
+        if self.target_set.contains(host) {
+            return false;
         }
+        self.target_set.insert(host.to_owned());
+        self.record.targets.push(host.to_owned());
+        true
     }
 }
 
